@@ -1,0 +1,134 @@
+"""Load and save checkpoints in the released Kronos layout.
+
+A checkpoint is a directory holding `config.json` (the config dataclass fields) and
+`model.safetensors` (the state dict under the released parameter names). Weights are read
+with safetensors only, never unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from kronos_sk.nn.config import PredictorConfig, TokenizerConfig
+from kronos_sk.nn.predictor import KronosPredictor
+from kronos_sk.nn.tokenizer import KronosTokenizer
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+# Buffers derived from the config: a checkpoint may omit them; if present they are loaded.
+_DERIVED_BUFFERS = ("rotary.inv_freq", "bsq.basis", "bsq.group_basis")
+
+ModuleT = TypeVar("ModuleT", KronosTokenizer, KronosPredictor)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, incomplete, corrupt or inconsistent."""
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """Return the local directory for a checkpoint path or a hub id such as `NeoQuasar/Kronos-small`.
+
+    Hub ids are downloaded with `huggingface_hub` (an optional dependency) when online.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    text = str(name_or_path)
+    looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise CheckpointError(f"checkpoint directory {text!r} does not exist")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointError(
+            f"{text!r} is not a local directory; to fetch it as a hub id install the hub "
+            "extra: pip install 'kronos-sk[hub]'") from None
+    try:
+        return Path(snapshot_download(text, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]))
+    except Exception as error:  # offline, unknown repo, no permission: all end here
+        raise CheckpointError(
+            f"could not fetch hub checkpoint {text!r} ({type(error).__name__}: {error}); "
+            "pass a local directory holding config.json and model.safetensors") from error
+
+
+def read_config(directory: Path) -> dict:
+    file = directory / CONFIG_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing; a checkpoint directory needs {CONFIG_FILE}")
+    try:
+        values = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{file}: not valid JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{file}: expected a JSON object, got {type(values).__name__}")
+    return values
+
+
+def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    file = directory / WEIGHTS_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing; a checkpoint directory needs {WEIGHTS_FILE}")
+    try:
+        return load_file(file)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{file}: not a readable safetensors file ({error})") from None
+
+
+def load_state(module: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `weights` into `module`, naming any missing, unexpected or misshapen key."""
+    expected = module.state_dict()
+    unexpected = sorted(set(weights) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"{source}: unexpected key(s) {unexpected[:5]} for this config")
+    missing = sorted(k for k in set(expected) - set(weights) if not k.endswith(_DERIVED_BUFFERS))
+    if missing:
+        raise CheckpointError(f"{source}: missing key(s) {missing[:5]}")
+    for key, tensor in weights.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                f"{source}: key '{key}' has shape {tuple(tensor.shape)} but the config needs "
+                f"{tuple(expected[key].shape)}")
+    module.load_state_dict(weights, strict=False)
+
+
+def _load(cls: type[ModuleT], config_cls, name_or_path, device, dtype) -> ModuleT:
+    directory = resolve_checkpoint(name_or_path)
+    config = config_cls.from_dict(read_config(directory), source=str(directory / CONFIG_FILE))
+    module = cls(config)
+    load_state(module, _read_weights(directory), str(directory / WEIGHTS_FILE))
+    return module.to(device=device, dtype=dtype).eval()
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.float32) -> KronosTokenizer:
+    """Load a released-format tokenizer directory (or hub id) in eval mode."""
+    return _load(KronosTokenizer, TokenizerConfig, name_or_path, device, dtype)
+
+
+def load_predictor(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.float32) -> KronosPredictor:
+    """Load a released-format predictor directory (or hub id) in eval mode."""
+    return _load(KronosPredictor, PredictorConfig, name_or_path, device, dtype)
+
+
+def save_checkpoint(module: KronosTokenizer | KronosPredictor,
+                    directory: str | os.PathLike) -> Path:
+    """Write `config.json` and `model.safetensors` (float32, released names) to `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).write_text(json.dumps(module.config.to_dict(), indent=2,
+                                                    sort_keys=True) + "\n")
+    state = {key: value.detach().to("cpu").contiguous()
+             for key, value in module.state_dict().items()}
+    state = {key: value.float() if value.is_floating_point() else value
+             for key, value in state.items()}
+    save_file(state, directory / WEIGHTS_FILE)
+    return directory

@@ -1,0 +1,21 @@
+"""Candlestick data: column schema, input validation, model features and calendars.
+
+Depends on numpy and pandas only.
+"""
+
+from .calendar import future_index, time_features
+from .schema import COLUMN_ALIASES, FEATURE_COLUMNS, PRICE_COLUMNS, canonical_columns
+from .validation import TIMESTAMP_COLUMNS, assemble_features, validate_candles, validate_panel
+
+__all__ = [
+    "COLUMN_ALIASES",
+    "FEATURE_COLUMNS",
+    "PRICE_COLUMNS",
+    "TIMESTAMP_COLUMNS",
+    "assemble_features",
+    "canonical_columns",
+    "future_index",
+    "time_features",
+    "validate_candles",
+    "validate_panel",
+]

@@ -1,0 +1,353 @@
+"""Validation of candlestick input: the one checker every entry point uses.
+
+Every check is vectorised over rows. When several rows are bad, the error names the first
+one (ties within a row go to the check listed first: timestamps, missing values, infinities,
+signs, then the high/low envelope), with its position, its index label and the value.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import NoReturn
+
+import numpy as np
+import pandas as pd
+
+from .schema import FEATURE_COLUMNS, PRICE_COLUMNS, canonical_columns
+
+TIMESTAMP_COLUMNS: tuple[str, ...] = ("timestamp", "timestamps", "date", "datetime", "time")
+
+# Relative slack for the high/low envelope, so that float noise in published data passes.
+_RTOL = 1e-9
+
+# A rule: a boolean mask over rows and a function describing the problem at a row position.
+_Check = tuple[np.ndarray, Callable[[int], str]]
+
+
+def validate_candles(
+    frame: pd.DataFrame,
+    *,
+    name: str = "candles",
+    min_rows: int = 1,
+    require_datetime_index: bool = True,
+) -> pd.DataFrame:
+    """Check one series of candles and return a clean copy.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        One row per candle. Columns ``open, high, low, close`` are required, ``volume`` and
+        ``amount`` optional; names are matched case-insensitively and through
+        :data:`~kronos_sk.data.schema.COLUMN_ALIASES`. Timestamps are the index or, when the
+        index is not a ``DatetimeIndex``, a column named timestamp, timestamps, date, datetime
+        or time (any case). The frame is never modified.
+    name : str, default="candles"
+        What to call the input in error messages.
+    min_rows : int, default=1
+        Fewest rows accepted.
+    require_datetime_index : bool, default=True
+        Require a ``DatetimeIndex``. When False, any other index is accepted as opaque labels
+        and the timestamp checks are skipped for it.
+
+    Returns
+    -------
+    DataFrame
+        A new frame with the original index and the canonical columns present, in
+        ``FEATURE_COLUMNS`` order, as float64. Other columns are dropped.
+
+    Raises
+    ------
+    TypeError
+        If `frame` is not a DataFrame, a column is not numeric, or the index is not a
+        ``DatetimeIndex`` when one is required.
+    ValueError
+        If the frame is empty, has fewer than `min_rows` rows, lacks a price column, holds NaN,
+        infinite, non-positive prices or negative volume/amount, breaks
+        ``low <= min(open, close) <= max(open, close) <= high``, or has missing, duplicate,
+        unsorted or mixed-time-zone timestamps.
+    """
+    _check_is_frame(frame, name)
+    frame = _timestamps_to_index(frame, name)
+    _check_not_empty(frame, name)
+    values, columns = _feature_values(frame, name)
+    index = frame.index
+    if len(frame) < min_rows:
+        raise ValueError(f"{name}: has {len(frame)} rows, fewer than min_rows = {min_rows}")
+
+    checks: list[_Check] = []
+    if isinstance(index, pd.DatetimeIndex):
+        single_series = np.zeros(len(index), dtype=np.intp)
+        checks += _timestamp_checks(index, single_series, index)
+    elif require_datetime_index:
+        _raise_not_datetime(index, index, name, "index")
+    checks += _value_checks(values, columns, index)
+    _raise_first_problem(checks, name)
+    return pd.DataFrame(values, index=index, columns=columns)
+
+
+def validate_panel(frame: pd.DataFrame, *, name: str = "candles", min_rows: int = 1) -> pd.DataFrame:
+    """Check candles of several assets and return a clean copy.
+
+    The same checks as :func:`validate_candles`, applied to every asset at once: timestamps
+    must be unique and increasing within each asset, and messages name the asset. Assets may
+    have different lengths and need not be contiguous.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Indexed by a 2-level MultiIndex (asset, timestamp), the timestamp level a datetime
+        level; columns as for :func:`validate_candles`. The frame is never modified.
+    name : str, default="candles"
+        What to call the input in error messages.
+    min_rows : int, default=1
+        Fewest rows accepted per asset.
+
+    Returns
+    -------
+    DataFrame
+        A new frame with the original index and the canonical columns present, in
+        ``FEATURE_COLUMNS`` order, as float64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As for :func:`validate_candles`; TypeError also for an index that is not a 2-level
+        MultiIndex.
+    """
+    _check_is_frame(frame, name)
+    index = frame.index
+    if not isinstance(index, pd.MultiIndex) or index.nlevels != 2:
+        raise TypeError(
+            f"{name}: a panel needs a 2-level MultiIndex (asset, timestamp), got "
+            f"{type(index).__name__} with {index.nlevels} level(s); "
+            "build one with frame.set_index(['asset', 'timestamp'])"
+        )
+    _check_not_empty(frame, name)
+    values, columns = _feature_values(frame, name)
+    stamps = index.get_level_values(1)
+    if not isinstance(stamps, pd.DatetimeIndex):
+        _raise_not_datetime(stamps, index, name, "timestamp level")
+
+    groups, assets = pd.factorize(index.get_level_values(0), use_na_sentinel=False)
+    rows_per_asset = np.bincount(groups)
+    if (rows_per_asset < min_rows).any():
+        short = int((rows_per_asset < min_rows).argmax())
+        raise ValueError(
+            f"{name}: asset {assets[short]!r} has {rows_per_asset[short]} rows, "
+            f"fewer than min_rows = {min_rows}"
+        )
+
+    checks = _timestamp_checks(stamps, groups, index) + _value_checks(values, columns, index)
+    _raise_first_problem(checks, name)
+    return pd.DataFrame(values, index=index, columns=columns)
+
+
+def assemble_features(candles: pd.DataFrame) -> np.ndarray:
+    """Build the model's six input features following the reference rules.
+
+    Parameters
+    ----------
+    candles : DataFrame
+        Output of :func:`validate_candles` (canonical columns, float64).
+
+    Returns
+    -------
+    ndarray of shape (T, 6), float32
+        Columns in ``FEATURE_COLUMNS`` order.
+
+    Notes
+    -----
+    - No ``volume`` column: volume and amount are both zero. The reference zeroes amount
+      even when an ``amount`` column is given; this is kept for parity with its checkpoints.
+    - ``volume`` but no ``amount``: ``amount = volume * mean(open, high, low, close)``,
+      computed in float64 before the cast to float32, as the reference does.
+    """
+    features = candles[list(PRICE_COLUMNS)].copy()
+    if "volume" in candles.columns:
+        features["volume"] = candles["volume"]
+        if "amount" in candles.columns:
+            features["amount"] = candles["amount"]
+        else:
+            features["amount"] = candles["volume"] * candles[list(PRICE_COLUMNS)].mean(axis=1)
+    else:
+        features["volume"] = 0.0
+        features["amount"] = 0.0
+    return features[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32)
+
+
+def _check_is_frame(frame: object, name: str) -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"{name}: expected a pandas DataFrame, got {type(frame).__name__}")
+
+
+def _check_not_empty(frame: pd.DataFrame, name: str) -> None:
+    if len(frame) == 0:
+        raise ValueError(f"{name}: is empty (0 rows)")
+
+
+def _timestamps_to_index(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Move a timestamp column to the index unless the index already holds datetimes."""
+    if isinstance(frame.index, pd.DatetimeIndex):
+        return frame
+    found = [c for c in frame.columns if isinstance(c, str) and c.strip().lower() in TIMESTAMP_COLUMNS]
+    if len(found) > 1:
+        raise ValueError(
+            f"{name}: several timestamp columns {found}; keep one, or set the index to the "
+            "timestamps yourself"
+        )
+    return frame.set_index(found[0]) if found else frame
+
+
+def _feature_values(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, list[str]]:
+    """Return the canonical columns present as a fresh (T, k) float64 array, and their names."""
+    source = {canonical: user for user, canonical in canonical_columns(frame.columns).items()}
+    missing = [c for c in PRICE_COLUMNS if c not in source]
+    if missing:
+        raise ValueError(
+            f"{name}: missing required column(s) {missing}; found columns "
+            f"{list(frame.columns)} (names match case-insensitively; aliases such as "
+            "'o', 'h', 'l', 'c', 'vol' are accepted)"
+        )
+    columns = [c for c in FEATURE_COLUMNS if c in source]
+    arrays = []
+    for canonical in columns:
+        column = frame[source[canonical]]
+        if not _is_real_dtype(column.dtype):
+            raise TypeError(_non_numeric_message(column, frame.index, name))
+        arrays.append(column.to_numpy(dtype=np.float64, na_value=np.nan))
+    return np.column_stack(arrays), columns
+
+
+def _is_real_dtype(dtype: object) -> bool:
+    return (
+        pd.api.types.is_numeric_dtype(dtype)
+        and not pd.api.types.is_bool_dtype(dtype)
+        and not pd.api.types.is_complex_dtype(dtype)
+    )
+
+
+def _non_numeric_message(column: pd.Series, index: pd.Index, name: str) -> str:
+    message = f"{name}: column {column.name!r} has non-numeric dtype {column.dtype}"
+    for pos, value in enumerate(column):
+        is_number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+        is_missing = pd.api.types.is_scalar(value) and pd.isna(value)
+        if not is_number and not is_missing:
+            message += f"; {_row(index, pos)} holds {value!r}"
+            break
+    return message + "; convert it with pd.to_numeric or astype('float64')"
+
+
+def _raise_not_datetime(stamps: pd.Index, index: pd.Index, name: str, what: str) -> NoReturn:
+    """Raise for timestamps that are not a DatetimeIndex: ValueError for mixed zones."""
+    if stamps.dtype == object and pd.api.types.infer_dtype(stamps, skipna=True) == "datetime":
+        _raise_mixed_time_zones(stamps, index, name, what)
+    raise TypeError(
+        f"{name}: the {what} must hold datetimes (a DatetimeIndex), got dtype {stamps.dtype}; "
+        "convert it with pd.to_datetime, or pass the timestamps in a 'timestamp' column"
+    )
+
+
+def _raise_mixed_time_zones(stamps: pd.Index, index: pd.Index, name: str, what: str) -> None:
+    first: tuple[int, str] | None = None
+    for pos, stamp in enumerate(stamps):
+        if pd.isna(stamp):
+            continue
+        zone = "tz-naive" if stamp.tzinfo is None else f"in time zone {stamp.tzinfo}"
+        if first is None:
+            first = (pos, zone)
+        elif zone != first[1]:
+            raise ValueError(
+                f"{name}: the {what} mixes time zones: {_row(index, pos)} is {zone} but "
+                f"{_row(index, first[0])} is {first[1]}; convert every timestamp to one zone, "
+                "e.g. pd.to_datetime(stamps, utc=True)"
+            )
+
+
+def _timestamp_checks(stamps: pd.DatetimeIndex, groups: np.ndarray, index: pd.Index) -> list[_Check]:
+    """Missing, repeated and backward timestamps within each group of rows."""
+    # Visit each group's rows in their original order, so that neighbours share a group.
+    order = np.argsort(groups, kind="stable")
+    same_group = groups[order][1:] == groups[order][:-1]
+    ticks = stamps.asi8[order]
+    previous = np.zeros(len(stamps), dtype=np.intp)
+    previous[order[1:]] = order[:-1]
+    repeated = np.zeros(len(stamps), dtype=bool)
+    repeated[order[1:]] = same_group & (ticks[1:] == ticks[:-1])
+    backwards = np.zeros(len(stamps), dtype=bool)
+    backwards[order[1:]] = same_group & (ticks[1:] < ticks[:-1])
+    return [
+        (np.asarray(stamps.isna()), lambda pos: f"the timestamp at {_row(index, pos)} is missing (NaT)"),
+        (
+            repeated,
+            lambda pos: (
+                f"duplicate timestamp: {_row(index, pos)} repeats {_row(index, previous[pos])}; "
+                "drop duplicates, e.g. frame[~frame.index.duplicated()]"
+            ),
+        ),
+        (
+            backwards,
+            lambda pos: (
+                f"timestamps are not sorted: {_row(index, pos)} comes after "
+                f"{_row(index, previous[pos])}; sort with frame.sort_index()"
+            ),
+        ),
+    ]
+
+
+def _value_checks(values: np.ndarray, columns: list[str], index: pd.Index) -> list[_Check]:
+    """Value rules over the (T, k) feature array, in the order that breaks ties within a row."""
+    data = dict(zip(columns, values.T))
+
+    def rule(mask: np.ndarray, column: str, relation: str = "", bound: np.ndarray | None = None) -> _Check:
+        def describe(pos: int) -> str:
+            message = f"column {column!r} at {_row(index, pos)} is {_number(data[column][pos])}"
+            if relation:
+                message += f", {relation}"
+            if bound is not None:
+                message += f" = {_number(bound[pos])}"
+            return message
+
+        return mask, describe
+
+    checks = [rule(np.isnan(x), column) for column, x in data.items()]
+    checks += [rule(np.isinf(x), column) for column, x in data.items()]
+    checks += [rule(data[c] <= 0, c, "but prices must be positive") for c in PRICE_COLUMNS]
+    checks += [
+        rule(data[c] < 0, c, f"but {c} must not be negative") for c in ("volume", "amount") if c in data
+    ]
+    high, low = data["high"], data["low"]
+    body_top = np.maximum(data["open"], data["close"])
+    body_bottom = np.minimum(data["open"], data["close"])
+    checks += [
+        rule(high < low * (1 - _RTOL), "high", "below low", low),
+        rule(high < body_top * (1 - _RTOL), "high", "below max(open, close)", body_top),
+        rule(low > body_bottom * (1 + _RTOL), "low", "above min(open, close)", body_bottom),
+    ]
+    return checks
+
+
+def _raise_first_problem(checks: list[_Check], name: str) -> None:
+    """Raise ValueError for the earliest row any check flags; ties go to the earlier check."""
+    first: tuple[int, Callable[[int], str]] | None = None
+    for mask, describe in checks:
+        if mask.any():
+            pos = int(mask.argmax())
+            if first is None or pos < first[0]:
+                first = (pos, describe)
+    if first is not None:
+        pos, describe = first
+        raise ValueError(f"{name}: {describe(pos)}")
+
+
+def _row(index: pd.Index, pos: int) -> str:
+    """Describe a row by position and label, e.g. ``row 17 (2024-01-05 10:00:00)``."""
+    label = index[pos]
+    if isinstance(index, pd.MultiIndex):
+        asset, stamp = label
+        return f"row {pos} (asset {asset!r}, {stamp})"
+    return f"row {pos} ({label})"
+
+
+def _number(value: float) -> str:
+    return "NaN" if np.isnan(value) else repr(float(value))

@@ -1,0 +1,338 @@
+"""Batched, cached sampling of Kronos token paths, decoded back to candles.
+
+`forecast_paths` is the whole forecasting procedure: normalise each context with its own
+statistics, tokenize it, sample `n_samples` token paths per series with a key/value cache,
+decode them and undo the normalisation. Every path is returned.
+
+Sliding windows: once a context plus the generated tokens outgrow `max_context`, the released
+predictor re-runs the whole window (positions restarting at 0) at each step. `sliding="exact"`
+(default) keeps those semantics, sharing the window's context part across the samples of a
+series; `sliding="rolling"` keeps the cache and drops its oldest entries instead, which is
+faster but approximate: hidden states keep what dropped tokens contributed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from kronos_sk.data.normalize import DEFAULT_CLIP, Normalizer
+from kronos_sk.nn.layers import KVCache, attention_mask, positions_from_valid
+from kronos_sk.nn.predictor import KronosPredictor
+from kronos_sk.nn.tokenizer import KronosTokenizer
+
+SLIDING_MODES = ("exact", "rolling")
+DEFAULT_MAX_PATHS = 256
+
+
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0) -> torch.Tensor:
+    """Scale by 1/temperature, keep the `top_k` largest, then the top-p nucleus of those.
+
+    Returns a new float32 tensor of the same shape with -inf on removed ids; the input is not
+    modified. The nucleus is the smallest set of ids whose probability reaches `top_p` under
+    the top-k-restricted distribution; it always holds the most likely id.
+    """
+    logits = logits.float() / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth_largest, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        mass_before = probs.cumsum(-1) - probs
+        remove_sorted = mass_before >= top_p
+        remove = remove_sorted.scatter(-1, order, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+def sample_ids(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Draw one id per row of (N, V) logits by inverting the CDF at (N,) uniforms in [0, 1)."""
+    cdf = logits.softmax(-1).cumsum(-1)
+    target = uniforms.to(cdf.dtype).unsqueeze(-1) * cdf[:, -1:]
+    ids = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    return ids.clamp_(max=logits.shape[-1] - 1)
+
+
+def series_seeds(random_state: int | None, keys: Sequence[bytes | str]) -> list[int]:
+    """One seed per series from `random_state` and a key naming the series.
+
+    Seeds depend on the key, not on the series' position, so a series gets the same paths
+    whatever else is in the batch. `random_state=None` draws fresh entropy.
+    """
+    if random_state is None:
+        random_state = int(np.random.SeedSequence().entropy % 2**63)
+    seeds = []
+    for key in keys:
+        data = key if isinstance(key, bytes) else str(key).encode()
+        digest = hashlib.blake2b(data, digest_size=8, key=str(int(random_state)).encode()[:64])
+        seeds.append(int.from_bytes(digest.digest(), "little") >> 1)
+    return seeds
+
+
+def path_uniforms(seeds: Sequence[int], n_samples: int, horizon: int) -> torch.Tensor:
+    """Uniforms (n_series * n_samples, horizon, 2) for the coarse and fine draws of each path.
+
+    Path (series i, sample s) has its own generator seeded from (seeds[i], s), so its draws do
+    not depend on the batch, on the order of series or on `n_samples`.
+    """
+    blocks = []
+    for seed in seeds:
+        for sample in range(n_samples):
+            state = np.random.SeedSequence([int(seed), sample]).generate_state(1, np.uint64)[0]
+            generator = torch.Generator().manual_seed(int(state) >> 1)
+            blocks.append(torch.rand(horizon, 2, generator=generator))
+    return torch.stack(blocks)
+
+
+def _empty_caches(module_blocks, batch: int, capacity: int, like: torch.Tensor) -> list[KVCache]:
+    return [KVCache.empty(batch, block.self_attn.n_heads, capacity, block.self_attn.head_dim,
+                          like.dtype, like.device) for block in module_blocks]
+
+
+class _Sampler:
+    """Draws the (coarse, fine) ids of one step for every path."""
+
+    def __init__(self, predictor: KronosPredictor, uniforms: torch.Tensor, temperature: float,
+                 top_k: int, top_p: float):
+        self.predictor, self.uniforms = predictor, uniforms
+        self.settings = (temperature, top_k, top_p)
+
+    def __call__(self, step: int, h_last: torch.Tensor, dep_cache: KVCache,
+                 dep_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.predictor
+        # h_last: (P, 1, d); the dependency cache holds the whole window's hidden states.
+        coarse_logits = p.coarse_logits(h_last[:, 0])
+        coarse = sample_ids(filter_logits(coarse_logits, *self.settings),
+                            self.uniforms[:, step, 0])
+        query = p.embedding.emb_s1(coarse).unsqueeze(1)  # (P, 1, d)
+        fine_logits = p.head.proj_s2(p.dep_layer.step(h_last, query, dep_cache, dep_mask))
+        fine = sample_ids(filter_logits(fine_logits[:, 0], *self.settings),
+                          self.uniforms[:, step, 1])
+        return coarse, fine
+
+
+@torch.no_grad()
+def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: torch.Tensor,
+                    stamps: torch.Tensor, horizon: int, uniforms: torch.Tensor, *,
+                    valid: torch.Tensor | None = None, n_samples: int = 1,
+                    max_context: int = 512, temperature: float = 1.0, top_k: int = 0,
+                    top_p: float = 1.0, sliding: str = "exact",
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample `n_samples` continuations of each context with a key/value cache.
+
+    Parameters
+    ----------
+    s1_ids, s2_ids : (B, T) int64 context token ids, left-padded where `valid` is False.
+    stamps : (B, T + horizon, 5) calendar stamps of the context and of the future rows.
+    uniforms : (B * n_samples, horizon, 2) draws from `path_uniforms`.
+
+    Returns
+    -------
+    coarse, fine : (B * n_samples, horizon) int64, paths of series i at rows
+        i * n_samples ... (i + 1) * n_samples - 1.
+    """
+    B, T_full = s1_ids.shape
+    S, H, M = n_samples, horizon, max_context
+    T = min(T_full, M)  # the predictor only ever sees the last max_context tokens
+    s1_ids, s2_ids, stamps = s1_ids[:, -T:], s2_ids[:, -T:], stamps[:, T_full - T:]
+    if valid is not None:
+        valid = valid[:, -T:]
+        valid = None if bool(valid.all()) else valid
+    P = B * S
+    sample = _Sampler(predictor, uniforms.to(s1_ids.device), temperature, top_k, top_p)
+    dtype_like = predictor.norm.weight
+    device = s1_ids.device
+    stamps_p = stamps.repeat_interleave(S, 0)
+    # key_valid[:, j]: is buffer position j (context then generated tokens) a real token?
+    key_valid = None
+    if valid is not None:
+        key_valid = torch.cat((valid, valid.new_ones(B, H)), 1).repeat_interleave(S, 0)
+        n_valid = valid.sum(1, keepdim=True).repeat_interleave(S, 0)  # (P, 1)
+    coarse = s1_ids.new_empty(P, H)
+    fine = s2_ids.new_empty(P, H)
+
+    def window_mask(start: int, end: int) -> torch.Tensor | None:
+        return None if key_valid is None else key_valid[:, None, None, start:end]
+
+    # Phase 1: cached steps, as long as the window does not slide (exact) or always (rolling).
+    n_cached = H if sliding == "rolling" else min(H, M - T + 1)
+    capacity = T + n_cached
+    caches = _empty_caches(predictor.transformer, B, T, dtype_like)
+    h = predictor.hidden(s1_ids, s2_ids, stamps[:, :T], valid, caches=caches)  # (B, T, d)
+    caches = [cache.repeat_interleave(S, capacity) for cache in caches]
+    dep_attn = predictor.dep_layer.cross_attn
+    dep_cache = KVCache.empty(B, dep_attn.n_heads, T, dep_attn.head_dim, h.dtype, device)
+    dep_attn.extend_cache(h, dep_cache)
+    dep_cache = dep_cache.repeat_interleave(S, capacity)
+    h_last = h[:, -1:].repeat_interleave(S, 0)
+    for i in range(n_cached):
+        if i > 0:
+            end = T + i  # the token drawn at step i - 1 sits at end - 1
+            start = max(0, end - M)
+            for cache in caches + [dep_cache]:
+                cache.start = start
+            position = (n_valid + i - 1 if key_valid is not None
+                        else torch.tensor([end - 1], device=device))
+            h_last = predictor.hidden(coarse[:, i - 1:i], fine[:, i - 1:i],
+                                      stamps_p[:, end - 1:end], caches=caches,
+                                      positions=position, mask=window_mask(start, end))
+            dep_attn.extend_cache(h_last, dep_cache)
+        coarse[:, i], fine[:, i] = sample(i, h_last, dep_cache,
+                                          window_mask(dep_cache.start, dep_cache.length))
+    del caches, dep_cache
+
+    # Phase 2 (exact only): the window [start, end) slides; recompute it at every step. Its
+    # context part is causal-first, so it is computed once per series, not per sample.
+    for i in range(n_cached, H):
+        end = T + i
+        start = end - M
+        shared = max(0, T - start)
+        if shared:
+            shared_valid = None if valid is None else valid[:, start:]
+            caches = _empty_caches(predictor.transformer, B, shared, dtype_like)
+            h_shared = predictor.hidden(s1_ids[:, start:], s2_ids[:, start:],
+                                        stamps[:, start:T], shared_valid, caches=caches)
+            caches = [cache.repeat_interleave(S, M) for cache in caches]
+            h_shared = h_shared.repeat_interleave(S, 0)
+        else:
+            caches = _empty_caches(predictor.transformer, P, M, dtype_like)
+            h_shared = h_last.new_empty(P, 0, h_last.shape[-1])
+        first = T + max(0, start - T)  # buffer position of the first generated token in view
+        positions = torch.arange(end - first, device=device)
+        if key_valid is not None:
+            positions = positions + key_valid[:, start:first].sum(1, keepdim=True)
+        else:
+            positions = positions + shared
+        keys = (key_valid[:, start:end] if key_valid is not None
+                else torch.ones(P, end - start, dtype=torch.bool, device=device))
+        h_new = predictor.hidden(coarse[:, first - T:i], fine[:, first - T:i],
+                                 stamps_p[:, first:end], caches=caches, positions=positions,
+                                 mask=attention_mask(keys, end - first, causal=True))
+        h_window = torch.cat((h_shared, h_new), 1)  # (P, M, d)
+        dep_cache = KVCache.empty(P, dep_attn.n_heads, M, dep_attn.head_dim, h_new.dtype,
+                                  device)
+        dep_attn.extend_cache(h_window, dep_cache)
+        coarse[:, i], fine[:, i] = sample(i, h_window[:, -1:], dep_cache,
+                                          window_mask(start, end))
+    return coarse, fine
+
+
+@torch.no_grad()
+def decode_paths(tokenizer: KronosTokenizer, s1_ids: torch.Tensor, s2_ids: torch.Tensor,
+                 coarse: torch.Tensor, fine: torch.Tensor, *, valid: torch.Tensor | None = None,
+                 n_samples: int = 1, max_context: int = 512) -> torch.Tensor:
+    """Decode generated ids (B * S, H) in the context of the last tokens -> (B * S, H, d_in).
+
+    As released, the decoder sees the last `max_context` tokens of context plus path (here at
+    least the H generated ones); the context part is decoded once per series and cached.
+    """
+    B, T = s1_ids.shape
+    S, H = n_samples, coarse.shape[1]
+    P = B * S
+    window = min(max(max_context, H), T + H)
+    start = T + H - window
+    prefix_valid = None if valid is None else valid[:, start:]
+    blocks = tokenizer.decoder
+    like = tokenizer.head.weight
+    if T - start:
+        caches = _empty_caches(blocks, B, T - start, like)
+        tokenizer.decode(s1_ids[:, start:], s2_ids[:, start:], prefix_valid, caches=caches)
+        caches = [cache.repeat_interleave(S, window) for cache in caches]
+    else:
+        caches = _empty_caches(blocks, P, window, like)
+    if prefix_valid is None:
+        prefix_valid = torch.ones(B, T - start, dtype=torch.bool, device=s1_ids.device)
+    prefix_valid = prefix_valid.repeat_interleave(S, 0)
+    positions = torch.arange(H, device=s1_ids.device) + prefix_valid.sum(1, keepdim=True)
+    keys = torch.cat((prefix_valid, prefix_valid.new_ones(P, H)), 1)
+    return tokenizer.decode(coarse, fine, caches=caches, positions=positions,
+                            mask=attention_mask(keys, H, causal=True))
+
+
+def check_sampling(n_samples: int, temperature: float, top_k: int, top_p: float,
+                   max_context: int, sliding: str) -> None:
+    """Raise ValueError naming the first invalid sampling setting."""
+    checks = [
+        ("n_samples", n_samples, isinstance(n_samples, (int, np.integer)) and n_samples >= 1,
+         "a positive integer"),
+        ("temperature", temperature, isinstance(temperature, (int, float)) and temperature > 0
+         and np.isfinite(temperature), "a positive finite number"),
+        ("top_k", top_k, isinstance(top_k, (int, np.integer)) and top_k >= 0,
+         "a non-negative integer (0 disables it)"),
+        ("top_p", top_p, isinstance(top_p, (int, float)) and 0 < top_p <= 1, "in (0, 1]"),
+        ("max_context", max_context,
+         isinstance(max_context, (int, np.integer)) and max_context >= 1, "a positive integer"),
+        ("sliding", sliding, sliding in SLIDING_MODES, f"one of {SLIDING_MODES}"),
+    ]
+    for name, value, ok, expected in checks:
+        if isinstance(value, bool) or not ok:
+            raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
+                   contexts: Sequence[np.ndarray], context_stamps: Sequence[np.ndarray],
+                   future_stamps: np.ndarray, *, n_samples: int = 1, temperature: float = 1.0,
+                   top_k: int = 0, top_p: float = 1.0, max_context: int = 512,
+                   seeds: Sequence[int] | None = None, random_state: int | None = None,
+                   sliding: str = "exact", clip: float = DEFAULT_CLIP,
+                   max_paths: int = DEFAULT_MAX_PATHS) -> np.ndarray:
+    """Sample future candles for a batch of series; every path, in original units.
+
+    Parameters
+    ----------
+    contexts : sequence of (T_i, d_in) float arrays, one per series; lengths may differ.
+    context_stamps : sequence of (T_i, 5) int arrays (minute, hour, weekday, day, month).
+    future_stamps : (B, H, 5) int array, the stamps of the H rows to forecast.
+    n_samples, temperature, top_k, top_p : sampling settings; `top_k=1` is greedy.
+    max_context : the predictor's window, in tokens.
+    seeds : one seed per series; default: derived from `random_state` and each context's
+        values, so a series gets the same paths whatever else is in the batch.
+    sliding : "exact" (released semantics) or "rolling" (faster), see the module docstring.
+    max_paths : at most this many paths (series x samples) are generated at once.
+
+    Returns
+    -------
+    ndarray of shape (B, n_samples, H, d_in), float32, on the CPU.
+    """
+    check_sampling(n_samples, temperature, top_k, top_p, max_context, sliding)
+    future_stamps = np.asarray(future_stamps)
+    B, H = len(contexts), future_stamps.shape[1]
+    if seeds is None:
+        seeds = series_seeds(random_state, [np.ascontiguousarray(c, np.float64).tobytes()
+                                            for c in contexts])
+    normalizer = Normalizer.fit(contexts, clip)
+    device = tokenizer.head.weight.device
+    out = np.empty((B, n_samples, H, tokenizer.config.d_in), dtype=np.float32)
+    per_chunk = max(1, max_paths // n_samples)
+    for lo in range(0, B, per_chunk):
+        rows = range(lo, min(B, lo + per_chunk))
+        lengths = [len(contexts[i]) for i in rows]
+        T = max(lengths)
+        values = np.zeros((len(rows), T, out.shape[-1]), dtype=np.float32)
+        stamps = np.zeros((len(rows), T + H, 5), dtype=np.int64)
+        valid = np.zeros((len(rows), T), dtype=bool)
+        for j, (i, n) in enumerate(zip(rows, lengths)):
+            values[j, T - n:] = contexts[i]
+            stamps[j, T - n:T] = context_stamps[i]
+            valid[j, T - n:] = True
+        stamps[:, T:] = future_stamps[lo:lo + len(rows)]
+        part = Normalizer(normalizer.mean[lo:lo + len(rows)], normalizer.std[lo:lo + len(rows)],
+                          clip)
+        x = torch.from_numpy(part.transform(values)).to(device, tokenizer.head.weight.dtype)
+        valid_t = None if valid.all() else torch.from_numpy(valid).to(device)
+        s1, s2 = tokenizer.encode(x, valid_t)
+        uniforms = path_uniforms(seeds[lo:lo + len(rows)], n_samples, H)
+        coarse, fine = generate_tokens(
+            predictor, s1, s2, torch.from_numpy(stamps).to(device), H, uniforms,
+            valid=valid_t, n_samples=n_samples, max_context=max_context,
+            temperature=temperature, top_k=top_k, top_p=top_p, sliding=sliding)
+        decoded = decode_paths(tokenizer, s1, s2, coarse, fine, valid=valid_t,
+                               n_samples=n_samples, max_context=max_context)
+        decoded = decoded.float().cpu().numpy().reshape(len(rows), n_samples, H, -1)
+        out[lo:lo + len(rows)] = part.inverse_transform(decoded)
+    return out

@@ -1,0 +1,223 @@
+"""Building blocks shared by the tokenizer and the predictor.
+
+RMSNorm, rotary position embedding, multi-head attention with an optional key/value cache,
+the SwiGLU feed-forward and the pre-norm Transformer block. Parameter names follow the
+released Kronos checkpoints.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in float32 even when the model runs in bfloat16.
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding; `forward(positions)` gives the (cos, sin) tables."""
+
+    def __init__(self, head_dim: int):
+        super().__init__()
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+        self.register_buffer("inv_freq", inv_freq)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # positions: (T,) or (B, T) integers -> cos, sin: (T, hd) or (B, 1, T, hd)
+        angles = positions.to(self.inv_freq.dtype).unsqueeze(-1) * self.inv_freq
+        angles = torch.cat((angles, angles), dim=-1)
+        if positions.dim() == 2:
+            angles = angles.unsqueeze(1)  # broadcast over heads
+        return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, nh, T, hd) by the given angles, computed in float32."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (x.float() * cos + rotated * sin).type_as(x)
+
+
+class KVCache:
+    """Preallocated keys and values of one attention layer.
+
+    `k` and `v` are (B, nh, capacity, hd); the live entries are `[start:length]`. Appending
+    writes in place, so each generated step costs one token; `start` moves forward when a
+    rolling window drops its oldest entries.
+    """
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, length: int = 0, start: int = 0):
+        self.k, self.v, self.length, self.start = k, v, length, start
+
+    @classmethod
+    def empty(cls, batch: int, n_heads: int, capacity: int, head_dim: int,
+              dtype: torch.dtype, device: torch.device | str) -> KVCache:
+        shape = (batch, n_heads, capacity, head_dim)
+        return cls(torch.empty(shape, dtype=dtype, device=device),
+                   torch.empty(shape, dtype=dtype, device=device))
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store (B, nh, T, hd) new entries; return all live keys and values."""
+        end = self.length + k.shape[2]
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache overflow: {end} entries, capacity {self.capacity}")
+        self.k[:, :, self.length:end] = k
+        self.v[:, :, self.length:end] = v
+        self.length = end
+        return self.live()
+
+    def live(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.k[:, :, self.start:self.length], self.v[:, :, self.start:self.length]
+
+    def repeat_interleave(self, repeats: int, capacity: int) -> KVCache:
+        """A new cache with each batch row repeated, e.g. one context for many samples."""
+        live = slice(self.start, self.length)
+        n = self.length - self.start
+        shape = (self.k.shape[0] * repeats, self.k.shape[1], capacity, self.k.shape[3])
+        k = self.k.new_empty(shape)
+        v = self.v.new_empty(shape)
+        k[:, :, :n] = self.k[:, :, live].repeat_interleave(repeats, dim=0)
+        v[:, :, :n] = self.v[:, :, live].repeat_interleave(repeats, dim=0)
+        return KVCache(k, v, length=n)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with rotary positions, used for self- and cross-attention.
+
+    `rope` holds the (cos, sin) of the query tokens; it is applied to the queries and to the
+    new keys (equal lengths), or skipped when None. `mask` is boolean, True where a query may
+    attend, broadcastable to (B, nh, Tq, Tk).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, attn_dropout_p: float = 0.0,
+                 resid_dropout_p: float = 0.0):
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.rotary = RotaryEmbedding(self.head_dim)
+        self.attn_dropout_p = attn_dropout_p
+        self.resid_dropout = nn.Dropout(resid_dropout_p)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                mask: torch.Tensor | None = None, causal: bool = False,
+                cache: KVCache | None = None) -> torch.Tensor:
+        """Attend from `x` (B, Tq, d) to `context` (B, Tk, d; default x) -> (B, Tq, d).
+
+        With a cache, the keys and values of `context` are appended to it first and the
+        queries attend to everything it holds. A multi-token causal call needs an empty cache.
+        """
+        context = x if context is None else context
+        q = self._heads(self.q_proj(x))        # (B, nh, Tq, hd)
+        k = self._heads(self.k_proj(context))  # (B, nh, Tk, hd)
+        v = self._heads(self.v_proj(context))
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        return self._attend(q, k, v, mask, causal)
+
+    def extend_cache(self, context: torch.Tensor, cache: KVCache) -> None:
+        """Append the keys and values of `context` (B, T, d) to `cache`, without rotary."""
+        cache.append(self._heads(self.k_proj(context)), self._heads(self.v_proj(context)))
+
+    def attend_cache(self, x: torch.Tensor, cache: KVCache,
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Attend from `x` (B, Tq, d), without rotary, to every entry of `cache`."""
+        k, v = cache.live()
+        return self._attend(self._heads(self.q_proj(x)), k, v, mask, causal=False)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+            dropout_p=self.attn_dropout_p if self.training else 0.0,
+        )  # (B, nh, Tq, hd)
+        B, _, T, _ = y.shape
+        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        return self.resid_dropout(self.out_proj(y))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, d_model: int, ff_dim: int, dropout_p: float = 0.0):
+        super().__init__()
+        self.w1 = nn.Linear(d_model, ff_dim, bias=False)
+        self.w3 = nn.Linear(d_model, ff_dim, bias=False)
+        self.w2 = nn.Linear(ff_dim, d_model, bias=False)
+        self.dropout = nn.Dropout(dropout_p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + attn(norm1(x)), then x + ffn(norm2(x))."""
+
+    def __init__(self, d_model: int, n_heads: int, ff_dim: int, ffn_dropout_p: float = 0.0,
+                 attn_dropout_p: float = 0.0, resid_dropout_p: float = 0.0):
+        super().__init__()
+        self.norm1 = RMSNorm(d_model)
+        self.self_attn = Attention(d_model, n_heads, attn_dropout_p, resid_dropout_p)
+        self.norm2 = RMSNorm(d_model)
+        self.ffn = FeedForward(d_model, ff_dim, ffn_dropout_p)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+        causal = mask is None and x.shape[1] > 1
+        x = x + self.self_attn(self.norm1(x), rope=rope, mask=mask, causal=causal, cache=cache)
+        return x + self.ffn(self.norm2(x))
+
+
+def attention_mask(valid: torch.Tensor | None, n_queries: int, causal: bool) -> torch.Tensor | None:
+    """Boolean mask (B, 1, Tq, Tk), True where a query may attend; None when `valid` is None.
+
+    `valid` is (B, Tk), True on real (not left-padding) keys; the queries are the last
+    `n_queries` keys. A padded query may attend to itself so that no softmax row is empty
+    (its output is never used).
+    """
+    if valid is None:
+        return None
+    B, Tk = valid.shape
+    key_pos = torch.arange(Tk, device=valid.device)
+    query_pos = key_pos[Tk - n_queries:]
+    allowed = valid[:, None, :].expand(B, n_queries, Tk)
+    if causal:
+        allowed = allowed & (key_pos[None, :] <= query_pos[:, None])
+    allowed = allowed | (key_pos[None, :] == query_pos[:, None])
+    return allowed.unsqueeze(1)
+
+
+def positions_from_valid(valid: torch.Tensor | None, length: int,
+                         device: torch.device | str) -> torch.Tensor:
+    """Rotary positions that count from 0 at each row's first real token.
+
+    Returns (T,) when nothing is padded, else (B, T) (padded slots get position 0).
+    """
+    if valid is None:
+        return torch.arange(length, device=device)
+    return (valid.long().cumsum(-1) - 1).clamp(min=0)
