@@ -223,6 +223,37 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
 
 
 @torch.no_grad()
+def generate_tokens_recompute(predictor: KronosPredictor, s1_ids: torch.Tensor,
+                              s2_ids: torch.Tensor, stamps: torch.Tensor, horizon: int,
+                              uniforms: torch.Tensor, *, n_samples: int = 1,
+                              max_context: int = 512, temperature: float = 1.0, top_k: int = 0,
+                              top_p: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The released algorithm step by step: every step re-runs the whole window, no cache.
+
+    Same contract as `generate_tokens` without padding; kept as the ground truth that the
+    cached generation is tested and benchmarked against.
+    """
+    S, M = n_samples, max_context
+    s1 = s1_ids.repeat_interleave(S, 0)
+    s2 = s2_ids.repeat_interleave(S, 0)
+    stamps = stamps.repeat_interleave(S, 0)
+    T = s1.shape[1]
+    sample = _Sampler(predictor, uniforms.to(s1.device), temperature, top_k, top_p)
+    dep_attn = predictor.dep_layer.cross_attn
+    for i in range(horizon):
+        end = T + i
+        start = max(0, end - M)
+        h = predictor.hidden(s1[:, start:], s2[:, start:], stamps[:, start:end])
+        dep_cache = KVCache.empty(h.shape[0], dep_attn.n_heads, h.shape[1], dep_attn.head_dim,
+                                  h.dtype, h.device)
+        dep_attn.extend_cache(h, dep_cache)
+        coarse, fine = sample(i, h[:, -1:], dep_cache, None)
+        s1 = torch.cat((s1, coarse[:, None]), 1)
+        s2 = torch.cat((s2, fine[:, None]), 1)
+    return s1[:, T:], s2[:, T:]
+
+
+@torch.no_grad()
 def decode_paths(tokenizer: KronosTokenizer, s1_ids: torch.Tensor, s2_ids: torch.Tensor,
                  coarse: torch.Tensor, fine: torch.Tensor, *, valid: torch.Tensor | None = None,
                  n_samples: int = 1, max_context: int = 512) -> torch.Tensor:

@@ -31,7 +31,8 @@ def time_features(index: pd.DatetimeIndex) -> np.ndarray:
     if not isinstance(index, pd.DatetimeIndex):
         raise TypeError(f"time_features needs a DatetimeIndex, got {type(index).__name__}")
     if index.hasnans:
-        raise ValueError(f"time_features: timestamp at position {int(index.isna().argmax())} is NaT")
+        position = int(index.isna().argmax())
+        raise ValueError(f"time_features: timestamp at position {position} is NaT")
     return np.column_stack(
         [index.minute, index.hour, index.dayofweek, index.day, index.month]
     ).astype(np.int64)

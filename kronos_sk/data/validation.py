@@ -86,7 +86,9 @@ def validate_candles(
     return pd.DataFrame(values, index=index, columns=columns)
 
 
-def validate_panel(frame: pd.DataFrame, *, name: str = "candles", min_rows: int = 1) -> pd.DataFrame:
+def validate_panel(
+    frame: pd.DataFrame, *, name: str = "candles", min_rows: int = 1
+) -> pd.DataFrame:
     """Check candles of several assets and return a clean copy.
 
     The same checks as :func:`validate_candles`, applied to every asset at once: timestamps
@@ -190,7 +192,9 @@ def _timestamps_to_index(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     """Move a timestamp column to the index unless the index already holds datetimes."""
     if isinstance(frame.index, pd.DatetimeIndex):
         return frame
-    found = [c for c in frame.columns if isinstance(c, str) and c.strip().lower() in TIMESTAMP_COLUMNS]
+    found = [
+        c for c in frame.columns if isinstance(c, str) and c.strip().lower() in TIMESTAMP_COLUMNS
+    ]
     if len(found) > 1:
         raise ValueError(
             f"{name}: several timestamp columns {found}; keep one, or set the index to the "
@@ -264,7 +268,9 @@ def _raise_mixed_time_zones(stamps: pd.Index, index: pd.Index, name: str, what: 
             )
 
 
-def _timestamp_checks(stamps: pd.DatetimeIndex, groups: np.ndarray, index: pd.Index) -> list[_Check]:
+def _timestamp_checks(
+    stamps: pd.DatetimeIndex, groups: np.ndarray, index: pd.Index
+) -> list[_Check]:
     """Missing, repeated and backward timestamps within each group of rows."""
     # Visit each group's rows in their original order, so that neighbours share a group.
     order = np.argsort(groups, kind="stable")
@@ -277,7 +283,7 @@ def _timestamp_checks(stamps: pd.DatetimeIndex, groups: np.ndarray, index: pd.In
     backwards = np.zeros(len(stamps), dtype=bool)
     backwards[order[1:]] = same_group & (ticks[1:] < ticks[:-1])
     return [
-        (np.asarray(stamps.isna()), lambda pos: f"the timestamp at {_row(index, pos)} is missing (NaT)"),
+        (stamps.isna(), lambda pos: f"the timestamp at {_row(index, pos)} is missing"),
         (
             repeated,
             lambda pos: (
@@ -299,7 +305,9 @@ def _value_checks(values: np.ndarray, columns: list[str], index: pd.Index) -> li
     """Value rules over the (T, k) feature array, in the order that breaks ties within a row."""
     data = dict(zip(columns, values.T))
 
-    def rule(mask: np.ndarray, column: str, relation: str = "", bound: np.ndarray | None = None) -> _Check:
+    def rule(
+        mask: np.ndarray, column: str, relation: str = "", bound: np.ndarray | None = None
+    ) -> _Check:
         def describe(pos: int) -> str:
             message = f"column {column!r} at {_row(index, pos)} is {_number(data[column][pos])}"
             if relation:
@@ -314,7 +322,9 @@ def _value_checks(values: np.ndarray, columns: list[str], index: pd.Index) -> li
     checks += [rule(np.isinf(x), column) for column, x in data.items()]
     checks += [rule(data[c] <= 0, c, "but prices must be positive") for c in PRICE_COLUMNS]
     checks += [
-        rule(data[c] < 0, c, f"but {c} must not be negative") for c in ("volume", "amount") if c in data
+        rule(data[c] < 0, c, f"but {c} must not be negative")
+        for c in ("volume", "amount")
+        if c in data
     ]
     high, low = data["high"], data["low"]
     body_top = np.maximum(data["open"], data["close"])
