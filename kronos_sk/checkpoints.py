@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from kronos_sk.nn.config import PredictorConfig, TokenizerConfig
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
+from kronos_sk.runtime import resolve_device, resolve_dtype
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -99,7 +100,8 @@ def load_state(module: nn.Module, weights: dict[str, torch.Tensor], source: str)
     module.load_state_dict(weights, strict=False)
 
 
-def _load(cls: type[ModuleT], config_cls, name_or_path, device, dtype) -> ModuleT:
+def _load(cls: type[ModuleT], config_cls, name_or_path, device, precision) -> ModuleT:
+    device, dtype = resolve_device(device), resolve_dtype(precision)
     directory = resolve_checkpoint(name_or_path)
     config = config_cls.from_dict(read_config(directory), source=str(directory / CONFIG_FILE))
     module = cls(config)
@@ -108,15 +110,21 @@ def _load(cls: type[ModuleT], config_cls, name_or_path, device, dtype) -> Module
 
 
 def load_tokenizer(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
-                   dtype: torch.dtype = torch.float32) -> KronosTokenizer:
-    """Load a released-format tokenizer directory (or hub id) in eval mode."""
-    return _load(KronosTokenizer, TokenizerConfig, name_or_path, device, dtype)
+                   precision: str | torch.dtype = "float32") -> KronosTokenizer:
+    """Load a released-format tokenizer directory (or hub id) in eval mode.
+
+    `device` may be "auto"; `precision` is "float32" or "bfloat16".
+    """
+    return _load(KronosTokenizer, TokenizerConfig, name_or_path, device, precision)
 
 
 def load_predictor(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
-                   dtype: torch.dtype = torch.float32) -> KronosPredictor:
-    """Load a released-format predictor directory (or hub id) in eval mode."""
-    return _load(KronosPredictor, PredictorConfig, name_or_path, device, dtype)
+                   precision: str | torch.dtype = "float32") -> KronosPredictor:
+    """Load a released-format predictor directory (or hub id) in eval mode.
+
+    `device` may be "auto"; `precision` is "float32" or "bfloat16".
+    """
+    return _load(KronosPredictor, PredictorConfig, name_or_path, device, precision)
 
 
 def save_checkpoint(module: KronosTokenizer | KronosPredictor,

@@ -4,18 +4,24 @@ Depends on numpy and pandas only.
 """
 
 from .calendar import future_index, time_features
+from .corpus import CandleCorpus, TimeSplit
 from .schema import COLUMN_ALIASES, FEATURE_COLUMNS, PRICE_COLUMNS, canonical_columns
 from .validation import TIMESTAMP_COLUMNS, assemble_features, validate_candles, validate_panel
+from .windows import WindowSampler, validation_batches
 
 __all__ = [
     "COLUMN_ALIASES",
+    "CandleCorpus",
     "FEATURE_COLUMNS",
     "PRICE_COLUMNS",
     "TIMESTAMP_COLUMNS",
+    "TimeSplit",
+    "WindowSampler",
     "assemble_features",
     "canonical_columns",
     "future_index",
     "time_features",
     "validate_candles",
     "validate_panel",
+    "validation_batches",
 ]

@@ -12,6 +12,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+class Linear(nn.Linear):
+    """`nn.Linear` whose (out, in) weight is stored input-major, i.e. as the transpose of a
+    contiguous (in, out) matrix.
+
+    `x @ weight.T` then reads the weight in memory order: the one-token matrix-vector products
+    of cached generation run about twice as fast on CPU, batched products are unaffected. The
+    parameter keeps its name and shape, so checkpoints are unchanged.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features, bias)
+        self.weight = nn.Parameter(self.weight.detach().t().contiguous().t())
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
@@ -109,10 +123,10 @@ class Attention(nn.Module):
         super().__init__()
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
-        self.q_proj = nn.Linear(d_model, d_model)
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-        self.out_proj = nn.Linear(d_model, d_model)
+        self.q_proj = Linear(d_model, d_model)
+        self.k_proj = Linear(d_model, d_model)
+        self.v_proj = Linear(d_model, d_model)
+        self.out_proj = Linear(d_model, d_model)
         self.rotary = RotaryEmbedding(self.head_dim)
         self.attn_dropout_p = attn_dropout_p
         self.resid_dropout = nn.Dropout(resid_dropout_p)
@@ -166,9 +180,9 @@ class FeedForward(nn.Module):
 
     def __init__(self, d_model: int, ff_dim: int, dropout_p: float = 0.0):
         super().__init__()
-        self.w1 = nn.Linear(d_model, ff_dim, bias=False)
-        self.w3 = nn.Linear(d_model, ff_dim, bias=False)
-        self.w2 = nn.Linear(ff_dim, d_model, bias=False)
+        self.w1 = Linear(d_model, ff_dim, bias=False)
+        self.w3 = Linear(d_model, ff_dim, bias=False)
+        self.w2 = Linear(ff_dim, d_model, bias=False)
         self.dropout = nn.Dropout(dropout_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from kronos_sk.nn.config import PredictorConfig
-from kronos_sk.nn.layers import (Attention, Block, KVCache, RMSNorm, attention_mask,
+from kronos_sk.nn.layers import (Attention, Block, KVCache, Linear, RMSNorm, attention_mask,
                                  positions_from_valid)
 
 # (name, table size) of the calendar embeddings, in the column order of the stamps.
@@ -27,7 +27,7 @@ class HierarchicalEmbedding(nn.Module):
         self.scale = math.sqrt(d_model)
         self.emb_s1 = nn.Embedding(2 ** s1_bits, d_model)
         self.emb_s2 = nn.Embedding(2 ** s2_bits, d_model)
-        self.fusion_proj = nn.Linear(2 * d_model, d_model)
+        self.fusion_proj = Linear(2 * d_model, d_model)
 
     def forward(self, s1_ids: torch.Tensor, s2_ids: torch.Tensor) -> torch.Tensor:
         pair = torch.cat((self.emb_s1(s1_ids), self.emb_s2(s2_ids)), dim=-1) * self.scale
@@ -105,8 +105,8 @@ class DependencyAwareLayer(nn.Module):
 class DualHead(nn.Module):
     def __init__(self, s1_bits: int, s2_bits: int, d_model: int):
         super().__init__()
-        self.proj_s1 = nn.Linear(d_model, 2 ** s1_bits)
-        self.proj_s2 = nn.Linear(d_model, 2 ** s2_bits)
+        self.proj_s1 = Linear(d_model, 2 ** s1_bits)
+        self.proj_s2 = Linear(d_model, 2 ** s2_bits)
 
 
 class KronosPredictor(nn.Module):

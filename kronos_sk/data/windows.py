@@ -1,0 +1,373 @@
+"""Training and validation windows drawn from a :class:`~kronos_sk.data.CandleCorpus`.
+
+A window is ``lookback + horizon`` consecutive rows of one segment of one asset, all in the
+same split. It is normalised with the mean and population std of its lookback rows only, so
+no statistic sees the horizon it is asked to forecast.
+
+Every batch is a dict of numpy arrays:
+
+- ``"values"``: (B, L, 6) float32, features in ``FEATURE_COLUMNS`` order, normalised and
+  clipped to ``[-clip, clip]``; L = lookback + horizon.
+- ``"stamps"``: (B, L, 5) int64, calendar features from :func:`~kronos_sk.data.time_features`
+  (wall-clock time of each file's zone).
+- ``"mean"``, ``"std"``: (B, 6) float32, lookback statistics; ``values * (std + 1e-5) + mean``
+  undoes the normalisation up to clipping.
+- ``"asset"``, ``"market"``: (B,) object arrays of names.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .calendar import time_features
+from .corpus import CandleCorpus, Split, TimeSplit
+from .normalize import DEFAULT_CLIP, Normalizer
+from .schema import FEATURE_COLUMNS
+
+Batch = dict[str, np.ndarray]
+
+_VOLUME_COLUMNS = (FEATURE_COLUMNS.index("volume"), FEATURE_COLUMNS.index("amount"))
+# Independent random streams for block choice and batch draws (SeedSequence entropy words).
+_BLOCK_STREAM, _BATCH_STREAM = 0, 1
+_CACHED_BLOCKS = 2  # the current block and the previous one, for ranks slightly out of step
+_VALIDATION_CHUNK = 64  # assets read together while iterating validation windows
+
+
+class _Pool:
+    """The rows of some loaded assets end to end, and where their windows start.
+
+    Attributes
+    ----------
+    values : ndarray of shape (R, 6), float32
+    stamps : ndarray of shape (R, 5), uint8
+        Calendar features; all are below 256, so a byte each keeps a block small.
+    starts : ndarray of shape (W,), int64
+        First row of every window, grouped by asset.
+    bounds : ndarray of shape (A + 1,), int64
+        Asset ``a`` owns ``starts[bounds[a]:bounds[a + 1]]``.
+    assets, markets : ndarray of shape (A,), object
+    """
+
+    def __init__(self, frames: Sequence[pd.DataFrame], starts: Sequence[np.ndarray]) -> None:
+        lengths = [len(frame) for frame in frames]
+        offsets = np.r_[0, np.cumsum(lengths)][:-1]
+        self.values = np.concatenate(
+            [frame[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32) for frame in frames])
+        self.stamps = np.concatenate(
+            [time_features(pd.DatetimeIndex(frame["timestamp"])).astype(np.uint8)
+             for frame in frames])
+        self.starts = np.concatenate(
+            [start + offset for start, offset in zip(starts, offsets)]).astype(np.int64)
+        self.bounds = np.r_[0, np.cumsum([len(start) for start in starts])].astype(np.int64)
+        self.assets = np.array([frame.attrs["asset"] for frame in frames], dtype=object)
+        self.markets = np.array([frame.attrs["market"] for frame in frames], dtype=object)
+
+
+def _window_starts(
+    frame: pd.DataFrame, length: int, validation_start: int, split: Split, stride: int = 1
+) -> np.ndarray:
+    """Rows of `frame` where a window of `length` rows in `split` may start.
+
+    With ``stride > 1``, only every stride-th start counted back from the end of each segment
+    (the last window of a segment ends on its last row).
+    """
+    rows = len(frame)
+    segment = frame["segment"].to_numpy()
+    segment_end = np.r_[np.flatnonzero(np.diff(segment)) + 1, rows][segment]
+    ticks = pd.DatetimeIndex(frame["timestamp"]).as_unit("ns").asi8
+    first_validation = np.searchsorted(ticks, validation_start)
+    row = np.arange(rows)
+    if split == "train":
+        usable = row + length <= np.minimum(segment_end, first_validation)
+    else:
+        usable = (row >= first_validation) & (row + length <= segment_end)
+    usable &= (segment_end - length - row) % stride == 0
+    return np.flatnonzero(usable)
+
+
+def _gather(
+    pool: _Pool, rows: np.ndarray, owners: np.ndarray, lookback: int, length: int,
+    masked: np.ndarray, clip: float,
+) -> Batch:
+    """Cut the windows starting at `rows` out of the pool and normalise them."""
+    index = rows[:, None] + np.arange(length)  # (B, L)
+    raw = pool.values[index]  # (B, L, 6), a copy
+    for column in _VOLUME_COLUMNS:
+        raw[masked, :, column] = 0.0
+    context = raw[:, :lookback]
+    normalizer = Normalizer(context.mean(axis=1), context.std(axis=1), clip)
+    return {
+        "values": normalizer.transform(raw),
+        "stamps": pool.stamps[index].astype(np.int64),
+        "mean": normalizer.mean,
+        "std": normalizer.std,
+        "asset": pool.assets[owners],
+        "market": pool.markets[owners],
+    }
+
+
+class WindowSampler:
+    """Random training windows, reproducible from the step number alone.
+
+    Parameters
+    ----------
+    corpus : CandleCorpus
+    lookback, horizon : int
+        Rows of context and of target per window; each window has ``lookback + horizon``.
+    batch_size : int
+        Windows per batch, per rank.
+    seed : int, default=0
+    split : {"train", "validation"}, default="train"
+    time_split : TimeSplit or mapping of str to TimeSplit, default=TimeSplit()
+        One rule, or one per market with ``"*"`` as the default (see
+        :meth:`CandleCorpus.validation_starts`). The default puts every row in train.
+    assets_per_block : int, default=64
+        Assets drawn (with replacement) for each block; only they are read.
+    steps_per_block : int, default=200
+        Consecutive steps that draw from one block.
+    mask_fraction : float, default=0.05
+        Share of windows whose volume and amount are zeroed before normalising, as at
+        inference without volume.
+    clip : float, default=DEFAULT_CLIP
+    rank, world_size : int, default=0, 1
+        This process's rank among `world_size` data-parallel processes.
+
+    Notes
+    -----
+    The sampler keeps no state that matters: ``batch(step)`` depends only on the arguments
+    above and `step`. Block ``j = step // steps_per_block`` draws its assets with a generator
+    seeded by ``(seed, j)``, each with probability proportional to its market's weight times
+    its estimated windows (:meth:`CandleCorpus.window_counts`), and loads them. Batch `step`
+    then draws with a generator seeded by ``(seed, step, rank)``: for each window an asset
+    slot of the block uniformly, then one of that asset's windows uniformly, so a window's
+    chance is about proportional to its market's weight. Resuming at step k therefore
+    reproduces the same batches with nothing saved but k; every rank reads the same block but
+    draws its own windows. Memory holds at most two loaded blocks.
+
+    Examples
+    --------
+    >>> sampler = WindowSampler(corpus, 512, 32, 64, time_split=TimeSplit(cutoff="2016-01-01"))
+    ... # doctest: +SKIP
+    >>> sampler.batch(0)["values"].shape  # doctest: +SKIP
+    (64, 544, 6)
+    """
+
+    def __init__(
+        self,
+        corpus: CandleCorpus,
+        lookback: int,
+        horizon: int,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        split: Split = "train",
+        time_split: TimeSplit | Mapping[str, TimeSplit] = TimeSplit(),
+        assets_per_block: int = 64,
+        steps_per_block: int = 200,
+        mask_fraction: float = 0.05,
+        clip: float = DEFAULT_CLIP,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        for name, value in (("lookback", lookback), ("horizon", horizon),
+                            ("batch_size", batch_size), ("assets_per_block", assets_per_block),
+                            ("steps_per_block", steps_per_block), ("world_size", world_size)):
+            _check_int(name, value, 1)
+        _check_int("seed", seed, 0)
+        _check_int("rank", rank, 0)
+        if rank >= world_size:
+            raise ValueError(f"rank must be < world_size = {world_size}, got {rank}")
+        if split not in ("train", "validation"):
+            raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+        if not 0.0 <= mask_fraction <= 1.0:
+            raise ValueError(f"mask_fraction must be in [0, 1], got {mask_fraction!r}")
+        if not clip > 0:
+            raise ValueError(f"clip must be > 0, got {clip!r}")
+        self.corpus = corpus
+        self.lookback, self.horizon, self.batch_size = lookback, horizon, batch_size
+        self.seed, self.split, self.time_split = seed, split, time_split
+        self.assets_per_block, self.steps_per_block = assets_per_block, steps_per_block
+        self.mask_fraction, self.clip = mask_fraction, clip
+        self.rank, self.world_size = rank, world_size
+
+        self._length = lookback + horizon
+        self._validation_starts = corpus.validation_starts(time_split)
+        market_weight = corpus.assets["market"].map(corpus.market_weights).to_numpy(float)
+        weight = market_weight * corpus.window_counts(
+            self._length, time_split=time_split, split=split)
+        if not weight.sum() > 0:
+            raise ValueError(
+                f"the corpus has no {split} windows of {self._length} rows (lookback + horizon) "
+                "in markets of positive weight; shorten the windows, raise max_gap_factor or "
+                "move the time split"
+            )
+        self._probability = weight / weight.sum()
+        self._blocks: OrderedDict[int, tuple[_Pool, np.ndarray]] = OrderedDict()
+
+    def batch(self, step: int) -> Batch:
+        """The batch of training step `step` for this rank (see the module docstring)."""
+        _check_int("step", step, 0)
+        pool, slots = self._block(step // self.steps_per_block)
+        rng = np.random.default_rng([self.seed, _BATCH_STREAM, step, self.rank])
+        owners = slots[rng.integers(len(slots), size=self.batch_size)]
+        window = rng.integers(pool.bounds[owners], pool.bounds[owners + 1])
+        masked = rng.random(self.batch_size) < self.mask_fraction
+        return _gather(pool, pool.starts[window], owners, self.lookback, self._length, masked,
+                       self.clip)
+
+    def _block(self, block: int) -> tuple[_Pool, np.ndarray]:
+        """The loaded assets of `block` and its slots (pool asset per draw, with repeats)."""
+        if block in self._blocks:
+            self._blocks.move_to_end(block)
+            return self._blocks[block]
+        rng = np.random.default_rng([self.seed, _BLOCK_STREAM, block])
+        picks = rng.choice(len(self._probability), size=self.assets_per_block,
+                           p=self._probability)
+        positions, slots = np.unique(picks, return_inverse=True)
+        frames = self.corpus.load_many(positions.tolist())
+        starts = [_window_starts(frame, self._length, self._validation_starts[p], self.split)
+                  for frame, p in zip(frames, positions)]
+        pool = _Pool(frames, starts)
+        # Jumps and bad rows, seen only now, can leave a drawn asset without windows.
+        slots = slots[np.diff(pool.bounds)[slots] > 0]
+        if len(slots) == 0:
+            raise ValueError(
+                f"block {block}: none of the {len(positions)} assets drawn has a {self.split} "
+                f"window of {self._length} rows once jumps and bad rows are cut out; raise "
+                "assets_per_block or shorten the windows"
+            )
+        self._blocks[block] = (pool, slots)
+        if len(self._blocks) > _CACHED_BLOCKS:
+            self._blocks.popitem(last=False)
+        return pool, slots
+
+
+def validation_batches(
+    corpus: CandleCorpus,
+    lookback: int,
+    horizon: int,
+    batch_size: int,
+    *,
+    time_split: TimeSplit | Mapping[str, TimeSplit],
+    stride: int | None = None,
+    max_windows: int | None = None,
+    clip: float = DEFAULT_CLIP,
+) -> Iterator[Batch]:
+    """Every validation window once, in a fixed order, in batches.
+
+    Parameters
+    ----------
+    corpus : CandleCorpus
+    lookback, horizon, batch_size : int
+    time_split : TimeSplit or mapping of str to TimeSplit
+        As for :class:`WindowSampler`.
+    stride : int, default=None
+        Rows between window starts within a segment, counted back from its last row so that
+        the last window ends there; None means `horizon` (the horizons tile the segment).
+    max_windows : int, default=None
+        Keep at most this many windows, shared as evenly as possible across markets (a market
+        with fewer gives its remainder to the others) and spread evenly within each market.
+        This reads the validation assets twice.
+    clip : float, default=DEFAULT_CLIP
+
+    Yields
+    ------
+    dict
+        Batches in the format of the module docstring, without masking; the last may be
+        smaller than `batch_size`. Windows come in corpus asset order, then by time. Nothing
+        when no asset has a validation window.
+    """
+    for name, value in (("lookback", lookback), ("horizon", horizon),
+                        ("batch_size", batch_size)):
+        _check_int(name, value, 1)
+    stride = horizon if stride is None else stride
+    _check_int("stride", stride, 1)
+    if max_windows is not None:
+        _check_int("max_windows", max_windows, 1)
+    length = lookback + horizon
+    validation_start = corpus.validation_starts(time_split)
+    last = np.array([stamp.value for stamp in corpus.assets["last"]], dtype=np.int64)
+    positions = np.flatnonzero(last >= validation_start)
+    chunks = _chunks(positions, corpus.assets["path"].to_numpy())
+
+    def windows() -> Iterator[tuple[list[pd.DataFrame], list[np.ndarray]]]:
+        for chunk in chunks:
+            frames = corpus.load_many(chunk.tolist())
+            yield frames, [_window_starts(frame, length, validation_start[p], "validation", stride)
+                           for frame, p in zip(frames, chunk)]
+
+    def parts() -> Iterator[Batch]:
+        keep = None
+        if max_windows is not None:
+            counts = [len(s) for _, starts in windows() for s in starts]
+            markets = corpus.assets["market"].to_numpy()[positions]
+            keep = _even_selection(np.repeat(markets, counts), max_windows)
+        seen = 0
+        for frames, starts in windows():
+            pool = _Pool(frames, starts)
+            chosen = np.arange(len(pool.starts))
+            if keep is not None:
+                chosen = chosen[keep[seen: seen + len(chosen)]]
+                seen += len(pool.starts)
+            owners = np.repeat(np.arange(len(frames)), np.diff(pool.bounds))
+            for i in range(0, len(chosen), batch_size):
+                window = chosen[i: i + batch_size]
+                yield _gather(pool, pool.starts[window], owners[window], lookback, length,
+                              np.zeros(len(window), bool), clip)
+
+    return _rebatch(parts(), batch_size)
+
+
+def _chunks(positions: np.ndarray, paths: np.ndarray) -> list[np.ndarray]:
+    """Split asset positions into runs from one file of at most _VALIDATION_CHUNK assets."""
+    new_file = np.flatnonzero(paths[positions][1:] != paths[positions][:-1]) + 1
+    return [run[i: i + _VALIDATION_CHUNK]
+            for run in np.split(positions, new_file) if len(run)
+            for i in range(0, len(run), _VALIDATION_CHUNK)]
+
+
+def _even_selection(markets: np.ndarray, total: int) -> np.ndarray:
+    """Mask keeping at most `total` items, shared evenly across markets and spread within."""
+    names, market = np.unique(markets, return_inverse=True)
+    available = np.bincount(market, minlength=len(names))
+    quota = np.zeros(len(names), dtype=np.int64)
+    left = min(total, int(available.sum()))
+    while left > 0:
+        open_ = np.flatnonzero(quota < available)
+        share = max(left // len(open_), 1)
+        for m in open_:
+            give = min(share, available[m] - quota[m], left)
+            quota[m] += give
+            left -= give
+    keep = np.zeros(len(markets), dtype=bool)
+    for m in range(len(names)):
+        members = np.flatnonzero(market == m)
+        spread = ((np.arange(quota[m]) + 0.5) * len(members) / max(quota[m], 1)).astype(np.int64)
+        keep[members[spread]] = True
+    return keep
+
+
+def _rebatch(parts: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
+    """Regroup batches of at most `batch_size` windows into batches of exactly that size."""
+    buffer: list[Batch] = []
+    size = 0
+    for part in parts:
+        buffer.append(part)
+        size += len(part["asset"])
+        if size >= batch_size:
+            merged = {key: np.concatenate([b[key] for b in buffer]) for key in part}
+            yield {key: array[:batch_size] for key, array in merged.items()}
+            rest = {key: array[batch_size:] for key, array in merged.items()}
+            size = len(rest["asset"])
+            buffer = [rest] if size else []
+    if size:
+        yield {key: np.concatenate([b[key] for b in buffer]) for key in buffer[0]}
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")

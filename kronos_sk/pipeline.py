@@ -1,0 +1,198 @@
+"""The forecasting procedure on pandas candles: validate, stamp, sample, label.
+
+`KronosPipeline` holds a tokenizer and a predictor and turns a candle frame, a list of them or
+an (asset, timestamp) panel into `ForecastPaths`: every sampled path in original units with its
+future timestamps. The estimators build on it; it is also usable on its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kronos_sk.checkpoints import load_predictor, load_tokenizer
+from kronos_sk.data import (FEATURE_COLUMNS, assemble_features, future_index, time_features,
+                            validate_candles, validate_panel)
+from kronos_sk.generation import DEFAULT_MAX_PATHS, check_sampling, forecast_paths, series_seeds
+from kronos_sk.nn.predictor import KronosPredictor
+from kronos_sk.nn.tokenizer import KronosTokenizer
+
+Candles = pd.DataFrame | Sequence[pd.DataFrame] | Mapping[str, pd.DataFrame]
+
+
+@dataclass
+class ForecastPaths:
+    """Sampled future candles of several series.
+
+    Attributes
+    ----------
+    paths : ndarray of shape (n_series, n_samples, horizon, 6), float32
+        Every path in original units, columns in `columns` order.
+    index : list of DatetimeIndex
+        The `horizon` future timestamps of each series.
+    assets : list
+        The name of each series.
+    columns : tuple of str
+    """
+
+    paths: np.ndarray
+    index: list[pd.DatetimeIndex]
+    assets: list
+    columns: tuple[str, ...] = FEATURE_COLUMNS
+
+    def _frame(self, values: np.ndarray, columns) -> pd.DataFrame:
+        """Stack (n_series, horizon, k) values into one float64 frame, indexed like the input."""
+        frames = [pd.DataFrame(v.astype(np.float64), index=idx, columns=columns)
+                  for v, idx in zip(values, self.index)]
+        if len(frames) == 1 and self.assets == [None]:
+            return frames[0]
+        return pd.concat(frames, keys=self.assets, names=["asset", "timestamp"])
+
+    def mean(self) -> pd.DataFrame:
+        """The mean over samples of every column."""
+        return self._frame(self.paths.mean(axis=1, dtype=np.float64), list(self.columns))
+
+    def quantiles(self, levels: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95),
+                  columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Empirical quantiles over samples; columns named like `close_q0.05`."""
+        columns = list(self.columns if columns is None else columns)
+        picks = [self.columns.index(c) for c in columns]
+        q = np.quantile(self.paths[..., picks], levels, axis=1)  # (n_levels, B, H, k)
+        values = np.concatenate([q[i] for i in range(len(levels))], axis=-1)
+        names = [f"{c}_q{level:g}" for level in levels for c in columns]
+        return self._frame(values, names)
+
+
+def _split_input(candles: Candles) -> tuple[list, list[pd.DataFrame]]:
+    """Validate the user's candles; return (asset names, one validated frame per series)."""
+    if isinstance(candles, pd.DataFrame) and isinstance(candles.index, pd.MultiIndex):
+        panel = validate_panel(candles)
+        level = panel.index.names[0] if panel.index.names[0] is not None else 0
+        assets = list(panel.index.get_level_values(0).unique())
+        frames = [panel.xs(asset, level=level) for asset in assets]
+        return assets, frames
+    if isinstance(candles, pd.DataFrame):
+        return [None], [validate_candles(candles)]
+    if isinstance(candles, Mapping):
+        items = list(candles.items())
+    elif isinstance(candles, Sequence) and not isinstance(candles, (str, bytes)):
+        items = list(enumerate(candles))
+    else:
+        raise TypeError("candles must be a DataFrame, an (asset, timestamp) panel, or a list "
+                        f"or dict of DataFrames, got {type(candles).__name__}")
+    if not items:
+        raise ValueError("candles: no series given")
+    return [k for k, _ in items], [validate_candles(f, name=f"candles[{k!r}]") for k, f in items]
+
+
+class KronosPipeline:
+    """Kronos forecasting on pandas candles.
+
+    Parameters
+    ----------
+    tokenizer : KronosTokenizer
+    predictor : KronosPredictor
+    max_context : int, default=512
+        The predictor's window in tokens (512 for Kronos-small/base, 2048 for Kronos-mini).
+
+    Examples
+    --------
+    >>> from kronos_sk.pipeline import KronosPipeline
+    >>> pipe = KronosPipeline.from_pretrained("tests/fixtures/kronos-compat/model",
+    ...                                       "tests/fixtures/kronos-compat/tokenizer")
+    >>> import pandas as pd
+    >>> candles = pd.read_csv("tests/fixtures/kronos-compat/candles.csv", index_col=0,
+    ...                       parse_dates=True)
+    >>> forecast = pipe.sample(candles.iloc[:64], horizon=4, n_samples=3, random_state=0)
+    >>> forecast.paths.shape
+    (1, 3, 4, 6)
+    """
+
+    def __init__(self, tokenizer: KronosTokenizer, predictor: KronosPredictor,
+                 max_context: int = 512):
+        if tokenizer.config.s1_bits != predictor.config.s1_bits or (
+                tokenizer.config.s2_bits != predictor.config.s2_bits):
+            raise ValueError(
+                f"tokenizer ({tokenizer.config.s1_bits}+{tokenizer.config.s2_bits} bits) and "
+                f"predictor ({predictor.config.s1_bits}+{predictor.config.s2_bits} bits) "
+                "do not belong together")
+        if tokenizer.config.d_in != len(FEATURE_COLUMNS):
+            raise ValueError(f"tokenizer d_in={tokenizer.config.d_in}; Kronos candles have "
+                             f"{len(FEATURE_COLUMNS)} features {FEATURE_COLUMNS}")
+        self.tokenizer, self.predictor, self.max_context = tokenizer, predictor, max_context
+
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike, tokenizer: str | os.PathLike, *,
+                        max_context: int = 512, device: str | torch.device = "cpu",
+                        precision: str = "float32") -> KronosPipeline:
+        """Load checkpoint directories (or hub ids) of a predictor and its tokenizer."""
+        return cls(load_tokenizer(tokenizer, device, precision),
+                   load_predictor(model, device, precision), max_context)
+
+    def sample(self, candles: Candles, horizon: int | None = None, *,
+               future: pd.DatetimeIndex | Sequence[pd.DatetimeIndex] | None = None,
+               freq: str | None = None, n_samples: int = 1, temperature: float = 1.0,
+               top_k: int = 0, top_p: float = 1.0, random_state: int | None = None,
+               sliding: str = "exact", max_paths: int = DEFAULT_MAX_PATHS) -> ForecastPaths:
+        """Sample `n_samples` future paths of every series, all series in one batched call.
+
+        Parameters
+        ----------
+        candles : DataFrame with a DatetimeIndex (or timestamp column) and OHLC
+            (+ volume, + amount) columns, a list or dict of them (lengths may differ), or a
+            panel with an (asset, timestamp) MultiIndex.
+        horizon : number of future rows; their timestamps continue each series at `freq`
+            (default: the index's frequency). Or give `future` instead.
+        future : the future timestamps themselves (one index for all series, or one per
+            series) - use it for irregular calendars (sessions, lunch breaks, holidays).
+        n_samples, temperature, top_k, top_p, sliding, max_paths : see
+            `kronos_sk.generation.forecast_paths`.
+        random_state : int or None
+            Seeds every path from (random_state, asset name), so a series gets the same
+            paths whatever else is in the batch.
+        """
+        check_sampling(n_samples, temperature, top_k, top_p, self.max_context, sliding)
+        assets, frames = _split_input(candles)
+        futures = self._future_indexes(frames, horizon, future, freq)
+        contexts = [assemble_features(frame) for frame in frames]
+        stamps = [time_features(frame.index) for frame in frames]
+        future_stamps = np.stack([time_features(idx) for idx in futures])
+        keys = [f"{i}" if a is None else repr(a) for i, a in enumerate(assets)]
+        paths = forecast_paths(
+            self.tokenizer, self.predictor, contexts, stamps, future_stamps,
+            n_samples=n_samples, temperature=temperature, top_k=top_k, top_p=top_p,
+            max_context=self.max_context, seeds=series_seeds(random_state, keys),
+            sliding=sliding, max_paths=max_paths)
+        return ForecastPaths(paths, futures, assets)
+
+    @staticmethod
+    def _future_indexes(frames: list[pd.DataFrame], horizon: int | None, future,
+                        freq) -> list[pd.DatetimeIndex]:
+        if future is None:
+            if horizon is None:
+                raise ValueError("give the horizon (number of future rows) or the future "
+                                 "timestamps")
+            return [future_index(frame.index, horizon, freq) for frame in frames]
+        indexes = [future] * len(frames) if isinstance(future, pd.Index) else list(future)
+        if len(indexes) != len(frames):
+            raise ValueError(f"future: got {len(indexes)} indexes for {len(frames)} series")
+        indexes = [pd.DatetimeIndex(idx) for idx in indexes]
+        lengths = {len(idx) for idx in indexes}
+        if len(lengths) != 1 or 0 in lengths:
+            raise ValueError(f"future: every series needs the same positive number of "
+                             f"timestamps, got lengths {sorted(lengths)}")
+        if horizon is not None and lengths != {horizon}:
+            raise ValueError(f"horizon={horizon} disagrees with {lengths.pop()} future "
+                             "timestamps")
+        for frame, idx, name in zip(frames, indexes, range(len(frames))):
+            if not idx.is_monotonic_increasing or idx.has_duplicates:
+                raise ValueError(f"future[{name}]: timestamps must be strictly increasing")
+            if idx[0] <= frame.index[-1]:
+                raise ValueError(f"future[{name}]: first timestamp {idx[0]} is not after the "
+                                 f"last context timestamp {frame.index[-1]}")
+        return indexes

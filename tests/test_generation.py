@@ -1,0 +1,178 @@
+import numpy as np
+import pytest
+import torch
+
+from kronos_sk.checkpoints import load_predictor, load_tokenizer
+from kronos_sk.data import time_features
+from kronos_sk.generation import (filter_logits, forecast_paths, generate_tokens,
+                                  generate_tokens_recompute, path_uniforms, sample_ids,
+                                  series_seeds)
+from kronos_sk.nn.config import PredictorConfig
+from kronos_sk.nn.predictor import KronosPredictor
+
+
+@pytest.fixture(scope="module")
+def tiny_predictor():
+    torch.manual_seed(0)
+    config = PredictorConfig(s1_bits=4, s2_bits=4, n_layers=2, d_model=32, n_heads=2,
+                             ff_dim=64)
+    return KronosPredictor(config).eval()
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    g = torch.Generator().manual_seed(1)
+    B, T, H = 3, 20, 12
+    s1 = torch.randint(0, 16, (B, T), generator=g)
+    s2 = torch.randint(0, 16, (B, T), generator=g)
+    stamps = torch.stack([torch.randint(0, n, (B, T + H), generator=g)
+                          for n in (60, 24, 7, 32, 13)], -1)
+    return s1, s2, stamps, H
+
+
+def test_temperature_divides_logits_and_input_is_untouched():
+    logits = torch.tensor([[1.0, 2.0, 4.0]])
+    before = logits.clone()
+    torch.testing.assert_close(filter_logits(logits, temperature=2.0),
+                               torch.tensor([[0.5, 1.0, 2.0]]))
+    assert torch.equal(logits, before)
+
+
+def test_top_k_keeps_the_k_largest():
+    out = filter_logits(torch.tensor([[0.1, 3.0, 2.0, -1.0]]), top_k=2)
+    assert torch.isinf(out[0, [0, 3]]).all() and torch.isfinite(out[0, [1, 2]]).all()
+
+
+def test_top_p_keeps_smallest_set_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log()
+    kept = torch.isfinite(filter_logits(logits, top_p=0.8))
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = torch.isfinite(filter_logits(logits, top_p=0.81))
+    assert kept.tolist() == [[True, True, True, False]]
+    kept = torch.isfinite(filter_logits(logits, top_p=0.1))
+    assert kept.tolist() == [[True, False, False, False]]
+
+
+def test_top_p_applies_to_the_top_k_distribution():
+    # top-k=3 renormalises to 0.5/0.95, 0.3/0.95, 0.15/0.95 = .526, .316, .158, so top-p=0.82
+    # keeps two ids (.526 + .316 = .842); on the unrenormalised .5 + .3 = .8 it would keep three.
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    kept = torch.isfinite(filter_logits(logits, top_k=3, top_p=0.82))
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = torch.isfinite(filter_logits(logits, top_k=2, top_p=1.0))
+    assert kept.tolist() == [[True, True, False, False]]
+
+
+def test_sample_ids_inverts_the_cdf():
+    logits = torch.tensor([[0.2, 0.0, 0.3, 0.5]]).log().repeat(5, 1)
+    u = torch.tensor([0.0, 0.19, 0.21, 0.55, 0.99])
+    assert sample_ids(logits, u).tolist() == [0, 0, 2, 3, 3]
+
+
+def test_path_uniforms_depend_only_on_seed_and_sample():
+    one = path_uniforms([7], 2, 5)
+    many = path_uniforms([3, 7, 9], 4, 5)
+    torch.testing.assert_close(one, many[4:6])
+    assert not torch.equal(many[0], many[1])
+    assert series_seeds(1, ["a", "b"]) == series_seeds(1, ["a", "b"])
+    assert series_seeds(1, ["a"]) != series_seeds(2, ["a"])
+
+
+@pytest.mark.parametrize("max_context", [64, 25, 15, 8])
+def test_cached_generation_equals_full_recompute(tiny_predictor, tokens, max_context):
+    s1, s2, stamps, H = tokens
+    u = path_uniforms([1, 2, 3], 4, H)
+    kwargs = dict(n_samples=4, max_context=max_context, temperature=1.3, top_p=0.9)
+    cached = generate_tokens(tiny_predictor, s1, s2, stamps, H, u, **kwargs)
+    reference = generate_tokens_recompute(tiny_predictor, s1, s2, stamps, H, u, **kwargs)
+    assert torch.equal(cached[0], reference[0]) and torch.equal(cached[1], reference[1])
+
+
+@pytest.mark.parametrize("max_context", [64, 15])
+def test_left_padded_series_equal_unpadded(tiny_predictor, tokens, max_context):
+    s1, s2, stamps, H = tokens
+    u = path_uniforms([1, 2, 3], 2, H)
+    valid = torch.ones(s1.shape, dtype=torch.bool)
+    valid[0, :5] = False
+    kwargs = dict(n_samples=2, max_context=max_context, temperature=1.5)
+    padded = generate_tokens(tiny_predictor, s1, s2, stamps, H, u, valid=valid, **kwargs)
+    alone = generate_tokens_recompute(tiny_predictor, s1[:1, 5:], s2[:1, 5:], stamps[:1, 5:],
+                                      H, u[:2], **kwargs)
+    assert torch.equal(padded[0][:2], alone[0]) and torch.equal(padded[1][:2], alone[1])
+
+
+def test_rolling_equals_exact_while_the_window_does_not_slide(tiny_predictor, tokens):
+    s1, s2, stamps, H = tokens
+    u = path_uniforms([4, 5, 6], 3, H)
+    exact = generate_tokens(tiny_predictor, s1, s2, stamps, H, u, n_samples=3, max_context=40)
+    rolling = generate_tokens(tiny_predictor, s1, s2, stamps, H, u, n_samples=3,
+                              max_context=40, sliding="rolling")
+    assert torch.equal(exact[0], rolling[0]) and torch.equal(exact[1], rolling[1])
+
+
+def test_first_coarse_draws_follow_the_model_distribution(tiny_predictor, tokens):
+    s1, s2, stamps, _ = tokens
+    n = 4000
+    u = path_uniforms([11], n, 1)
+    coarse, _ = generate_tokens(tiny_predictor, s1[:1], s2[:1], stamps[:1, :21], 1, u,
+                                n_samples=n, temperature=1.0)
+    with torch.no_grad():
+        h = tiny_predictor.hidden(s1[:1], s2[:1], stamps[:1, :20])
+        probs = tiny_predictor.coarse_logits(h[:, -1]).softmax(-1)[0]
+    frequency = torch.bincount(coarse[:, 0], minlength=16).float() / n
+    # Binomial standard error is at most 0.5 / sqrt(4000) = 0.008; allow 4 of them.
+    assert (frequency - probs).abs().max() < 0.032
+
+
+@pytest.fixture(scope="module")
+def compat_modules(compat_dir):
+    return load_tokenizer(compat_dir / "tokenizer"), load_predictor(compat_dir / "model")
+
+
+def _fixture_inputs(candles, rows=(64, 100), horizon=10):
+    contexts = [candles.iloc[:n] for n in rows]
+    future = [candles.index[n:n + horizon] for n in rows]
+    return ([c.to_numpy() for c in contexts], [time_features(c.index) for c in contexts],
+            np.stack([time_features(f) for f in future]))
+
+
+def test_paths_do_not_depend_on_batch_order_or_chunking(compat_modules, compat_candles):
+    tokenizer, predictor = compat_modules
+    contexts, stamps, future = _fixture_inputs(compat_candles)
+    kwargs = dict(n_samples=5, temperature=1.2, top_p=0.95, max_context=128, random_state=3)
+    both = forecast_paths(tokenizer, predictor, contexts, stamps, future, **kwargs)
+    swapped = forecast_paths(tokenizer, predictor, contexts[::-1], stamps[::-1], future[::-1],
+                             **kwargs)
+    chunked = forecast_paths(tokenizer, predictor, contexts, stamps, future, max_paths=5,
+                             **kwargs)
+    alone = forecast_paths(tokenizer, predictor, contexts[1:], stamps[1:], future[1:], **kwargs)
+    assert both.shape == (2, 5, 10, 6)
+    np.testing.assert_allclose(both, swapped[::-1], rtol=1e-5)
+    np.testing.assert_allclose(both, chunked, rtol=1e-5)
+    np.testing.assert_allclose(both[1], alone[0], rtol=1e-5)
+    assert np.ptp(both[0, :, -1, 3]) > 0  # samples differ
+
+
+def test_bfloat16_forecast_stays_close_to_float32(compat_dir, compat_candles):
+    contexts, stamps, future = _fixture_inputs(compat_candles, rows=(64,))
+    out = {}
+    for precision in ("float32", "bfloat16"):
+        tokenizer = load_tokenizer(compat_dir / "tokenizer", precision=precision)
+        predictor = load_predictor(compat_dir / "model", precision=precision)
+        out[precision] = forecast_paths(tokenizer, predictor, contexts, stamps, future,
+                                        n_samples=1, top_k=1, max_context=128)
+    assert np.isfinite(out["bfloat16"]).all()
+    close_error = np.abs(out["bfloat16"][..., 3] - out["float32"][..., 3]).mean()
+    assert close_error < 0.05 * np.std(contexts[0][:, 3])
+
+
+@pytest.mark.parametrize("name, value", [("n_samples", 0), ("temperature", 0.0),
+                                         ("top_k", -1), ("top_p", 0.0), ("top_p", 1.5),
+                                         ("max_context", 0), ("sliding", "fast"),
+                                         ("n_samples", True)])
+def test_bad_sampling_settings_are_named(compat_modules, compat_candles, name, value):
+    tokenizer, predictor = compat_modules
+    contexts, stamps, future = _fixture_inputs(compat_candles, rows=(64,))
+    with pytest.raises(ValueError, match=f"{name} must be"):
+        forecast_paths(tokenizer, predictor, contexts, stamps, future, **{name: value})
