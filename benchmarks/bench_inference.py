@@ -14,7 +14,7 @@ extrapolated from timed single steps at three window lengths (interpolated over 
 on at most 32 paths, scaled linearly by the number of paths (the steps are compute bound), and
 marked "~". The script also times one cached decode step against its memory-bandwidth bound.
 
-    python benchmarks/bench_inference.py            # everything (about 15 minutes, 2 cores)
+    python benchmarks/bench_inference.py            # everything (about 15 minutes on 2 cores)
     python benchmarks/bench_inference.py --quick    # Kronos-small, 1 series only
 """
 
@@ -103,7 +103,7 @@ def streamed_weight_bytes(predictor) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="Kronos-small, 1 series only")
-    parser.add_argument("--full-reference-paths", type=int, default=10,
+    parser.add_argument("--full-reference-paths", type=int, default=1,
                         help="run (b) in full up to this many paths, else extrapolate")
     args = parser.parse_args()
     torch.set_grad_enabled(False)

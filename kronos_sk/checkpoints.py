@@ -27,6 +27,9 @@ WEIGHTS_FILE = "model.safetensors"
 # Buffers derived from the config: a checkpoint may omit them; if present they are loaded.
 _DERIVED_BUFFERS = ("rotary.inv_freq", "bsq.basis", "bsq.group_basis")
 
+# The bundled default model: `pretrained/tokenizer` and `pretrained/predictor` in the package.
+DEFAULT_MODEL_DIR = Path(__file__).parent / "pretrained"
+
 ModuleT = TypeVar("ModuleT", KronosTokenizer, KronosPredictor)
 
 
@@ -58,6 +61,16 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
         raise CheckpointError(
             f"could not fetch hub checkpoint {text!r} ({type(error).__name__}: {error}); "
             "pass a local directory holding config.json and model.safetensors") from error
+
+
+def default_checkpoint(kind: str) -> Path:
+    """Directory of the bundled default "tokenizer" or "predictor"."""
+    directory = DEFAULT_MODEL_DIR / kind
+    if not (directory / WEIGHTS_FILE).is_file():
+        raise CheckpointError(
+            f"no bundled default {kind} in {DEFAULT_MODEL_DIR}; pass a checkpoint directory "
+            "or hub id (model=..., tokenizer=...)")
+    return directory
 
 
 def read_config(directory: Path) -> dict:

@@ -1,6 +1,7 @@
 """Forecasts of the released-format fixture checkpoints reproduce the reference outputs."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,8 @@ from kronos_sk.checkpoints import load_predictor, load_tokenizer
 from kronos_sk.data import time_features
 from kronos_sk.generation import forecast_paths
 from kronos_sk.pipeline import KronosPipeline
-from conftest import FIXTURES
+
+FIXTURES = Path(__file__).parent / "fixtures" / "kronos-compat"
 
 CASES = json.loads((FIXTURES / "cases.json").read_text())
 

@@ -7,7 +7,7 @@ from .calendar import future_index, time_features
 from .corpus import CandleCorpus, TimeSplit
 from .schema import COLUMN_ALIASES, FEATURE_COLUMNS, PRICE_COLUMNS, canonical_columns
 from .validation import TIMESTAMP_COLUMNS, assemble_features, validate_candles, validate_panel
-from .windows import WindowSampler, validation_batches
+from .windows import SeriesWindows, WindowSampler, validation_batches
 
 __all__ = [
     "COLUMN_ALIASES",
@@ -15,6 +15,7 @@ __all__ = [
     "FEATURE_COLUMNS",
     "PRICE_COLUMNS",
     "TIMESTAMP_COLUMNS",
+    "SeriesWindows",
     "TimeSplit",
     "WindowSampler",
     "assemble_features",

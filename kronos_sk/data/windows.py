@@ -246,6 +246,64 @@ class WindowSampler:
         return pool, slots
 
 
+class SeriesWindows:
+    """Random training windows cut from series held in memory (estimators' fit and pretrain).
+
+    Same batch format and normalisation as :class:`WindowSampler` (lookback statistics only,
+    optional volume masking); ``batch(step, rank, world_size)`` is a pure function of its
+    arguments, so training resumes exactly.
+
+    Parameters
+    ----------
+    series : sequence of (values, stamps) pairs
+        values (T_i, 6) float array in ``FEATURE_COLUMNS`` order, stamps (T_i, 5) int array.
+        Series shorter than a window are skipped.
+    lookback, horizon, batch_size : int
+    seed : int, default=0
+    mask_fraction : float, default=0.0
+    clip : float, default=DEFAULT_CLIP
+    """
+
+    def __init__(self, series: Sequence[tuple[np.ndarray, np.ndarray]], lookback: int,
+                 horizon: int, batch_size: int, *, seed: int = 0, mask_fraction: float = 0.0,
+                 clip: float = DEFAULT_CLIP) -> None:
+        _check_int("lookback", lookback, 1)
+        _check_int("horizon", horizon, 1)
+        _check_int("batch_size", batch_size, 1)
+        self.lookback, self.horizon, self.batch_size = lookback, horizon, batch_size
+        self.seed, self.mask_fraction, self.clip = seed, mask_fraction, clip
+        length = lookback + horizon
+        kept = [(np.asarray(v, np.float32), np.asarray(s)) for v, s in series if len(v) >= length]
+        if not kept:
+            longest = max((len(v) for v, _ in series), default=0)
+            raise ValueError(f"no series holds a window of lookback + horizon = {length} rows "
+                             f"(the longest has {longest})")
+        pool = _Pool.__new__(_Pool)
+        pool.values = np.concatenate([v for v, _ in kept])
+        pool.stamps = np.concatenate([s for _, s in kept]).astype(np.uint8)
+        offsets = np.r_[0, np.cumsum([len(v) for v, _ in kept])]
+        starts = [offset + np.arange(len(v) - length + 1) for offset, (v, _) in zip(offsets, kept)]
+        pool.starts = np.concatenate(starts).astype(np.int64)
+        pool.bounds = np.r_[0, np.cumsum([len(x) for x in starts])].astype(np.int64)
+        pool.assets = np.arange(len(kept)).astype(object)
+        pool.markets = np.full(len(kept), "memory", dtype=object)
+        self._pool = pool
+
+    @property
+    def n_windows(self) -> int:
+        return len(self._pool.starts)
+
+    def batch(self, step: int, rank: int = 0, world_size: int = 1) -> Batch:
+        """Batch `step` for `rank`: windows drawn uniformly from all windows."""
+        _check_int("step", step, 0)
+        rng = np.random.default_rng([self.seed, _BATCH_STREAM, step, rank])
+        window = rng.integers(self.n_windows, size=self.batch_size)
+        owners = np.searchsorted(self._pool.bounds, window, side="right") - 1
+        masked = rng.random(self.batch_size) < self.mask_fraction
+        return _gather(self._pool, self._pool.starts[window], owners, self.lookback,
+                       self.lookback + self.horizon, masked, self.clip)
+
+
 def validation_batches(
     corpus: CandleCorpus,
     lookback: int,

@@ -79,15 +79,16 @@ class DependencyAwareLayer(nn.Module):
         self.cross_attn = Attention(d_model, DEPENDENCY_HEADS, attn_dropout_p, resid_dropout_p)
         self.norm = RMSNorm(d_model)
 
-    def forward(self, h: torch.Tensor, query: torch.Tensor,
-                valid: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, query: torch.Tensor, valid: torch.Tensor | None = None,
+                causal: bool | None = None) -> torch.Tensor:
         """Full-sequence call: queries and keys aligned at positions 0..T-1.
 
-        Causal in training mode, unmasked in inference mode (as released).
+        `causal=None` follows the released behaviour: causal in training mode, unmasked in
+        inference mode.
         """
+        causal = self.training if causal is None else causal
         positions = positions_from_valid(valid, h.shape[1], h.device)
         rope = self.cross_attn.rotary(positions)
-        causal = self.training
         mask = attention_mask(valid, h.shape[1], causal) if valid is not None else None
         attn = self.cross_attn(query, context=h, rope=rope, mask=mask, causal=causal)
         return self.norm(h + attn)
@@ -148,9 +149,14 @@ class KronosPredictor(nn.Module):
         return self.head.proj_s1(h)
 
     def fine_logits(self, h: torch.Tensor, s1_ids: torch.Tensor,
-                    valid: torch.Tensor | None = None) -> torch.Tensor:
-        """Fine logits (B, T, 2^s2) given the coarse ids at every position (full sequence)."""
-        return self.head.proj_s2(self.dep_layer(h, self.embedding.emb_s1(s1_ids), valid))
+                    valid: torch.Tensor | None = None, causal: bool | None = None,
+                    ) -> torch.Tensor:
+        """Fine logits (B, T, 2^s2) given the coarse ids at every position (full sequence).
+
+        `causal=None`: causal in training mode only, as released (see `DependencyAwareLayer`).
+        """
+        query = self.embedding.emb_s1(s1_ids)
+        return self.head.proj_s2(self.dep_layer(h, query, valid, causal))
 
     def forward(self, s1_ids: torch.Tensor, s2_ids: torch.Tensor, stamps: torch.Tensor,
                 s1_condition: torch.Tensor | None = None,
@@ -159,11 +165,12 @@ class KronosPredictor(nn.Module):
 
         `s1_condition` (B, T) is the coarse id the fine head conditions on at each position:
         the next coarse targets for teacher forcing, or ids sampled from the model's own coarse
-        distribution (paper section 4.2) when None.
+        distribution (paper section 4.2) when None. The dependency layer is causal here in
+        both modes, so a validation loss does not see later tokens.
         """
         h = self.hidden(s1_ids, s2_ids, stamps, valid)
         s1_logits = self.coarse_logits(h)
         if s1_condition is None:
             probs = s1_logits.detach().float().softmax(-1)
             s1_condition = torch.multinomial(probs.flatten(0, 1), 1).view(probs.shape[:-1])
-        return s1_logits, self.fine_logits(h, s1_condition, valid)
+        return s1_logits, self.fine_logits(h, s1_condition, valid, causal=True)

@@ -520,12 +520,6 @@ def run_training(config: TrainConfig, source: BatchSource,
 @contextlib.contextmanager
 def _evaluation_mode(module: nn.Module) -> Iterator[None]:
     module.eval()
-    if isinstance(module, KronosPredictor):
-        # The dependency layer is causal only in training mode (released behaviour); in eval
-        # mode its fine logits at position t would attend to the hidden states of later
-        # tokens, leaking the targets into the validation loss. Setting the flag on that
-        # layer alone keeps the mask causal while its dropout submodules stay off.
-        module.dep_layer.training = True
     try:
         yield
     finally:

@@ -1,0 +1,522 @@
+"""`KronosForecaster`: Kronos as an sktime forecaster with probabilistic output."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sktime.forecasting.base import BaseForecaster, ForecastingHorizon
+
+from kronos_sk.checkpoints import default_checkpoint
+from kronos_sk.data import (FEATURE_COLUMNS, PRICE_COLUMNS, SeriesWindows, assemble_features,
+                            canonical_columns, time_features, validate_candles)
+from kronos_sk.estimators._training import train_network
+from kronos_sk.estimators._weights import cached_predictor, cached_tokenizer
+from kronos_sk.generation import check_sampling, forecast_paths, series_seeds
+from kronos_sk.nn.config import PredictorConfig, TokenizerConfig
+from kronos_sk.nn.predictor import KronosPredictor
+from kronos_sk.nn.tokenizer import KronosTokenizer
+from kronos_sk.runtime import resolve_device
+
+FIT_STRATEGIES = ("zero-shot", "fine-tune", "from-scratch")
+# Integer and period indexes get calendar stamps counted from this Monday (see the docs).
+SYNTHETIC_ORIGIN = pd.Timestamp("2000-01-03")
+CLOSE = FEATURE_COLUMNS.index("close")
+
+
+class KronosForecaster(BaseForecaster):
+    """Kronos, the foundation model for candlesticks, as a probabilistic sktime forecaster.
+
+    Every forecast comes from `n_samples` sampled paths of the whole candle (open, high,
+    low, close, volume, amount): `predict` is their mean; `predict_quantiles`,
+    `predict_interval`, `predict_var` and `predict_proba` (an skpro `Empirical` over the
+    paths) all describe the same paths, and `sample` returns them. All series of a panel are
+    generated in one batched call, whatever their lengths.
+
+    Parameters
+    ----------
+    model : str or None, default=None
+        Predictor checkpoint: a directory in the released layout (`config.json` +
+        `model.safetensors`) or a hub id; None for the bundled default model.
+    tokenizer : str or None, default=None
+        Tokenizer checkpoint, likewise.
+    fit_strategy : {"zero-shot", "fine-tune", "from-scratch"}, default="zero-shot"
+        "zero-shot" keeps the weights and only stores the context; "fine-tune" trains the
+        predictor (and the tokenizer if `finetune_tokenizer`) on `y`; "from-scratch" trains
+        a new tokenizer and predictor of `tokenizer_config` / `model_config` on `y`.
+    n_samples : int, default=20
+        Sampled paths per series.
+    temperature, top_k, top_p : sampling settings (top_k=0 disables top-k; with
+        ``n_samples=1, top_k=1`` the forecast is the released greedy one).
+    max_context : int, default=512
+        The predictor's window in tokens (512 for Kronos-small/base, 2048 for Kronos-mini).
+    device : str, default="cpu"
+        "cpu", "cuda", "mps" or "auto".
+    random_state : int or None, default=None
+        Seeds the paths of each series from (random_state, series name), so results do not
+        depend on the batch or on the order of series; also seeds training.
+    precision : {"float32", "bfloat16"}, default="float32"
+    sliding : {"exact", "rolling"}, default="exact"
+        How the window slides once context + forecast outgrow `max_context` (see
+        `kronos_sk.generation`).
+    freq : str or None, default=None
+        Frequency of future rows for relative horizons when the index has none; also the
+        step of synthetic stamps for integer indexes (default "D").
+    lookback, horizon : int, default=64, 16
+        Window used for training: normalised with the lookback part only.
+    max_steps, batch_size, learning_rate : training settings for "fine-tune",
+        "from-scratch" and `pretrain`.
+    finetune_tokenizer : bool, default=False
+        With "fine-tune" and `pretrain`, also train the tokenizer before the predictor.
+    model_config, tokenizer_config : dict or None, default=None
+        Network sizes for "from-scratch" (fields of `PredictorConfig` / `TokenizerConfig`);
+        None gives small CPU-friendly defaults.
+    max_paths : int, default=256
+        At most this many paths (series x samples) are generated at once.
+
+    Attributes
+    ----------
+    tokenizer_, predictor_ : the torch networks used (shared read-only with other
+        estimators loading the same files, unless trained).
+    columns_ : the columns of `y` forecast, in order.
+    loss_curve_ : training losses of the last fit or pretrain that trained.
+
+    Notes
+    -----
+    Columns of `y` are matched to open, high, low, close (+ volume, amount) by name, case
+    insensitive, with aliases (`vol`, `amt`, `turnover`). If no column is a candle field,
+    each column is forecast as its own "flat candle" series (open = high = low = close =
+    value, no volume), so any univariate price series works. Integer and period indexes get
+    calendar stamps counted from 2000-01-03 in steps of `freq`.
+
+    Absolute horizons on an index without a frequency (sessions, lunch breaks, holidays) are
+    read as the timestamps of the next rows, in order.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from kronos_sk.estimators import KronosForecaster
+    >>> y = pd.read_csv("tests/fixtures/kronos-compat/candles.csv", index_col=0,
+    ...                 parse_dates=True).iloc[:64]
+    >>> forecaster = KronosForecaster(model="tests/fixtures/kronos-compat/model",
+    ...                               tokenizer="tests/fixtures/kronos-compat/tokenizer",
+    ...                               max_context=128, n_samples=5, random_state=0)
+    >>> future = pd.date_range("2025-03-04 10:55", periods=4, freq="5min")
+    >>> forecaster.fit(y).predict(fh=future).shape
+    (4, 6)
+    """
+
+    _tags = {
+        "authors": ["kronos-sk developers"],
+        "maintainers": ["kronos-sk developers"],
+        "python_dependencies": ["torch", "safetensors", "skpro"],
+        "y_inner_mtype": ["pd.DataFrame", "pd-multiindex", "pd_multiindex_hier"],
+        "X_inner_mtype": ["pd.DataFrame", "pd-multiindex", "pd_multiindex_hier"],
+        "capability:multivariate": True,
+        "capability:exogenous": False,
+        "capability:insample": False,
+        "capability:pred_int": True,
+        "capability:pred_int:insample": False,
+        "capability:missing_values": False,
+        "capability:pretrain": True,
+        "pretrain:fitted_params": ["tokenizer_", "predictor_", "pretrain_loss_curve_"],
+        "capability:update": True,
+        "capability:random_state": True,
+        "property:randomness": "derandomized",
+        "capability:unequal_length": True,
+        "requires-fh-in-fit": False,
+    }
+    _config = {"remember_data": True}  # self._y is the context that update() extends
+
+    def __init__(self, model=None, tokenizer=None, fit_strategy="zero-shot", n_samples=20,
+                 temperature=1.0, top_k=0, top_p=1.0, max_context=512, device="cpu",
+                 random_state=None, precision="float32", sliding="exact", freq=None,
+                 lookback=64, horizon=16, max_steps=100, batch_size=16, learning_rate=1e-4,
+                 finetune_tokenizer=False, model_config=None, tokenizer_config=None,
+                 max_paths=256):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.fit_strategy = fit_strategy
+        self.n_samples = n_samples
+        self.temperature = temperature
+        self.top_k = top_k
+        self.top_p = top_p
+        self.max_context = max_context
+        self.device = device
+        self.random_state = random_state
+        self.precision = precision
+        self.sliding = sliding
+        self.freq = freq
+        self.lookback = lookback
+        self.horizon = horizon
+        self.max_steps = max_steps
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.finetune_tokenizer = finetune_tokenizer
+        self.model_config = model_config
+        self.tokenizer_config = tokenizer_config
+        self.max_paths = max_paths
+        super().__init__()
+
+    # ------------------------------------------------------------------ checks and data
+    def _check_params(self) -> None:
+        if self.fit_strategy not in FIT_STRATEGIES:
+            raise ValueError(f"fit_strategy must be one of {FIT_STRATEGIES}, "
+                             f"got {self.fit_strategy!r}")
+        check_sampling(self.n_samples, self.temperature, self.top_k, self.top_p,
+                       self.max_context, self.sliding)
+        for name in ("lookback", "horizon", "max_steps", "batch_size", "max_paths"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        resolve_device(self.device)
+
+    def _layout(self, y: pd.DataFrame) -> tuple[str, dict]:
+        """("candles", {user column: field}) or ("flat", {}) for the columns of `y`."""
+        mapping = canonical_columns(y.columns)
+        if not mapping:
+            return "flat", {}
+        missing = [c for c in PRICE_COLUMNS if c not in mapping.values()]
+        if missing:
+            raise ValueError(
+                f"y: columns {list(y.columns)} name some candle fields but not {missing}; "
+                "give open, high, low and close (+ volume, amount), or columns that are not "
+                "candle fields to forecast each as a flat series")
+        extra = [c for c in y.columns if c not in mapping]
+        if extra:
+            raise ValueError(f"y: column(s) {extra} are not candle fields (open, high, low, "
+                             "close, volume, amount); drop them")
+        return "candles", mapping
+
+    def _datetime(self, index: pd.Index) -> pd.DatetimeIndex:
+        """Wall-clock timestamps of an index (synthetic for integer indexes)."""
+        if isinstance(index, pd.DatetimeIndex):
+            return index
+        if isinstance(index, pd.PeriodIndex):
+            return index.to_timestamp()
+        step = pd.tseries.frequencies.to_offset(self.freq or "D")
+        return pd.DatetimeIndex([SYNTHETIC_ORIGIN + int(i) * step for i in index])
+
+    def _series(self, y: pd.DataFrame) -> list[tuple[object, str | None, pd.DataFrame]]:
+        """Split `y` into (instance key, flat column or None, candles) triples."""
+        if isinstance(y.index, pd.MultiIndex):
+            levels = list(range(y.index.nlevels - 1))
+            groups = [(key if len(levels) > 1 else key[0], frame.droplevel(levels))
+                      for key, frame in y.groupby(level=levels, sort=False)]
+        else:
+            groups = [(None, y)]
+        out = []
+        for key, frame in groups:
+            name = "y" if key is None else f"y[{key!r}]"
+            if self._mode == "flat":
+                for column in frame.columns:
+                    values = frame[column].astype(float)
+                    candles = pd.DataFrame({c: values for c in PRICE_COLUMNS})
+                    candles.index = self._datetime(frame.index)
+                    out.append((key, column, _checked(candles, f"{name}[{column!r}]",
+                                                      flat=True)))
+            else:
+                candles = frame.rename(columns=self._mapping)
+                candles.index = self._datetime(frame.index)
+                out.append((key, None, _checked(candles, name, flat=False)))
+        return out
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self, y, X=None, fh=None):
+        self._check_params()
+        self._mode, self._mapping = self._layout(y)
+        self.columns_ = list(y.columns)
+        self._set_context(y)
+        if self.state == "pretrained":  # keep what pretrain learned
+            return self
+        if self.fit_strategy == "from-scratch":
+            self._train_from_scratch()
+            return self
+        self.tokenizer_, self.predictor_ = self._load_networks()
+        self.loss_curve_ = []
+        if self.fit_strategy == "fine-tune":
+            self._fine_tune(self._windows(self._contexts))
+        return self
+
+    def _set_context(self, y: pd.DataFrame) -> None:
+        self._contexts = self._series(y)
+        # Drawn once per fit, so every prediction method describes the same paths.
+        self._path_seed = (self.random_state if self.random_state is not None
+                      else int(np.random.SeedSequence().entropy % 2**63))
+
+    def _load_networks(self) -> tuple[KronosTokenizer, KronosPredictor]:
+        model = self.model if self.model is not None else default_checkpoint("predictor")
+        tokenizer = (self.tokenizer if self.tokenizer is not None
+                     else default_checkpoint("tokenizer"))
+        return (cached_tokenizer(tokenizer, self.device, self.precision),
+                cached_predictor(model, self.device, self.precision))
+
+    def _windows(self, contexts) -> SeriesWindows:
+        series = [(assemble_features(c), time_features(c.index)) for _, _, c in contexts]
+        length = min(self.lookback + self.horizon, max(len(v) for v, _ in series))
+        if length < 2:
+            raise ValueError("training needs series of at least 2 rows")
+        horizon = min(self.horizon, length - 1)
+        return SeriesWindows(series, length - horizon, horizon, self.batch_size,
+                             seed=self._training_seed(), mask_fraction=0.05)
+
+    def _training_seed(self) -> int:
+        return int(np.random.RandomState(self.random_state).randint(0, 2**31 - 1))
+
+    def _train(self, task, source, start=None, model_config=None):
+        module, losses = train_network(
+            task, source, start=start, model_config=model_config,
+            tokenizer=self.tokenizer_ if task == "predictor" else None,
+            max_steps=self.max_steps, batch_size=self.batch_size,
+            learning_rate=self.learning_rate, seed=self._training_seed(), device=self.device)
+        self.loss_curve_ = list(getattr(self, "loss_curve_", [])) + losses
+        return module
+
+    def _train_from_scratch(self) -> None:
+        source = self._windows(self._contexts)
+        tokenizer_config = {"d_model": 32, "n_heads": 2, "ff_dim": 64, "n_enc_layers": 2,
+                            "n_dec_layers": 2, "s1_bits": 6, "s2_bits": 6, "group_size": 4,
+                            **(self.tokenizer_config or {})}
+        model_config = {"d_model": 64, "n_heads": 4, "ff_dim": 128, "n_layers": 2,
+                        "s1_bits": tokenizer_config["s1_bits"],
+                        "s2_bits": tokenizer_config["s2_bits"], **(self.model_config or {})}
+        TokenizerConfig.from_dict(tokenizer_config, source="tokenizer_config")
+        PredictorConfig.from_dict(model_config, source="model_config")
+        self.loss_curve_ = []
+        self.tokenizer_ = self._train("tokenizer", source, model_config=tokenizer_config)
+        self.predictor_ = self._train("predictor", source, model_config=model_config)
+
+    def _fine_tune(self, source: SeriesWindows) -> None:
+        if self.finetune_tokenizer:
+            self.tokenizer_ = self._train("tokenizer", source, start=self.tokenizer_)
+        self.predictor_ = self._train("predictor", source, start=self.predictor_)
+
+    def _pretrain(self, y, X=None, fh=None):
+        self._check_params()
+        self._mode, self._mapping = self._layout(y)
+        contexts = self._series(y)
+        self.loss_curve_ = []
+        if self.fit_strategy == "from-scratch":
+            self._contexts = contexts
+            self._train_from_scratch()
+        else:
+            self.tokenizer_, self.predictor_ = self._load_networks()
+            self._fine_tune(self._windows(contexts))
+        self.pretrain_loss_curve_ = self.loss_curve_
+        return self
+
+    def _pretrain_update(self, y, X=None, fh=None):
+        self._mode, self._mapping = self._layout(y)
+        self._fine_tune(self._windows(self._series(y)))
+        self.pretrain_loss_curve_ = self.pretrain_loss_curve_ + self.loss_curve_
+        return self
+
+    def _update(self, y, X=None, update_params=True):
+        self._set_context(self._y)  # the base class has appended y to self._y
+        return self
+
+    # ------------------------------------------------------------------ predict
+    def _check_fh(self, fh, pred_int=False):
+        # sktime checks that fh is out of sample by converting timestamps to steps, which
+        # needs a frequency. Irregular calendars (sessions, lunch breaks, holidays) have none,
+        # so for absolute timestamps there the check compares them with the cutoff instead.
+        cutoff = getattr(self, "_cutoff", None)
+        if fh is None or not isinstance(cutoff, pd.DatetimeIndex) or cutoff.freq is not None:
+            return super()._check_fh(fh, pred_int)
+        fh = fh if isinstance(fh, ForecastingHorizon) else ForecastingHorizon(fh)
+        if fh.is_relative:
+            if self.freq is None:
+                raise ValueError(
+                    "a relative fh needs a frequency, and the index of y has none: pass "
+                    "freq= (e.g. '5min', 'B') or the absolute future timestamps")
+            step = pd.tseries.frequencies.to_offset(self.freq)
+            fh = ForecastingHorizon(pd.DatetimeIndex(
+                [cutoff[-1] + int(k) * step for k in fh.to_pandas()]), is_relative=False)
+        names = ("capability:insample", "capability:pred_int:insample")
+        saved = {name: self.get_tag(name) for name in names}
+        self.set_tags(**dict.fromkeys(names, True))
+        try:
+            checked = super()._check_fh(fh, pred_int)
+        finally:
+            self.set_tags(**saved)
+        if (checked.to_pandas() <= cutoff[-1]).any():
+            raise NotImplementedError(f"{type(self).__name__} can not perform in-sample "
+                                      f"prediction. Found fh with in sample index: {fh}")
+        return checked
+
+    def _targets(self, fh: ForecastingHorizon, candles: pd.DataFrame, original: pd.Index):
+        """(steps 1.., datetime stamps of steps 1..H, absolute fh index) for one series."""
+        absolute = fh.to_absolute_index(self.cutoff)
+        if isinstance(original, pd.DatetimeIndex):
+            freq = self.freq or original.freq or _inferred_freq(original)
+            if freq is None:  # irregular calendar: the targets are the next rows, in order
+                targets = pd.DatetimeIndex(absolute)
+                if targets[0] <= candles.index[-1]:
+                    raise ValueError(f"fh: {targets[0]} is not after the last observation "
+                                     f"{candles.index[-1]}")
+                return np.arange(1, len(targets) + 1), targets, absolute
+            last = original[-1]
+            targets = pd.DatetimeIndex(absolute)
+            steps = np.array([len(pd.date_range(last, t, freq=freq)) - 1 for t in targets])
+            grid = pd.date_range(last, periods=steps.max() + 1, freq=freq)[1:]
+            if not targets.isin(grid).all():
+                raise ValueError(f"fh: {list(targets[~targets.isin(grid)])} are not on the "
+                                 f"{freq} grid after {last}")
+            return steps, grid, absolute
+        # integer or period index: steps counted in index units
+        last = original[-1]
+        if isinstance(original, pd.PeriodIndex):
+            steps = np.array([(t - last).n for t in absolute])
+            grid_index = pd.period_range(last + 1, periods=steps.max(), freq=original.freq)
+        else:
+            steps = np.array([int(t) - int(last) for t in absolute])
+            grid_index = pd.Index(np.arange(int(last) + 1, int(last) + steps.max() + 1))
+        return steps, self._datetime(grid_index), absolute
+
+    def _sample_paths(self, fh: ForecastingHorizon):
+        """(paths (n_series, S, H, 6), per-series steps, absolute fh index)."""
+        originals = self._original_indexes()
+        plans = [self._targets(fh, candles, original)
+                 for (_, _, candles), original in zip(self._contexts, originals)]
+        if min(steps.min() for steps, _, _ in plans) < 1:
+            raise ValueError("KronosForecaster forecasts the future only: every fh step must "
+                             "be after the last observation")
+        H = max(len(grid) for _, grid, _ in plans)
+        future = np.stack([time_features(_extend(grid, H)) for _, grid, _ in plans])
+        keys = [repr((key, column)) for key, column, _ in self._contexts]
+        paths = forecast_paths(
+            self.tokenizer_, self.predictor_,
+            [assemble_features(c) for _, _, c in self._contexts],
+            [time_features(c.index) for _, _, c in self._contexts], future,
+            n_samples=self.n_samples, temperature=self.temperature, top_k=self.top_k,
+            top_p=self.top_p, max_context=self.max_context,
+            seeds=series_seeds(self._path_seed, keys), sliding=self.sliding,
+            max_paths=self.max_paths)
+        return paths, [steps for steps, _, _ in plans], plans[0][2]
+
+    def _original_indexes(self) -> list[pd.Index]:
+        y = self._y
+        if not isinstance(y.index, pd.MultiIndex):
+            return [y.index] * len(self._contexts)
+        levels = list(range(y.index.nlevels - 1))
+        by_key = {(k if len(levels) > 1 else k[0]): f.index.get_level_values(-1)
+                  for k, f in y.groupby(level=levels, sort=False)}
+        return [by_key[key] for key, _, _ in self._contexts]
+
+    def _samples_frame(self, fh: ForecastingHorizon) -> pd.DataFrame:
+        """Every path as a frame indexed (sample, [instance levels], time), columns of y."""
+        paths, steps, absolute = self._sample_paths(fh)
+        S = self.n_samples
+        blocks = {}
+        for i, (key, column, _) in enumerate(self._contexts):
+            picked = paths[i][:, np.asarray(steps[i]) - 1]  # (S, len(fh), 6)
+            if self._mode == "flat":
+                blocks.setdefault(key, {})[column] = picked[..., CLOSE]
+            else:
+                fields = [FEATURE_COLUMNS.index(self._mapping[c]) for c in self.columns_]
+                blocks[key] = dict(zip(self.columns_, np.moveaxis(picked[..., fields], -1, 0)))
+        frames = []
+        y_index = self._y.index
+        names = list(y_index.names)
+        for key, columns in blocks.items():
+            instance = () if key is None else (key if isinstance(key, tuple) else (key,))
+            tuples = [(s, *instance, t) for s in range(S) for t in absolute]
+            index = pd.MultiIndex.from_tuples(tuples, names=["sample", *names])
+            data = {c: columns[c].reshape(-1) for c in self.columns_}
+            frames.append(pd.DataFrame(data, index=index, columns=self.columns_))
+        samples = pd.concat(frames).sort_index(level=0, sort_remaining=False)
+        return samples
+
+    def _predict(self, fh, X=None):
+        samples = self._samples_frame(fh)
+        mean = samples.groupby(level=list(range(1, samples.index.nlevels)), sort=False).mean()
+        return self._restore_index(mean)
+
+    def _restore_index(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if not isinstance(self._y.index, pd.MultiIndex):
+            frame.index = frame.index.get_level_values(-1)
+            frame.index.name = self._y.index.name
+        return frame
+
+    def _predict_proba(self, fh, X=None, marginal=True):
+        from skpro.distributions import Empirical
+        samples = self._samples_frame(fh)
+        index = self._restore_index(samples.xs(0, level="sample").copy()).index
+        return Empirical(spl=samples, index=index, columns=pd.Index(self.columns_))
+
+    # ------------------------------------------------------------------ public extras
+    def sample(self, fh=None) -> pd.DataFrame:
+        """Every sampled path: a frame indexed (sample, [instance levels], time).
+
+        Synthetic K-lines conditioned on the context, in the columns of `y`.
+        """
+        self.check_is_fitted()
+        fh = self._check_fh(fh)
+        return self._samples_frame(fh)
+
+    def predict_volatility(self, fh=None, quantiles=(0.05, 0.5, 0.95)) -> pd.DataFrame:
+        """Realized volatility over the horizon, from the sampled paths.
+
+        The paper's definition: the sum of squared log returns of the predicted closes over
+        steps 1..H (the first return from the last observed close). Returns one row per
+        series (per column for flat series) with the mean over paths and the quantiles.
+        """
+        self.check_is_fitted()
+        fh = self._check_fh(fh)
+        paths, steps, _ = self._sample_paths(fh)
+        rows = {}
+        for i, (key, column, candles) in enumerate(self._contexts):
+            H = int(np.max(steps[i]))
+            closes = np.concatenate(
+                [np.full((paths.shape[1], 1), candles["close"].iloc[-1]),
+                 paths[i, :, :H, CLOSE].astype(np.float64)], axis=1)
+            if (closes <= 0).any():
+                raise ValueError("realized volatility needs positive closes; a sampled path "
+                                 f"of series {key!r} has a close <= 0")
+            rv = (np.diff(np.log(closes), axis=1) ** 2).sum(1)
+            label = (key, column) if self._mode == "flat" else key
+            rows[label] = {"mean": rv.mean(), **{f"q{q:g}": np.quantile(rv, q)
+                                                 for q in quantiles}}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    @classmethod
+    def get_test_params(cls, parameter_set="default"):
+        """Two tiny offline configurations trained from scratch in a few steps."""
+        tiny_tokenizer = {"d_model": 16, "n_heads": 2, "ff_dim": 16, "n_enc_layers": 2,
+                          "n_dec_layers": 2, "s1_bits": 2, "s2_bits": 2, "group_size": 2}
+        tiny_model = {"d_model": 16, "n_heads": 2, "ff_dim": 16, "n_layers": 1,
+                      "s1_bits": 2, "s2_bits": 2}
+        common = {"fit_strategy": "from-scratch", "tokenizer_config": tiny_tokenizer,
+                  "model_config": tiny_model, "max_steps": 2, "batch_size": 2,
+                  "lookback": 8, "horizon": 2, "random_state": 0}
+        return [{**common, "n_samples": 3},
+                {**common, "n_samples": 2, "top_k": 2, "top_p": 0.9, "sliding": "rolling",
+                 "max_context": 16}]
+
+
+def _checked(candles: pd.DataFrame, name: str, flat: bool) -> pd.DataFrame:
+    """Validate candles; flat series skip the candle-shape and sign rules."""
+    if not flat:
+        return validate_candles(candles, name=name)
+    values = candles.to_numpy()
+    bad = ~np.isfinite(values[:, 0])
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}: row {pos} ({candles.index[pos]}) is {values[pos, 0]}; "
+                         "values must be finite")
+    return candles
+
+
+def _inferred_freq(index: pd.DatetimeIndex):
+    return pd.infer_freq(index) if len(index) >= 3 else None
+
+
+def _extend(grid: pd.DatetimeIndex, length: int) -> pd.DatetimeIndex:
+    """Pad a grid to `length` stamps by repeating its last step (rows beyond are unused)."""
+    if len(grid) >= length:
+        return grid[:length]
+    step = grid[-1] - grid[-2] if len(grid) > 1 else pd.Timedelta(days=1)
+    return grid.append(pd.DatetimeIndex([grid[-1] + step * k
+                                         for k in range(1, length - len(grid) + 1)]))
+

@@ -1,0 +1,465 @@
+"""`KLineTokenizer`: the Kronos tokenizer as a scikit-learn transformer.
+
+It maps a time-ordered table of candles to one (coarse id, fine id) pair per candle and back,
+and can be used as released, fine-tuned on the table, or trained from scratch with the
+project's training engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+try:
+    from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+    from sklearn.utils import check_random_state
+    from sklearn.utils._param_validation import Interval, StrOptions
+    from sklearn.utils.validation import (_check_feature_names_in, check_array, check_is_fitted,
+                                          validate_data)
+except ImportError:
+    raise ImportError("KLineTokenizer needs scikit-learn >= 1.6: pip install 'scikit-learn>=1.6'"
+                      ) from None
+
+from kronos_sk.data.normalize import Normalizer
+from kronos_sk.data.schema import FEATURE_COLUMNS, PRICE_COLUMNS, canonical_columns
+from kronos_sk.data.validation import assemble_features
+from kronos_sk.estimators._weights import cached_tokenizer
+from kronos_sk.nn.config import TokenizerConfig
+from kronos_sk.nn.tokenizer import KronosTokenizer
+from kronos_sk.runtime import resolve_device
+from kronos_sk.training import TrainConfig, Trainer, distributed
+from kronos_sk.training.engine import METRICS_FILE
+
+#: Network of ``fit_strategy="from-scratch"`` when `config` is None; a dict `config` overrides
+#: these fields. ``n_enc_layers = n_dec_layers = 2`` builds one block each (released quirk).
+SMALL_CONFIG: dict[str, Any] = {"d_model": 32, "n_heads": 4, "ff_dim": 64, "n_enc_layers": 2,
+                                "n_dec_layers": 2, "s1_bits": 4, "s2_bits": 4, "group_size": 4}
+FIT_STRATEGIES = ("pretrained", "fine-tune", "from-scratch")
+OUTPUT_NAMES = ("coarse_id", "fine_id")
+
+
+def _candle_names(columns: pd.Index) -> dict[str, str]:
+    """{canonical: user name} of the candle columns, in canonical order ({} for none).
+
+    Raises ValueError when some candle names are present but a price column is missing.
+    """
+    found = {canonical: user for user, canonical in canonical_columns(columns).items()}
+    missing = [c for c in PRICE_COLUMNS if c not in found]
+    if found and missing:
+        raise ValueError(
+            f"X: missing price column(s) {missing}; found columns {list(columns)} (names match "
+            "case-insensitively, aliases such as 'o', 'h', 'l', 'c' are accepted)")
+    return {c: found[c] for c in FEATURE_COLUMNS if c in found}
+
+
+class _TableWindows:
+    """Training batch source: random windows of one table, each normalised on its own.
+
+    ``batch(step)`` is a pure function of `step` (as the training engine requires): window
+    starts come from a numpy Generator seeded with ``(seed, step)``. Every window is
+    normalised with its own mean and std, the statistics `transform` uses for a whole table.
+    """
+
+    def __init__(self, features: np.ndarray, length: int, batch_size: int, seed: int,
+                 clip: float) -> None:
+        self.features, self.length, self.batch_size = features, length, batch_size
+        self.seed, self.clip = seed, clip
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.seed, step])
+        starts = rng.integers(len(self.features) - self.length + 1, size=self.batch_size)
+        windows = self.features[starts[:, None] + np.arange(self.length)]  # (B, L, F)
+        return {"values": Normalizer.fit(list(windows), self.clip).transform(windows)}
+
+
+class KLineTokenizer(TransformerMixin, BaseEstimator):
+    """Turn candles into Kronos token ids (coarse, fine) and back.
+
+    The Kronos tokenizer quantizes every normalised candle (open, high, low, close, volume,
+    amount) into a pair of integers: a coarse id of ``s1_bits`` bits and a fine id of
+    ``s2_bits`` bits. Its encoder and decoder are causal Transformers, so the ids of a candle
+    depend on the candles before it: rows are a time series, not independent samples.
+
+    Parameters
+    ----------
+    tokenizer : str, path-like or None, default=None
+        Checkpoint directory (released layout: ``config.json`` + ``model.safetensors``) or hub
+        id such as ``"NeoQuasar/Kronos-Tokenizer-base"``. No default model is bundled yet, so
+        None only works with ``fit_strategy="from-scratch"``; ``fit`` raises otherwise.
+    fit_strategy : {"pretrained", "fine-tune", "from-scratch"}, default="pretrained"
+        "pretrained": load `tokenizer` and use it as is (shared, read-only, through a small
+        cache). "fine-tune": load `tokenizer`, then train a copy on X. "from-scratch": build a
+        network from `config` and train it on X.
+    config : dict or None, default=None
+        ``TokenizerConfig`` fields of the from-scratch network, overriding :data:`SMALL_CONFIG`
+        (d_model 32, one encoder and one decoder block, 4 + 4 bits); None uses it unchanged.
+        Only for "from-scratch". ``d_in`` is not accepted: it is set from X (see Notes).
+    window : int, default=64
+        Rows per training window. A shorter table is one window of all its rows.
+    max_steps : int, default=200
+        Optimizer steps when training.
+    batch_size : int, default=16
+        Windows per optimizer step.
+    learning_rate : float, default=1e-3
+        Peak learning rate (AdamW, 10% linear warm-up, cosine decay to a tenth).
+    clip : float, default=5.0
+        Normalised values are clipped to ``[-clip, clip]`` (the reference uses 5), both in
+        training windows and in `transform`.
+    device : str or torch.device, default="cpu"
+        "cpu", "cuda", "cuda:N", "mps" or "auto". Training runs on "cpu" or "cuda" only.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the network initialisation, dropout and the choice of training windows; an int
+        makes ``fit`` reproducible. Global random states are left as they were.
+
+    Attributes
+    ----------
+    tokenizer_ : KronosTokenizer
+        The network in eval mode. With "pretrained" it is the cached module shared with other
+        estimators: do not modify it.
+    candle_columns_ : list of str or None
+        The candle feature each column seen in ``fit`` was read as (e.g. ``["open", "high",
+        "low", "close"]``), or None when the columns are the network's features as given.
+    mean_ : ndarray of shape (n_model_features,), float32
+        Per-feature mean of the table passed to ``fit``, over the network's input features:
+        the six candle features (open, high, low, close, volume, amount, after volume and
+        amount are filled in), or the columns as given when `candle_columns_` is None.
+    std_ : ndarray of shape (n_model_features,), float32
+        Per-feature population standard deviation of that table.
+    n_iter_ : int
+        Optimizer steps run by ``fit`` (0 for "pretrained").
+    loss_curve_ : list of float
+        Training loss of every step (empty for "pretrained").
+    n_features_in_ : int
+        Number of columns seen in ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of those columns, when X was a DataFrame with string column names.
+
+    See Also
+    --------
+    kronos_sk.nn.tokenizer.KronosTokenizer : The network itself.
+    kronos_sk.pipeline.KronosPipeline : Forecasting with a tokenizer and a predictor.
+
+    Notes
+    -----
+    **Input.** X is one time-ordered series, shape (n_candles, n_columns). A DataFrame with
+    candle column names is read by name (any case; aliases such as "o", "vol", "turnover");
+    its other columns are ignored. Any other table is read by position:
+
+    - with a checkpoint ("pretrained", "fine-tune"), as open, high, low, close[, volume[,
+      amount]] (4 to 6 columns; other widths raise ValueError);
+    - "from-scratch" builds the network for the table, so its columns, any number of them,
+      are the network's input features as they are. Fit on a DataFrame with candle names to
+      get a six-feature tokenizer that `KronosPipeline` can use.
+
+    Candle tables become the six model features by the reference rules: no volume means
+    volume = amount = 0 (amount is zeroed even when given), volume without amount means
+    ``amount = volume * mean(open, high, low, close)``.
+
+    **Scale.** The reference normalises each series with its own mean and std. Here ``fit``
+    stores the statistics of its table (`mean_`, `std_`) and `transform`, `inverse_transform`
+    and `score` all use them, so that ids decode back in the units of X. To tokenize a table
+    with its own statistics, as the reference does, fit on that table: with
+    "pretrained" fitting only computes the statistics. Training windows are normalised with
+    their own statistics, whatever `mean_` and `std_` are.
+
+    **Rows are not independent.** The ids of a row depend on the rows before it, so the ids
+    of a subset or a shuffle of X differ from the matching rows of X's ids.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from kronos_sk.estimators.tokenizer import KLineTokenizer
+    >>> candles = pd.read_csv("tests/fixtures/kronos-compat/candles.csv", index_col=0,
+    ...                       parse_dates=True).iloc[:64]
+    >>> tok = KLineTokenizer("tests/fixtures/kronos-compat/tokenizer").fit(candles)
+    >>> ids = tok.transform(candles)
+    >>> ids.shape, ids.dtype
+    ((64, 2), dtype('int64'))
+    >>> tok.inverse_transform(ids).shape
+    (64, 6)
+    """
+
+    _parameter_constraints: dict = {
+        "tokenizer": [str, os.PathLike, None],
+        "fit_strategy": [StrOptions(set(FIT_STRATEGIES))],
+        "config": [dict, None],
+        "window": [Interval(Integral, 2, None, closed="left")],
+        "max_steps": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "clip": [Interval(Real, 0, None, closed="neither")],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, tokenizer: str | os.PathLike | None = None, *,
+                 fit_strategy: str = "pretrained", config: dict[str, Any] | None = None,
+                 window: int = 64, max_steps: int = 200, batch_size: int = 16,
+                 learning_rate: float = 1e-3, clip: float = 5.0,
+                 device: str | torch.device = "cpu",
+                 random_state: int | np.random.RandomState | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.fit_strategy = fit_strategy
+        self.config = config
+        self.window = window
+        self.max_steps = max_steps
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.clip = clip
+        self.device = device
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: Any, y: None = None) -> KLineTokenizer:
+        """Compute the scale of X and load, fine-tune or train the tokenizer.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_candles, n_columns)
+            One time-ordered series of at least 2 candles (see Notes of the class).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : KLineTokenizer
+        """
+        network_config = self._check_strategy()
+        device = resolve_device(self.device)
+        if self.fit_strategy != "from-scratch":
+            pretrained = cached_tokenizer(self.tokenizer, device)
+            if pretrained.config.d_in != len(FEATURE_COLUMNS):
+                raise ValueError(
+                    f"tokenizer {self.tokenizer!r} reads {pretrained.config.d_in} features; a "
+                    f"checkpoint must read the {len(FEATURE_COLUMNS)} candle features "
+                    f"{list(FEATURE_COLUMNS)}")
+        features = self._features(X, reset=True)
+        statistics = Normalizer.fit([features], self.clip)
+        self.mean_, self.std_ = statistics.mean[0], statistics.std[0]
+        if self.fit_strategy == "pretrained":
+            self.tokenizer_, self.loss_curve_ = pretrained, []
+        else:
+            if network_config is not None:
+                network_config = dataclasses.replace(network_config, d_in=features.shape[1])
+            self.tokenizer_, self.loss_curve_ = self._train(features, network_config, device)
+        self.n_iter_ = len(self.loss_curve_)
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Tokenize candles, normalised with the statistics of the fitted table.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_candles, n_features_in_)
+            The columns seen in ``fit``, time-ordered.
+
+        Returns
+        -------
+        ndarray of shape (n_candles, 2), int64
+            Coarse id (column 0) and fine id (column 1) of every candle.
+        """
+        check_is_fitted(self)
+        x = self._to_tensor(self._normalise(self._features(X, reset=False)))
+        s1_ids, s2_ids = self.tokenizer_.encode(x)  # (1, T) each
+        return torch.stack((s1_ids[0], s2_ids[0]), dim=1).cpu().numpy()
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        """Decode ids back to candles in the units of the fitted table.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_candles, 2)
+            Coarse and fine ids, as returned by `transform`, time-ordered.
+
+        Returns
+        -------
+        ndarray of shape (n_candles, n_features_in_), float64
+            The decoded candles, in the columns (and order) seen in ``fit``. Values clipped
+            by normalisation come back at the clip bound.
+        """
+        check_is_fitted(self)
+        ids = torch.from_numpy(self._check_ids(X)).to(self.tokenizer_.head.weight.device)
+        decoded = self.tokenizer_.decode(ids[None, :, 0], ids[None, :, 1])  # (1, T, 6)
+        scale = Normalizer(self.mean_[None], self.std_[None], self.clip)
+        candles = scale.inverse_transform(decoded.cpu().numpy())[0]
+        return candles[:, self._feature_positions()].astype(np.float64)
+
+    def score(self, X: Any, y: None = None) -> float:
+        """Negative mean squared reconstruction error of X, in normalised units.
+
+        X is normalised with the fitted statistics, tokenized, decoded, and compared with
+        its normalised self over the columns seen in ``fit``. Higher is better.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like of shape (n_candles, n_features_in_)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        float
+        """
+        check_is_fitted(self)
+        x = self._to_tensor(self._normalise(self._features(X, reset=False)))
+        recon = self.tokenizer_.decode(*self.tokenizer_.encode(x))
+        error = (recon - x)[..., self._feature_positions()]
+        return -float(error.pow(2).mean())
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the two output columns.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Checked against `feature_names_in_` when given; it does not change the output.
+
+        Returns
+        -------
+        ndarray of str objects
+            ``["coarse_id", "fine_id"]``.
+        """
+        check_is_fitted(self, "n_features_in_")
+        _check_feature_names_in(self, input_features)
+        return np.asarray(OUTPUT_NAMES, dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = True
+        # Token ids are int64 whatever the input's float dtype.
+        tags.transformer_tags.preserves_dtype = []
+        return tags
+
+    # ------------------------------------------------------------------ helpers
+    def _check_strategy(self) -> TokenizerConfig | None:
+        """Reject contradictory options; return the from-scratch network config."""
+        if self.fit_strategy != "from-scratch":
+            if self.tokenizer is None:
+                raise ValueError(
+                    f"fit_strategy={self.fit_strategy!r} needs a checkpoint, and no default "
+                    "tokenizer is bundled yet: pass tokenizer='path/to/checkpoint' or a hub id "
+                    "such as 'NeoQuasar/Kronos-Tokenizer-base', or use "
+                    "fit_strategy='from-scratch'")
+            if self.config is not None:
+                raise ValueError(f"config is only used with fit_strategy='from-scratch', got "
+                                 f"fit_strategy={self.fit_strategy!r}; set config=None")
+            return None
+        if self.tokenizer is not None:
+            raise ValueError("fit_strategy='from-scratch' builds a new network and does not "
+                             f"use tokenizer={self.tokenizer!r}: set tokenizer=None, or use "
+                             "fit_strategy='fine-tune' to start from that checkpoint")
+        if "d_in" in (self.config or {}):
+            raise ValueError("config: remove 'd_in'; the input width is set from X (6 for "
+                             "candles, else the number of columns)")
+        return TokenizerConfig.from_dict({**SMALL_CONFIG, **(self.config or {})},
+                                         source="KLineTokenizer config")
+
+    def _features(self, X: Any, *, reset: bool) -> np.ndarray:
+        """Validate X (learning how to read it when `reset`); return the network's features.
+
+        Returns (T, 6) float32 candle features, or X's (T, n_features_in_) columns as float32
+        when `candle_columns_` is None.
+        """
+        labels, by_name = None, {}
+        if isinstance(X, pd.DataFrame):
+            labels = X.index
+            by_name = _candle_names(X.columns)
+            if by_name and (reset or self.candle_columns_ is not None):
+                X = X[list(by_name.values())]
+        values = validate_data(self, X, reset=reset, dtype=np.float64, ensure_all_finite=False,
+                               ensure_min_samples=2 if reset else 1)
+        if reset:
+            self.candle_columns_ = self._read_as(by_name, values.shape[1])
+        names = list(X.columns) if labels is not None else \
+            self.candle_columns_ or [f"#{j}" for j in range(values.shape[1])]
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row, col = (int(i) for i in np.argwhere(bad)[0])
+            where = f"row {row}" if labels is None else f"row {row} ({labels[row]})"
+            raise ValueError(f"X: column {names[col]!r} at {where} is {values[row, col]}; "
+                             "values must be finite (no NaN or inf): drop or fill those rows")
+        if self.candle_columns_ is None:
+            return values.astype(np.float32)
+        return assemble_features(pd.DataFrame(values, columns=self.candle_columns_))
+
+    def _read_as(self, by_name: dict[str, str], n_columns: int) -> list[str] | None:
+        """The candle features the fitted columns are, or None for the columns as given."""
+        if by_name:
+            return list(by_name)
+        if self.fit_strategy == "from-scratch":
+            return None
+        if not len(PRICE_COLUMNS) <= n_columns <= len(FEATURE_COLUMNS):
+            raise ValueError(
+                f"X has {n_columns} columns; with a checkpoint KLineTokenizer reads 4 to 6: "
+                "open, high, low, close[, volume[, amount]] in this order, or a DataFrame "
+                "with those column names")
+        return list(FEATURE_COLUMNS[:n_columns])
+
+    def _feature_positions(self) -> list[int]:
+        """Where the fitted columns sit among the network's features."""
+        if self.candle_columns_ is None:
+            return list(range(self.n_features_in_))
+        return [FEATURE_COLUMNS.index(name) for name in self.candle_columns_]
+
+    def _normalise(self, features: np.ndarray) -> np.ndarray:
+        """(T, F) features -> (1, T, F) float32, scaled with the fitted statistics."""
+        return Normalizer(self.mean_[None], self.std_[None], self.clip).transform(features[None])
+
+    def _to_tensor(self, values: np.ndarray) -> torch.Tensor:
+        weight = self.tokenizer_.head.weight
+        return torch.from_numpy(values).to(device=weight.device, dtype=weight.dtype)
+
+    def _check_ids(self, X: Any) -> np.ndarray:
+        """(T, 2) integer ids within the vocabularies of `tokenizer_`."""
+        ids = check_array(X, dtype="numeric", input_name="ids")
+        if ids.shape[1] != len(OUTPUT_NAMES):
+            raise ValueError(f"ids must have 2 columns {list(OUTPUT_NAMES)}, got "
+                             f"{ids.shape[1]}")
+        config = self.tokenizer_.config
+        for column, (name, bits) in enumerate(zip(OUTPUT_NAMES, (config.s1_bits,
+                                                                 config.s2_bits))):
+            values = ids[:, column]
+            bad = (values != np.round(values)) | (values < 0) | (values >= 2 ** bits)
+            if bad.any():
+                row = int(bad.argmax())
+                raise ValueError(f"ids: {name} at row {row} is {values[row]}; it must be an "
+                                 f"integer in [0, {2 ** bits}) ({bits} bits)")
+        return ids.astype(np.int64)
+
+    def _train(self, features: np.ndarray, network_config: TokenizerConfig | None,
+               device: torch.device) -> tuple[KronosTokenizer, list[float]]:
+        """Train with the project's engine; return the network and the loss of every step."""
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"training runs on 'cpu' or 'cuda', got device={self.device!r}")
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        source = _TableWindows(features, min(self.window, len(features)), self.batch_size,
+                               seed, self.clip)
+        saved_rng = distributed.rng_state(device)  # the engine seeds torch, numpy and random
+        with tempfile.TemporaryDirectory(prefix="kline-tokenizer-") as run_dir:
+            config = TrainConfig(
+                task="tokenizer",
+                model={} if network_config is None else network_config.to_dict(),
+                init_checkpoint=None if self.tokenizer is None else os.fspath(self.tokenizer),
+                lr=self.learning_rate, warmup_steps=self.max_steps // 10,
+                max_steps=self.max_steps, batch_size=self.batch_size, device=device.type,
+                save_every=self.max_steps, log_every=1, seed=seed, out_dir=run_dir)
+            trainer = Trainer(config, source)
+            try:
+                trainer.setup()
+                trainer.train()
+            finally:
+                trainer.cleanup()
+                distributed.set_rng_state(saved_rng, device)
+            records = (json.loads(line) for line in
+                       (Path(run_dir) / METRICS_FILE).read_text().splitlines())
+            curve = [record["loss"] for record in records if "loss" in record]
+        return trainer.module.to(device).eval(), curve

@@ -1,0 +1,206 @@
+"""KronosForecaster: parity through the public API, probabilistic output, panels, training."""
+
+import json
+import pickle
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sktime.forecasting.base import ForecastingHorizon
+
+from kronos_sk.estimators import KronosForecaster
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kronos-compat"
+CASES = json.loads((FIXTURES / "cases.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def candles() -> pd.DataFrame:
+    return pd.read_csv(FIXTURES / "candles.csv", index_col=0, parse_dates=True)
+
+
+def fixture_forecaster(**params) -> KronosForecaster:
+    defaults = dict(model=str(FIXTURES / "model"), tokenizer=str(FIXTURES / "tokenizer"),
+                    max_context=128, n_samples=8, top_p=0.95, random_state=0)
+    return KronosForecaster(**{**defaults, **params})
+
+
+@pytest.mark.parametrize("case", CASES["cases"], ids=lambda c: c["expected"])
+def test_greedy_forecast_reproduces_reference(case, candles):
+    expected = pd.read_csv(FIXTURES / case["expected"], index_col=0, parse_dates=True)
+    forecaster = fixture_forecaster(n_samples=1, temperature=1.0, top_k=1, top_p=1.0)
+    forecaster.fit(candles.iloc[:case["context_rows"]])
+    predicted = forecaster.predict(fh=expected.index)
+    np.testing.assert_allclose(predicted.to_numpy(), expected.to_numpy(), rtol=1e-4)
+    assert list(predicted.columns) == list(expected.columns)
+
+
+def test_every_probabilistic_output_comes_from_the_same_paths(candles):
+    forecaster = fixture_forecaster().fit(candles.iloc[:80])
+    fh = candles.index[80:86]
+    paths = forecaster.sample(fh)
+    assert paths.shape == (8 * 6, 6)
+    mean = paths.groupby(level=1).mean()
+    pd.testing.assert_frame_equal(forecaster.predict(fh), mean, check_names=False,
+                                  check_freq=False)
+    variance = paths.groupby(level=1).var(ddof=0)
+    np.testing.assert_allclose(forecaster.predict_var(fh).to_numpy(), variance.to_numpy(),
+                               rtol=1e-6)
+    quantiles = forecaster.predict_quantiles(fh, alpha=[0.1, 0.5, 0.9])
+    close = paths["close"].unstack(level=0).to_numpy()  # (time, sample)
+    for alpha in (0.1, 0.5, 0.9):
+        q = quantiles[("close", alpha)].to_numpy()
+        below = (close <= q[:, None] + 1e-9).mean(axis=1)
+        assert (below >= alpha - 1e-9).all()  # a quantile of the empirical distribution
+        assert (np.abs(close - q[:, None]).min(axis=1) < 1e-4).all()  # one of the paths
+    interval = forecaster.predict_interval(fh, coverage=0.8)
+    np.testing.assert_allclose(interval[("close", 0.8, "lower")], quantiles[("close", 0.1)])
+    np.testing.assert_allclose(interval[("close", 0.8, "upper")], quantiles[("close", 0.9)])
+    proba = forecaster.predict_proba(fh)
+    np.testing.assert_allclose(proba.mean().to_numpy(), mean.to_numpy(), rtol=1e-6)
+
+
+def test_volatility_is_the_sum_of_squared_log_returns_of_sampled_closes(candles):
+    context = candles.iloc[:80]
+    forecaster = fixture_forecaster().fit(context)
+    fh = candles.index[80:86]
+    closes = forecaster.sample(fh)["close"].unstack(level=1).to_numpy()  # (sample, time)
+    closes = np.column_stack([np.full(len(closes), context["close"].iloc[-1]), closes])
+    rv = (np.diff(np.log(closes), axis=1) ** 2).sum(axis=1)
+    table = forecaster.predict_volatility(fh, quantiles=(0.5,))
+    assert table["mean"].iloc[0] == pytest.approx(rv.mean())
+    assert table["q0.5"].iloc[0] == pytest.approx(np.quantile(rv, 0.5))
+
+
+def test_random_state_makes_paths_reproducible_and_seeds_matter(candles):
+    fh = candles.index[64:70]
+    a = fixture_forecaster(random_state=1).fit(candles.iloc[:64]).sample(fh)
+    b = fixture_forecaster(random_state=1).fit(candles.iloc[:64]).sample(fh)
+    c = fixture_forecaster(random_state=2).fit(candles.iloc[:64]).sample(fh)
+    pd.testing.assert_frame_equal(a, b)
+    assert not np.allclose(a.to_numpy(), c.to_numpy())
+
+
+def _panel(candles, lengths) -> pd.DataFrame:
+    frames = {f"asset{i}": candles.iloc[200 - n:200] for i, n in enumerate(lengths)}
+    return pd.concat(frames, names=["asset", "timestamp"])
+
+
+def test_unequal_panel_is_batched_and_equals_each_series_alone(candles):
+    panel = _panel(candles, [64, 100, 150])
+    fh = candles.index[200:206]
+    forecaster = fixture_forecaster().fit(panel)
+    together = forecaster.predict(fh)
+    assert together.index.nlevels == 2 and len(together) == 3 * 6
+    for asset, frame in panel.groupby(level="asset"):
+        single = pd.concat({asset: frame.droplevel(0)}, names=["asset", "timestamp"])
+        alone = fixture_forecaster().fit(single).predict(fh)
+        np.testing.assert_allclose(together.loc[asset].to_numpy(), alone.loc[asset].to_numpy(),
+                                   rtol=1e-5)
+
+
+def test_update_appends_the_new_candles_to_the_context(candles):
+    fh = candles.index[90:94]
+    updated = fixture_forecaster().fit(candles.iloc[:80])
+    updated.update(candles.iloc[80:90], update_params=False)
+    refit = fixture_forecaster().fit(candles.iloc[:90])
+    pd.testing.assert_frame_equal(updated.predict(fh), refit.predict(fh))
+
+
+def test_relative_horizon_uses_the_index_frequency():
+    index = pd.date_range("2024-01-01", periods=60, freq="h")
+    rng = np.random.default_rng(0)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 60)))
+    y = pd.DataFrame({"Open": close, "High": close * 1.01, "Low": close * 0.99,
+                      "Close": close}, index=index)
+    predicted = fixture_forecaster().fit(y).predict(fh=[1, 2, 3])
+    assert list(predicted.index) == list(pd.date_range("2024-01-03 12:00", periods=3, freq="h"))
+    assert list(predicted.columns) == ["Open", "High", "Low", "Close"]
+
+
+def test_relative_horizon_without_a_frequency_is_a_clear_error(candles):
+    forecaster = fixture_forecaster().fit(candles.iloc[:64])
+    with pytest.raises(ValueError, match="freq"):
+        forecaster.predict(fh=[1, 2])
+
+
+def test_absolute_horizon_across_the_lunch_break(candles):
+    # The context ends at 11:30; the next rows of the session are 13:05, 13:10, ...
+    end = candles.index.get_loc(pd.Timestamp("2025-03-03 11:30"))
+    future = candles.index[end + 1:end + 4]
+    assert future[0] == pd.Timestamp("2025-03-03 13:05")
+    forecaster = fixture_forecaster(n_samples=1, top_k=1).fit(candles.iloc[:end + 1])
+    predicted = forecaster.predict(fh=future)
+    assert list(predicted.index) == list(future)
+
+
+def test_univariate_series_are_forecast_as_flat_candles():
+    y = pd.Series(100 + np.cumsum(np.random.default_rng(1).normal(0, 1, 50)),
+                  index=pd.period_range("2020-01", periods=50, freq="M"), name="price")
+    predicted = fixture_forecaster().fit(y).predict(fh=[1, 2, 3])
+    assert isinstance(predicted, pd.Series) and len(predicted) == 3
+    assert np.isfinite(predicted.to_numpy()).all()
+
+
+def test_bad_candles_name_the_problem(candles):
+    with pytest.raises(ValueError, match=r"\['low'\]"):
+        fixture_forecaster().fit(candles.drop(columns="low").iloc[:64])
+    with pytest.raises(ValueError, match="'note'"):
+        fixture_forecaster().fit(candles.iloc[:64].assign(note=1.0))
+    broken = candles.iloc[:64].copy()
+    broken.iloc[10, broken.columns.get_loc("high")] = np.inf
+    with pytest.raises(ValueError, match=r"'high' at row 10 .* is inf"):
+        fixture_forecaster().fit(broken)
+    broken.iloc[10, broken.columns.get_loc("high")] = np.nan  # sktime's own check
+    with pytest.raises(ValueError, match="missing data"):
+        fixture_forecaster().fit(broken)
+    with pytest.raises(ValueError, match="fit_strategy"):
+        fixture_forecaster(fit_strategy="finetune").fit(candles.iloc[:64])
+
+
+def test_input_is_not_modified(candles):
+    context = candles.iloc[:64].copy()
+    before = context.copy()
+    fixture_forecaster().fit(context).predict(fh=candles.index[64:66])
+    pd.testing.assert_frame_equal(context, before)
+
+
+def test_clone_pickle_and_joblib_keep_fitted_weights(candles, tmp_path):
+    fh = candles.index[64:68]
+    fitted = fixture_forecaster().fit(candles.iloc[:64])
+    expected = fitted.predict(fh)
+    restored = pickle.loads(pickle.dumps(fitted))
+    pd.testing.assert_frame_equal(restored.predict(fh), expected)
+    joblib.dump(fitted, tmp_path / "f.joblib")
+    pd.testing.assert_frame_equal(joblib.load(tmp_path / "f.joblib").predict(fh), expected)
+    cloned = clone(fitted).fit(candles.iloc[:64])
+    assert cloned.predictor_ is fitted.predictor_  # shared from the weight cache
+    pd.testing.assert_frame_equal(cloned.predict(fh), expected)
+
+
+def test_fine_tune_trains_a_copy_and_lowers_the_loss(candles):
+    base = fixture_forecaster().fit(candles.iloc[:150])
+    tuned = fixture_forecaster(fit_strategy="fine-tune", max_steps=30, learning_rate=3e-3,
+                               lookback=48, horizon=8, batch_size=8).fit(candles.iloc[:150])
+    assert tuned.predictor_ is not base.predictor_
+    first, last = np.mean(tuned.loss_curve_[:5]), np.mean(tuned.loss_curve_[-5:])
+    assert last < first
+    np.testing.assert_array_equal(  # the shared cached weights are untouched
+        base.predictor_.head.proj_s1.weight.detach().numpy(),
+        fixture_forecaster().fit(candles.iloc[:64]).predictor_.head.proj_s1.weight.detach())
+
+
+def test_pretrain_then_fit_on_a_new_series(candles):
+    from sktime.exceptions import NotFittedError
+    params = KronosForecaster.get_test_params()[0]
+    forecaster = KronosForecaster(**params)
+    forecaster.pretrain(_panel(candles, [60, 80]))
+    with pytest.raises(NotFittedError):
+        forecaster.predict(fh=candles.index[200:202])
+    pretrained = forecaster.predictor_
+    forecaster.fit(candles.iloc[:64])
+    assert forecaster.predictor_ is pretrained
+    assert forecaster.predict(fh=candles.index[64:66]).shape == (2, 6)

@@ -1,0 +1,190 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kronos_sk.checkpoints import load_predictor, load_tokenizer
+from kronos_sk.pipeline import KronosPipeline
+from kronos_sk.training.__main__ import main
+from kronos_sk.training.recipe import RECIPE_FILE, STAGES, load_recipe, pretrain
+
+LOOKBACK, HORIZON = 16, 4
+
+# Paths are relative to the parent of configs/, the root the fixture builds.
+RECIPE = f"""
+out_dir = "runs/tiny"
+
+[data]
+sources = ["data"]
+lookback = {LOOKBACK}
+horizon = {HORIZON}
+assets_per_block = 4
+steps_per_block = 3
+max_gap_factor = 15.0
+max_abs_log_return = {{ daily = 0.2 }}
+weights = {{ daily = 1.0, hourly = 2.0 }}
+
+[data.split]
+daily = {{ cutoff = "2024-03-20" }}
+hourly = {{ last = "2D" }}
+
+[tokenizer]
+lr = 1e-2
+warmup_steps = 1
+max_steps = 3
+batch_size = 4
+eval_every = 2
+eval_batches = 2
+early_stopping_patience = 5
+save_every = 2
+log_every = 1
+device = "cpu"
+num_threads = 1
+
+[tokenizer.model]
+d_model = 16
+n_heads = 2
+ff_dim = 32
+n_enc_layers = 2
+n_dec_layers = 2
+s1_bits = 2
+s2_bits = 2
+group_size = 2
+
+[predictor]
+lr = 1e-2
+warmup_steps = 1
+max_steps = 3
+batch_size = 4
+eval_every = 2
+eval_batches = 2
+save_every = 2
+log_every = 1
+device = "cpu"
+num_threads = 1
+
+[predictor.model]
+s1_bits = 2
+s2_bits = 2
+n_layers = 1
+d_model = 16
+n_heads = 2
+ff_dim = 32
+"""
+
+
+def candles(asset: str, n: int, freq: str, tz: str | None, seed: int,
+            amount: bool = True) -> pd.DataFrame:
+    """A random walk of valid candles from 2024-01-01."""
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
+    open_ = close * np.exp(rng.normal(0.0, 0.003, n))
+    frame = pd.DataFrame({
+        "asset": asset,
+        "timestamp": pd.date_range("2024-01-01", periods=n, freq=freq, tz=tz),
+        "open": open_,
+        "high": np.maximum(open_, close) * 1.002,
+        "low": np.minimum(open_, close) * 0.998,
+        "close": close,
+        "volume": rng.uniform(1e3, 2e3, n),
+    })
+    if amount:
+        frame["amount"] = frame["volume"] * close
+    return frame
+
+
+def make_root(root: Path, recipe: str = RECIPE) -> Path:
+    """Two markets of Parquet candles under root/data and the recipe in root/configs."""
+    (root / "data").mkdir(parents=True)
+    daily = pd.concat([candles(name, 120, "D", None, seed) for seed, name in
+                       enumerate(["AAA", "BBB", "CCC"])], ignore_index=True)
+    hourly = pd.concat([candles(name, 200, "h", "UTC", seed, amount=False) for seed, name in
+                        ((3, "BTC"), (4, "ETH"))], ignore_index=True)
+    daily.to_parquet(root / "data" / "daily.parquet", index=False)
+    hourly.to_parquet(root / "data" / "hourly.parquet", index=False)
+    (root / "configs").mkdir()
+    config = root / "configs" / "tiny.toml"
+    config.write_text(recipe)
+    return config
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
+    """A recipe and its finished two-stage run."""
+    config = make_root(tmp_path_factory.mktemp("recipe"))
+    return config, pretrain(config)
+
+
+def test_pretrain_writes_loadable_checkpoints_that_forecast(finished):
+    config, best = finished
+    run = config.parent.parent / "runs" / "tiny"
+    assert best == {stage: run / stage / "best" for stage in STAGES}
+    for stage in STAGES:
+        assert (run / stage / "last" / "model.safetensors").is_file()
+        saved = json.loads((run / stage / "train_config.json").read_text())
+        assert saved["task"] == stage and saved["data"]["lookback"] == LOOKBACK
+    resolved = json.loads((run / RECIPE_FILE).read_text())
+    assert resolved["data"]["sources"] == [str(config.parent.parent / "data")]
+    assert resolved["predictor"]["max_steps"] == 3
+
+    tokenizer, predictor = load_tokenizer(best["tokenizer"]), load_predictor(best["predictor"])
+    assert tokenizer.config.d_model == 16 and predictor.config.n_layers == 1
+    context = candles("AAA", 40, "D", None, 0).drop(columns="asset").set_index("timestamp")
+    forecast = KronosPipeline(tokenizer, predictor, max_context=LOOKBACK + HORIZON).sample(
+        context, horizon=HORIZON, n_samples=2, random_state=0)
+    assert forecast.paths.shape == (1, 2, HORIZON, 6)
+    assert np.isfinite(forecast.paths).all()
+
+
+def test_resume_skips_finished_stages(finished, tmp_path, capsys):
+    config, _ = finished
+    root = tmp_path / "copy"
+    shutil.copytree(config.parent.parent, root)
+    config, run = root / "configs" / "tiny.toml", root / "runs" / "tiny"
+
+    def snapshot(stage: str) -> tuple[str, dict[str, torch.Tensor]]:
+        return ((run / stage / "metrics.jsonl").read_text(),
+                load_file(run / stage / "last" / "model.safetensors"))
+
+    with pytest.raises(ValueError, match="already holds a run"):
+        pretrain(config)
+    before = {stage: snapshot(stage) for stage in STAGES}
+    assert main(["pretrain", "--config", str(config), "--set", "resume=true"]) == 0
+    assert f"predictor: {run / 'predictor' / 'best'}" in capsys.readouterr().out
+    for stage in STAGES:
+        assert snapshot(stage)[0] == before[stage][0], f"{stage} ran again"
+
+    # A longer predictor schedule continues that stage only.
+    main(["pretrain", "--config", str(config), "--set", "resume=true",
+          "--set", "predictor.max_steps=5"])
+    assert snapshot("tokenizer")[0] == before["tokenizer"][0]
+    state = torch.load(run / "predictor" / "last" / "training_state.pt", weights_only=True)
+    assert state["step"] == 5
+
+
+@pytest.mark.parametrize("old, new, named", [
+    ('out_dir = "runs/tiny"', 'out_dir = "runs/tiny"\noutdir = "x"', "'outdir'"),
+    ("lookback = 16", "lookbak = 16", "'data.lookbak'"),
+    ("[predictor]\n", "[predictor]\nlearning_rate = 1.0\n", "'predictor.learning_rate'"),
+    ("d_model = 16\nn_heads = 2\nff_dim = 32\nn_enc", "d_modle = 16\nn_heads = 2\nff_dim = 32\n"
+     "n_enc", "d_modle"),
+    ('cutoff = "2024-03-20"', 'cutof = "2024-03-20"', "data.split.daily.*cutof"),
+])
+def test_unknown_key_is_named(tmp_path, old, new, named):
+    assert old in RECIPE
+    config = make_root(tmp_path, RECIPE.replace(old, new, 1))
+    with pytest.raises(ValueError, match=named):
+        load_recipe(config)
+
+
+def test_reserved_and_override_errors(tmp_path):
+    config = make_root(tmp_path)
+    with pytest.raises(ValueError, match="predictor.tokenizer_checkpoint is set by the recipe"):
+        load_recipe(config, {"predictor.tokenizer_checkpoint": "elsewhere"})
+    with pytest.raises(ValueError, match="fine-tuning needs tokenizer.init_checkpoint"):
+        main(["finetune", "--config", str(config)])
