@@ -83,8 +83,8 @@ class KronosForecaster(BaseForecaster):
     Notes
     -----
     Columns of `y` are matched to open, high, low, close (+ volume, amount) by name, case
-    insensitive, with aliases (`vol`, `amt`, `turnover`). If no column is a candle field,
-    each column is forecast as its own "flat candle" series (open = high = low = close =
+    insensitive, with aliases (`vol`, `amt`, `turnover`). If no column is a candle field (or
+    the only one is a close), each column is forecast as its own "flat candle" series (open = high = low = close =
     value, no volume), so any univariate price series works. Integer and period indexes get
     calendar stamps counted from 2000-01-03 in steps of `freq`.
 
@@ -175,7 +175,7 @@ class KronosForecaster(BaseForecaster):
     def _layout(self, y: pd.DataFrame) -> tuple[str, dict]:
         """("candles", {user column: field}) or ("flat", {}) for the columns of `y`."""
         mapping = canonical_columns(y.columns)
-        if not mapping:
+        if not mapping or set(mapping.values()) == {"close"}:  # e.g. a lone close series
             return "flat", {}
         missing = [c for c in PRICE_COLUMNS if c not in mapping.values()]
         if missing:

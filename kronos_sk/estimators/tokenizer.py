@@ -8,36 +8,29 @@ project's training engine.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import tempfile
 from numbers import Integral, Real
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-try:
-    from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-    from sklearn.utils import check_random_state
-    from sklearn.utils._param_validation import Interval, StrOptions
-    from sklearn.utils.validation import (_check_feature_names_in, check_array, check_is_fitted,
-                                          validate_data)
-except ImportError:
-    raise ImportError("KLineTokenizer needs scikit-learn >= 1.6: pip install 'scikit-learn>=1.6'"
-                      ) from None
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils import Tags, check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import (_check_feature_names_in, check_array, check_is_fitted,
+                                      validate_data)
 
+from kronos_sk.checkpoints import CheckpointError, default_checkpoint
 from kronos_sk.data.normalize import Normalizer
 from kronos_sk.data.schema import FEATURE_COLUMNS, PRICE_COLUMNS, canonical_columns
 from kronos_sk.data.validation import assemble_features
+from kronos_sk.estimators._training import train_network
 from kronos_sk.estimators._weights import cached_tokenizer
 from kronos_sk.nn.config import TokenizerConfig
 from kronos_sk.nn.tokenizer import KronosTokenizer
 from kronos_sk.runtime import resolve_device
-from kronos_sk.training import TrainConfig, Trainer, distributed
-from kronos_sk.training.engine import METRICS_FILE
 
 #: Network of ``fit_strategy="from-scratch"`` when `config` is None; a dict `config` overrides
 #: these fields. ``n_enc_layers = n_dec_layers = 2`` builds one block each (released quirk).
@@ -93,8 +86,10 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
     ----------
     tokenizer : str, path-like or None, default=None
         Checkpoint directory (released layout: ``config.json`` + ``model.safetensors``) or hub
-        id such as ``"NeoQuasar/Kronos-Tokenizer-base"``. No default model is bundled yet, so
-        None only works with ``fit_strategy="from-scratch"``; ``fit`` raises otherwise.
+        id such as ``"NeoQuasar/Kronos-Tokenizer-base"``. None means the bundled default
+        tokenizer (:func:`kronos_sk.checkpoints.default_checkpoint`); none is bundled yet, so
+        for now "pretrained" and "fine-tune" need a checkpoint here (``fit`` says so).
+        "from-scratch" takes no checkpoint: leave it None.
     fit_strategy : {"pretrained", "fine-tune", "from-scratch"}, default="pretrained"
         "pretrained": load `tokenizer` and use it as is (shared, read-only, through a small
         cache). "fine-tune": load `tokenizer`, then train a copy on X. "from-scratch": build a
@@ -110,12 +105,13 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
     batch_size : int, default=16
         Windows per optimizer step.
     learning_rate : float, default=1e-3
-        Peak learning rate (AdamW, 10% linear warm-up, cosine decay to a tenth).
+        Peak learning rate of AdamW (short linear warm-up, then cosine decay).
     clip : float, default=5.0
         Normalised values are clipped to ``[-clip, clip]`` (the reference uses 5), both in
         training windows and in `transform`.
     device : str or torch.device, default="cpu"
-        "cpu", "cuda", "cuda:N", "mps" or "auto". Training runs on "cpu" or "cuda" only.
+        "cpu", "cuda", "cuda:N", "mps" or "auto". Training runs on the CPU when it is "cpu",
+        otherwise on CUDA if available; the trained network then moves to `device`.
     random_state : int, RandomState instance or None, default=None
         Seeds the network initialisation, dropout and the choice of training windows; an int
         makes ``fit`` reproducible. Global random states are left as they were.
@@ -171,8 +167,9 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
     "pretrained" fitting only computes the statistics. Training windows are normalised with
     their own statistics, whatever `mean_` and `std_` are.
 
-    **Rows are not independent.** The ids of a row depend on the rows before it, so the ids
-    of a subset or a shuffle of X differ from the matching rows of X's ids.
+    **Rows are not independent.** The ids of a row depend on the rows before it (and only on
+    those), so the ids of ``X[:k]`` are the first k rows of the ids of X, while the ids of a
+    shuffle or another subset of X differ from the matching rows of X's ids.
 
     Examples
     --------
@@ -235,13 +232,15 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         """
         network_config = self._check_strategy()
         device = resolve_device(self.device)
+        pretrained = None
         if self.fit_strategy != "from-scratch":
-            pretrained = cached_tokenizer(self.tokenizer, device)
+            checkpoint = self._checkpoint()
+            pretrained = cached_tokenizer(checkpoint, device)
             if pretrained.config.d_in != len(FEATURE_COLUMNS):
                 raise ValueError(
-                    f"tokenizer {self.tokenizer!r} reads {pretrained.config.d_in} features; a "
-                    f"checkpoint must read the {len(FEATURE_COLUMNS)} candle features "
-                    f"{list(FEATURE_COLUMNS)}")
+                    f"tokenizer {os.fspath(checkpoint)!r} reads {pretrained.config.d_in} "
+                    f"features; a checkpoint must read the {len(FEATURE_COLUMNS)} candle "
+                    f"features {list(FEATURE_COLUMNS)}")
         features = self._features(X, reset=True)
         statistics = Normalizer.fit([features], self.clip)
         self.mean_, self.std_ = statistics.mean[0], statistics.std[0]
@@ -250,7 +249,8 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         else:
             if network_config is not None:
                 network_config = dataclasses.replace(network_config, d_in=features.shape[1])
-            self.tokenizer_, self.loss_curve_ = self._train(features, network_config, device)
+            self.tokenizer_, self.loss_curve_ = self._train(features, pretrained,
+                                                            network_config, device)
         self.n_iter_ = len(self.loss_curve_)
         return self
 
@@ -283,12 +283,12 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         Returns
         -------
         ndarray of shape (n_candles, n_features_in_), float64
-            The decoded candles, in the columns (and order) seen in ``fit``. Values clipped
-            by normalisation come back at the clip bound.
+            The decoded candles, in the columns (and order) seen in ``fit``. Values beyond
+            ``clip`` standard deviations were clipped before tokenizing and do not come back.
         """
         check_is_fitted(self)
         ids = torch.from_numpy(self._check_ids(X)).to(self.tokenizer_.head.weight.device)
-        decoded = self.tokenizer_.decode(ids[None, :, 0], ids[None, :, 1])  # (1, T, 6)
+        decoded = self.tokenizer_.decode(ids[None, :, 0], ids[None, :, 1])  # (1, T, F)
         scale = Normalizer(self.mean_[None], self.std_[None], self.clip)
         candles = scale.inverse_transform(decoded.cpu().numpy())[0]
         return candles[:, self._feature_positions()].astype(np.float64)
@@ -332,7 +332,7 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         _check_feature_names_in(self, input_features)
         return np.asarray(OUTPUT_NAMES, dtype=object)
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.requires_fit = True
         # Token ids are int64 whatever the input's float dtype.
@@ -343,12 +343,6 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
     def _check_strategy(self) -> TokenizerConfig | None:
         """Reject contradictory options; return the from-scratch network config."""
         if self.fit_strategy != "from-scratch":
-            if self.tokenizer is None:
-                raise ValueError(
-                    f"fit_strategy={self.fit_strategy!r} needs a checkpoint, and no default "
-                    "tokenizer is bundled yet: pass tokenizer='path/to/checkpoint' or a hub id "
-                    "such as 'NeoQuasar/Kronos-Tokenizer-base', or use "
-                    "fit_strategy='from-scratch'")
             if self.config is not None:
                 raise ValueError(f"config is only used with fit_strategy='from-scratch', got "
                                  f"fit_strategy={self.fit_strategy!r}; set config=None")
@@ -362,6 +356,15 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
                              "candles, else the number of columns)")
         return TokenizerConfig.from_dict({**SMALL_CONFIG, **(self.config or {})},
                                          source="KLineTokenizer config")
+
+    def _checkpoint(self) -> str | os.PathLike:
+        """`tokenizer`, or the bundled default tokenizer when it is None."""
+        if self.tokenizer is not None:
+            return self.tokenizer
+        try:
+            return default_checkpoint("tokenizer")
+        except CheckpointError as error:
+            raise CheckpointError(f"{error}, or use fit_strategy='from-scratch'") from None
 
     def _features(self, X: Any, *, reset: bool) -> np.ndarray:
         """Validate X (learning how to read it when `reset`); return the network's features.
@@ -380,7 +383,7 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         if reset:
             self.candle_columns_ = self._read_as(by_name, values.shape[1])
         names = list(X.columns) if labels is not None else \
-            self.candle_columns_ or [f"#{j}" for j in range(values.shape[1])]
+            self.candle_columns_ or list(range(values.shape[1]))
         bad = ~np.isfinite(values)
         if bad.any():
             row, col = (int(i) for i in np.argwhere(bad)[0])
@@ -435,31 +438,16 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
                                  f"integer in [0, {2 ** bits}) ({bits} bits)")
         return ids.astype(np.int64)
 
-    def _train(self, features: np.ndarray, network_config: TokenizerConfig | None,
+    def _train(self, features: np.ndarray, pretrained: KronosTokenizer | None,
+               network_config: TokenizerConfig | None,
                device: torch.device) -> tuple[KronosTokenizer, list[float]]:
-        """Train with the project's engine; return the network and the loss of every step."""
-        if device.type not in ("cpu", "cuda"):
-            raise ValueError(f"training runs on 'cpu' or 'cuda', got device={self.device!r}")
+        """Train a copy of `pretrained`, or a new network of `network_config`, on windows of
+        `features` with the project's engine; return it and the loss of every step."""
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         source = _TableWindows(features, min(self.window, len(features)), self.batch_size,
                                seed, self.clip)
-        saved_rng = distributed.rng_state(device)  # the engine seeds torch, numpy and random
-        with tempfile.TemporaryDirectory(prefix="kline-tokenizer-") as run_dir:
-            config = TrainConfig(
-                task="tokenizer",
-                model={} if network_config is None else network_config.to_dict(),
-                init_checkpoint=None if self.tokenizer is None else os.fspath(self.tokenizer),
-                lr=self.learning_rate, warmup_steps=self.max_steps // 10,
-                max_steps=self.max_steps, batch_size=self.batch_size, device=device.type,
-                save_every=self.max_steps, log_every=1, seed=seed, out_dir=run_dir)
-            trainer = Trainer(config, source)
-            try:
-                trainer.setup()
-                trainer.train()
-            finally:
-                trainer.cleanup()
-                distributed.set_rng_state(saved_rng, device)
-            records = (json.loads(line) for line in
-                       (Path(run_dir) / METRICS_FILE).read_text().splitlines())
-            curve = [record["loss"] for record in records if "loss" in record]
-        return trainer.module.to(device).eval(), curve
+        return train_network(
+            "tokenizer", source, start=pretrained,
+            model_config=None if network_config is None else network_config.to_dict(),
+            max_steps=self.max_steps, batch_size=self.batch_size,
+            learning_rate=self.learning_rate, seed=seed, device=str(device))

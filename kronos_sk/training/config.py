@@ -89,6 +89,8 @@ class TrainConfig:
         Optimizer steps between saves of `out_dir/last/` (also saved at the end).
     log_every : int, default=10
         Optimizer steps between records in `out_dir/metrics.jsonl`.
+    progress : bool, default=True
+        Show a progress bar (main process only).
     seed : int, default=0
         Model initialisation seed (same on every rank); data and sampling use seed + rank.
     num_threads : int, default=0
@@ -124,6 +126,7 @@ class TrainConfig:
     early_stopping_patience: int | None = None
     save_every: int = 100
     log_every: int = 10
+    progress: bool = True
     seed: int = 0
     num_threads: int = 0
     out_dir: str = "runs/kronos"

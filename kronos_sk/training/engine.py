@@ -278,7 +278,8 @@ class Trainer:
         """
         cfg = self.config
         self._progress = tqdm(total=cfg.max_steps, initial=self.step, desc=f"train {cfg.task}",
-                              disable=not self.env.is_main, dynamic_ncols=True)
+                              disable=not (self.env.is_main and cfg.progress),
+                              dynamic_ncols=True)
         window: list[dict[str, float]] = []
         tokens, seconds = 0, 0.0  # throughput counts optimizer steps, not evaluation or saving
         while self.step < cfg.max_steps and not self.stopped:

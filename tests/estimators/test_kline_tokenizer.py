@@ -10,15 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-pytest.importorskip("sklearn")
-from sklearn.base import clone  # noqa: E402
-from sklearn.utils._param_validation import InvalidParameterError  # noqa: E402
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+from sklearn.base import clone
+from sklearn.utils._param_validation import InvalidParameterError
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from kronos_sk.estimators import _weights  # noqa: E402
-from kronos_sk.estimators.tokenizer import KLineTokenizer  # noqa: E402
-from kronos_sk.nn.tokenizer import KronosTokenizer  # noqa: E402
-from conftest import FIXTURES  # noqa: E402
+from kronos_sk import checkpoints
+from kronos_sk.estimators import _weights
+from kronos_sk.estimators.tokenizer import KLineTokenizer
+from kronos_sk.nn.tokenizer import KronosTokenizer
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kronos-compat"
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 TOKENIZER_DIR = FIXTURES / "tokenizer"
@@ -91,9 +92,11 @@ def test_pretrained_inverse_transform_matches_reference_decoding(pretrained, can
     np.testing.assert_allclose(decoded, expected, rtol=1e-4)
 
 
-def test_pretrained_uses_the_shared_cached_module(pretrained, candles):
-    assert pretrained.tokenizer_ is _weights.cached_tokenizer(TOKENIZER_DIR)
-    assert pretrained.n_iter_ == 0 and pretrained.loss_curve_ == []
+def test_pretrained_uses_the_shared_cached_module(candles):
+    tokenizer = KLineTokenizer(TOKENIZER_DIR).fit(candles)
+    assert tokenizer.tokenizer_ is _weights.cached_tokenizer(TOKENIZER_DIR)
+    assert tokenizer.candle_columns_ == COLUMNS
+    assert tokenizer.n_iter_ == 0 and tokenizer.loss_curve_ == []
 
 
 # ------------------------------------------------------------------------- input handling
@@ -116,13 +119,29 @@ def test_missing_volume_and_amount_follow_the_reference_rules(candles):
     four = KLineTokenizer(TOKENIZER_DIR).fit(prices)
     np.testing.assert_array_equal(
         four.transform(prices), KLineTokenizer(TOKENIZER_DIR).fit(zeros).transform(zeros))
-    assert four.n_features_in_ == 4 and four.inverse_transform(four.transform(prices)).shape \
-        == (64, 4)
+    assert four.n_features_in_ == 4
+    assert four.inverse_transform(four.transform(prices)).shape == (64, 4)
     no_amount = candles[COLUMNS[:5]]
     derived = candles.assign(amount=candles["volume"] * candles[COLUMNS[:4]].mean(axis=1))
     np.testing.assert_array_equal(
         KLineTokenizer(TOKENIZER_DIR).fit(no_amount).transform(no_amount),
         KLineTokenizer(TOKENIZER_DIR).fit(derived).transform(derived))
+
+
+def test_from_scratch_reads_unnamed_tables_as_they_are(candles):
+    X = candles[COLUMNS].to_numpy()[:, [3, 4]]
+    tokenizer = tiny().fit(X)
+    assert tokenizer.candle_columns_ is None and tokenizer.tokenizer_.config.d_in == 2
+    assert tokenizer.mean_.shape == (2,)
+    assert tokenizer.inverse_transform(tokenizer.transform(X)).shape == (64, 2)
+    named = tiny().fit(candles[COLUMNS[:5]])
+    assert named.candle_columns_ == COLUMNS[:5] and named.tokenizer_.config.d_in == 6
+
+
+def test_ids_of_a_prefix_are_the_prefix_of_the_ids(pretrained, candles):
+    # Causal encoder and fitted statistics: earlier rows never see later ones.
+    np.testing.assert_array_equal(pretrained.transform(candles.iloc[:20]),
+                                  pretrained.transform(candles)[:20])
 
 
 def test_input_is_not_modified(candles):
@@ -174,7 +193,8 @@ def test_missing_price_column_is_named(candles):
 @pytest.mark.parametrize("width", [3, 7])
 def test_unsupported_width_is_explained(width):
     X = np.ones((10, width))
-    with pytest.raises(ValueError, match=f"X has {width} columns; KLineTokenizer needs 4 to 6"):
+    with pytest.raises(ValueError, match=f"X has {width} columns; with a checkpoint "
+                                         "KLineTokenizer reads 4 to 6"):
         KLineTokenizer(TOKENIZER_DIR).fit(X)
 
 
@@ -202,12 +222,22 @@ def test_bad_ids_are_named(pretrained, ids, message):
         pretrained.inverse_transform(ids)
 
 
+@pytest.mark.parametrize("fit_strategy", ["pretrained", "fine-tune"])
+def test_tokenizer_none_needs_a_bundled_default(candles, tmp_path, monkeypatch, fit_strategy):
+    monkeypatch.setattr(checkpoints, "DEFAULT_MODEL_DIR", tmp_path)
+    with pytest.raises(ValueError, match="no bundled default tokenizer.*or use "
+                                         "fit_strategy='from-scratch'"):
+        KLineTokenizer(fit_strategy=fit_strategy).fit(candles)
+    shutil.copytree(TOKENIZER_DIR, tmp_path / "tokenizer")
+    default = KLineTokenizer(fit_strategy="pretrained").fit(candles)
+    np.testing.assert_array_equal(default.transform(candles),
+                                  KLineTokenizer(TOKENIZER_DIR).fit(candles).transform(candles))
+
+
 @pytest.mark.parametrize("params, message", [
-    ({}, "fit_strategy='pretrained' needs a checkpoint"),
-    ({"fit_strategy": "fine-tune"}, "fit_strategy='fine-tune' needs a checkpoint"),
     ({"tokenizer": TOKENIZER_DIR, "config": TINY}, "config is only used with"),
     ({"tokenizer": TOKENIZER_DIR, "fit_strategy": "from-scratch"}, "does not use tokenizer"),
-    ({"fit_strategy": "from-scratch", "config": {"d_in": 5}}, "d_in must be 6"),
+    ({"fit_strategy": "from-scratch", "config": {"d_in": 5}}, "remove 'd_in'"),
     ({"fit_strategy": "from-scratch", "config": {"width": 5}}, r"unknown key\(s\) \['width'\]"),
     ({"tokenizer": "no/such-dir-here"}, "no/such-dir-here"),
 ])
