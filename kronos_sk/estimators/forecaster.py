@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from sktime.forecasting.base import BaseForecaster, ForecastingHorizon
@@ -155,7 +157,12 @@ class KronosForecaster(BaseForecaster):
         self.model_config = model_config
         self.tokenizer_config = tokenizer_config
         self.max_paths = max_paths
-        super().__init__()
+        with warnings.catch_warnings():
+            # remember_data is set explicitly in _config (self._y is the context), so
+            # sktime's notice about that config's changing default does not apply here.
+            warnings.filterwarnings("ignore", message="The default of config ``remember_data",
+                                    category=FutureWarning)
+            super().__init__()
 
     # ------------------------------------------------------------------ checks and data
     def _check_params(self) -> None:

@@ -1,0 +1,34 @@
+"""The Python examples in docs/ run as written (from the repository root)."""
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def python_blocks(page: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "docs" / page).read_text(), re.S)
+
+
+def test_user_guide_examples_run(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for block in python_blocks("user-guide.md"):
+            exec(compile(block, "docs/user-guide.md", "exec"), namespace)
+    assert namespace["paths"].shape[0] == 50 * 12
+    assert namespace["ids"].shape == (len(namespace["candles"]), 2)
+
+
+def test_readme_python_example_names_real_api():
+    text = (ROOT / "README.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    for name in re.findall(r"from (kronos_sk[\w.]*) import (\w+)", block):
+        module = __import__(name[0], fromlist=[name[1]])
+        assert hasattr(module, name[1]), name
+    assert os.path.exists(ROOT / "tests" / "fixtures" / "kronos-compat" / "candles.csv")
