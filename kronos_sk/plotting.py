@@ -18,30 +18,31 @@ def _pyplot():
     return plt
 
 
-def _bar_width(index: pd.DatetimeIndex) -> float:
-    """Candle width in matplotlib date units: 70% of the typical step."""
-    if len(index) < 2:
-        return 0.5
-    steps = np.diff(index.asi8) / 86_400e9  # days
-    return 0.7 * float(np.median(steps))
-
-
-def _candles(ax, candles: pd.DataFrame) -> None:
-    import matplotlib.dates as mdates
-    x = mdates.date2num(candles.index.tz_localize(None) if candles.index.tz else candles.index)
-    width = _bar_width(candles.index)
+def _candles(ax, candles: pd.DataFrame, x: np.ndarray) -> None:
     up = candles["close"].to_numpy() >= candles["open"].to_numpy()
     colors = np.where(up, "#26a69a", "#ef5350")
     ax.vlines(x, candles["low"], candles["high"], colors=colors, linewidth=0.8)
     bottom = np.minimum(candles["open"], candles["close"])
     height = np.abs(candles["close"] - candles["open"]).to_numpy()
-    ax.bar(x, np.maximum(height, 1e-12), width, bottom=bottom, color=colors)
+    ax.bar(x, np.maximum(height, 1e-12), 0.7, bottom=bottom, color=colors)
+
+
+def _time_axis(ax, stamps: pd.DatetimeIndex, n_ticks: int = 8) -> None:
+    """Label bar positions with their timestamps; gaps (nights, weekends) take no space."""
+    positions = np.linspace(0, len(stamps) - 1, min(n_ticks, len(stamps))).round().astype(int)
+    intraday = len(stamps) > 1 and (stamps[1:] - stamps[:-1]).min() < pd.Timedelta(days=1)
+    fmt = "%m-%d %H:%M" if intraday else "%Y-%m-%d"
+    ax.set_xticks(positions)
+    ax.set_xticklabels([stamps[p].strftime(fmt) for p in positions], rotation=0, fontsize=8)
 
 
 def plot_forecast(candles: pd.DataFrame, forecast: ForecastPaths, *, series: int = 0,
                   n_context: int = 120, volume: bool = True, title: str | None = None,
                   path: str | None = None):
     """Candlesticks of the context, the mean forecast and 50%/90% fans of the close.
+
+    Bars are drawn one per position, so non-trading time (nights, weekends, lunch breaks)
+    takes no space; the axis is labelled with the bars' timestamps.
 
     Parameters
     ----------
@@ -57,7 +58,6 @@ def plot_forecast(candles: pd.DataFrame, forecast: ForecastPaths, *, series: int
     matplotlib Figure
     """
     plt = _pyplot()
-    import matplotlib.dates as mdates
     context = candles.iloc[-n_context:]
     index = forecast.index[series]
     closes = forecast.paths[series, :, :, forecast.columns.index("close")]  # (S, H)
@@ -66,29 +66,32 @@ def plot_forecast(candles: pd.DataFrame, forecast: ForecastPaths, *, series: int
                              gridspec_kw={"height_ratios": [3, 1]} if show_volume else None,
                              squeeze=False)
     ax = axes[0, 0]
-    _candles(ax, context)
-    x = mdates.date2num(index.tz_localize(None) if index.tz else index)
+    cx = np.arange(len(context))
+    fx = np.arange(len(context), len(context) + len(index))
+    _candles(ax, context, cx)
+    # Join the fan to the last close so the forecast reads as a continuation.
+    jx = np.r_[cx[-1], fx]
+    last = context["close"].iloc[-1]
     for lo, hi, alpha, label in ((0.05, 0.95, 0.18, "90% band"), (0.25, 0.75, 0.35, "50% band")):
-        ax.fill_between(x, np.quantile(closes, lo, axis=0), np.quantile(closes, hi, axis=0),
-                        color="#1f77b4", alpha=alpha, linewidth=0, label=label)
-    ax.plot(x, closes.mean(axis=0), color="#1f77b4", linewidth=1.6,
+        ax.fill_between(jx, np.r_[last, np.quantile(closes, lo, axis=0)],
+                        np.r_[last, np.quantile(closes, hi, axis=0)], color="#1f77b4",
+                        alpha=alpha, linewidth=0, label=label)
+    ax.plot(jx, np.r_[last, closes.mean(axis=0)], color="#1f77b4", linewidth=1.6,
             label=f"mean close ({closes.shape[0]} paths)")
-    ax.axvline(x[0] - _bar_width(index) / 0.7 / 2, color="grey", linestyle=":", linewidth=1)
+    ax.axvline(cx[-1] + 0.5, color="grey", linestyle=":", linewidth=1)
     ax.set_ylabel("price")
     ax.legend(loc="upper left", frameon=False)
     ax.grid(alpha=0.25)
     ax.set_title(title or f"Kronos forecast, {len(index)} steps")
     if show_volume:
         vax = axes[1, 0]
-        cx = mdates.date2num(context.index.tz_localize(None) if context.index.tz
-                             else context.index)
-        vax.bar(cx, context["volume"], _bar_width(context.index), color="#9e9e9e")
+        vax.bar(cx, context["volume"], 0.7, color="#9e9e9e", label="volume")
         mean_volume = forecast.paths[series, :, :, forecast.columns.index("volume")].mean(0)
-        vax.bar(x, np.maximum(mean_volume, 0), _bar_width(index), color="#1f77b4", alpha=0.6)
+        vax.bar(fx, np.maximum(mean_volume, 0), 0.7, color="#1f77b4", alpha=0.6,
+                label="mean forecast volume")
         vax.set_ylabel("volume")
         vax.grid(alpha=0.25)
-    axes[-1, 0].xaxis.set_major_formatter(
-        mdates.ConciseDateFormatter(axes[-1, 0].xaxis.get_major_locator()))
+    _time_axis(axes[-1, 0], context.index.append(index))
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110)
@@ -101,14 +104,17 @@ def plot_paths(candles: pd.DataFrame, forecast: ForecastPaths, *, series: int = 
     plt = _pyplot()
     context = candles["close"].iloc[-n_context:]
     closes = forecast.paths[series, :max_paths, :, forecast.columns.index("close")]
+    cx = np.arange(len(context))
+    jx = np.arange(len(context) - 1, len(context) + closes.shape[1])
     fig, ax = plt.subplots(figsize=(11, 5))
-    ax.plot(context.index, context.to_numpy(), color="black", linewidth=1.2, label="context")
+    ax.plot(cx, context.to_numpy(), color="black", linewidth=1.2, label="context")
     for i, row in enumerate(closes):
-        ax.plot(forecast.index[series], row, color="#1f77b4", alpha=0.25, linewidth=0.8,
+        ax.plot(jx, np.r_[context.iloc[-1], row], color="#1f77b4", alpha=0.25, linewidth=0.8,
                 label="sampled paths" if i == 0 else None)
     ax.legend(loc="upper left", frameon=False)
     ax.grid(alpha=0.25)
     ax.set_ylabel("close")
+    _time_axis(ax, context.index.append(forecast.index[series]))
     fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=110)
