@@ -1,29 +1,60 @@
 """The `kronos-sk` command.
 
-    kronos-sk forecast --input candles.csv --horizon 24 --model DIR --tokenizer DIR --out out/
+    kronos-sk demo                                   # bundled model, bundled real candles
+    kronos-sk forecast --input candles.csv --horizon 24 --out out/
+    kronos-sk sample --input candles.csv --horizon 24 --samples 200 --out paths.parquet
+    kronos-sk evaluate --input candles.csv --horizon 12 --folds 5
+    kronos-sk info
+    kronos-sk pretrain --config configs/default-model.toml
+    kronos-sk finetune --config my-finetune.toml
 
-Exit status 0 on success, 2 with a one-line message on bad usage or bad input.
+Without --model/--tokenizer the bundled default model is used. Exit status 0 on success, 2
+with a one-line message on bad usage or bad input.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from kronos_sk._version import __version__
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+DEMO_FILE = ("backtesting", "test/GOOG.csv")  # real daily GOOG candles shipped in `backtesting`
 
 
 class UsageError(Exception):
     """Bad usage or bad input: reported in one line with exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports bad usage in one line (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def read_candles(path: str) -> pd.DataFrame:
-    """Read a CSV or Parquet file of candles; timestamps in the first or a named column."""
+    """Read a CSV or Parquet file of candles; timestamps in a named column or the first one.
+
+    A file with an ``asset`` column is returned as an (asset, timestamp) panel.
+    """
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"input file {path!r} does not exist")
@@ -34,75 +65,259 @@ def read_candles(path: str) -> pd.DataFrame:
     else:
         raise UsageError(f"input file {path!r}: expected a .csv or .parquet file")
     names = {str(c).strip().lower(): c for c in frame.columns}
-    for name in ("timestamp", "timestamps", "date", "datetime", "time"):
-        if name in names:
-            column = names[name]
-            try:
-                frame[column] = pd.to_datetime(frame[column])
-            except (ValueError, TypeError) as error:
-                raise UsageError(f"input file {path!r}: column {column!r} is not a timestamp "
-                                 f"({error})") from None
-            return frame.set_index(column)
-    raise UsageError(f"input file {path!r}: no timestamp column (one of timestamp, date, "
-                     f"datetime, time); found {list(frame.columns)}")
+    stamp = next((names[n] for n in ("timestamp", "timestamps", "date", "datetime", "time")
+                  if n in names), frame.columns[0])
+    try:
+        frame[stamp] = pd.to_datetime(frame[stamp])
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"input file {path!r}: column {stamp!r} is not a timestamp "
+                         f"({error}); name the timestamp column 'timestamp'") from None
+    if "asset" in names:
+        return frame.set_index([names["asset"], stamp]).sort_index()
+    return frame.set_index(stamp)
 
 
-def _forecast(args: argparse.Namespace) -> None:
+def demo_candles() -> tuple[str, pd.DataFrame]:
+    """Real daily GOOG candles from the `backtesting` package (no download at run time)."""
+    spec = importlib.util.find_spec(DEMO_FILE[0])
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError("the demo reads real candles shipped with the 'backtesting' package: "
+                         "pip install 'kronos-sk[demo]'")
+    path = Path(spec.submodule_search_locations[0]) / DEMO_FILE[1]
+    return "GOOG daily (backtesting package)", pd.read_csv(path, index_col=0, parse_dates=True)
+
+
+def _pipeline(args: argparse.Namespace):
+    from kronos_sk.checkpoints import default_checkpoint
     from kronos_sk.pipeline import KronosPipeline
-    candles = read_candles(args.input)
-    pipe = KronosPipeline.from_pretrained(args.model, args.tokenizer,
-                                          max_context=args.max_context, device=args.device,
-                                          precision=args.precision)
-    forecast = pipe.sample(candles, args.horizon, freq=args.freq, n_samples=args.samples,
-                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                           random_state=args.seed, sliding=args.sliding)
-    out = Path(args.out)
+    model = args.model or default_checkpoint("predictor")
+    tokenizer = args.tokenizer or default_checkpoint("tokenizer")
+    return KronosPipeline.from_pretrained(model, tokenizer, max_context=args.max_context,
+                                          device=args.device, precision=args.precision)
+
+
+def _sample(args: argparse.Namespace, candles: pd.DataFrame):
+    return _pipeline(args).sample(
+        candles, args.horizon, freq=args.freq, n_samples=args.samples,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        random_state=args.seed, sliding=args.sliding)
+
+
+def _write_forecast(candles: pd.DataFrame, forecast, out: Path, title: str,
+                    chart: bool) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     table = pd.concat([forecast.mean(), forecast.quantiles(QUANTILES, columns=["close"])],
                       axis=1)
-    table.index.name = "timestamp"
     table.to_csv(out / "forecast.csv")
     written = [out / "forecast.csv"]
-    if not args.no_chart:
-        from kronos_sk.data import validate_candles
+    if chart:
+        from kronos_sk.data import validate_candles, validate_panel
         from kronos_sk.plotting import plot_forecast
-        plot_forecast(validate_candles(candles), forecast, path=out / "forecast.png",
-                      title=f"{Path(args.input).name}: {args.horizon} steps, "
-                            f"{args.samples} paths")
+        if isinstance(candles.index, pd.MultiIndex):
+            first = forecast.assets[0]
+            context = validate_panel(candles).xs(first, level=0)
+            title = f"{title} ({first}; {len(forecast.assets)} assets in the CSV)"
+        else:
+            context = validate_candles(candles)
+        plot_forecast(context, forecast, title=title, path=out / "forecast.png")
         written.append(out / "forecast.png")
+    return written
+
+
+def _forecast(args: argparse.Namespace) -> None:
+    candles = read_candles(args.input)
+    forecast = _sample(args, candles)
+    title = f"{Path(args.input).name}: {args.horizon} steps, {args.samples} paths"
+    written = _write_forecast(candles, forecast, Path(args.out), title, not args.no_chart)
     print("wrote " + ", ".join(str(p) for p in written))
 
 
+def _demo(args: argparse.Namespace) -> None:
+    name, candles = demo_candles()
+    candles = candles.iloc[-args.lookback:]
+    args.freq = args.freq or "B"
+    forecast = _sample(args, candles)
+    title = f"{name}: {args.horizon} business days, {args.samples} paths, bundled model"
+    written = _write_forecast(candles, forecast, Path(args.out), title, True)
+    last, mean = candles["Close"].iloc[-1], forecast.mean()["close"]
+    print(f"{name}: last close {last:.2f} on {candles.index[-1]:%Y-%m-%d}; mean forecast "
+          f"{mean.iloc[-1]:.2f} on {mean.index[-1]:%Y-%m-%d}")
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _sample_command(args: argparse.Namespace) -> None:
+    forecast = _sample(args, read_candles(args.input))
+    B, S, H, F = forecast.paths.shape
+    rows = {"asset": np.repeat(np.array(forecast.assets, dtype=object), S * H),
+            "sample": np.tile(np.repeat(np.arange(S), H), B),
+            "timestamp": np.concatenate([np.tile(idx, S) for idx in forecast.index])}
+    frame = pd.DataFrame(rows)
+    for k, column in enumerate(forecast.columns):
+        frame[column] = forecast.paths[..., k].reshape(-1)
+    if forecast.assets == [None]:
+        frame = frame.drop(columns="asset")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        frame.to_csv(out, index=False)
+    else:
+        frame.to_parquet(out)
+    print(f"wrote {out}: {B} series x {S} paths x {H} steps")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    import warnings
+
+    from sktime.forecasting.model_evaluation import evaluate
+    from sktime.performance_metrics.forecasting import MeanAbsolutePercentageError
+    from sktime.performance_metrics.forecasting.probabilistic import (EmpiricalCoverage,
+                                                                      PinballLoss)
+    from sktime.split import ExpandingWindowSplitter
+
+    from kronos_sk.checkpoints import default_checkpoint
+    from kronos_sk.estimators import KronosForecaster
+    candles = read_candles(args.input)
+    if isinstance(candles.index, pd.MultiIndex):
+        raise UsageError("evaluate backtests one series; give a file without an asset column")
+    names = {str(c).strip().lower(): c for c in candles.columns}
+    if "close" not in names:
+        raise UsageError(f"input file {args.input!r}: no close column; found "
+                         f"{list(candles.columns)}")
+    close = candles[names["close"]]
+    forecaster = KronosForecaster(
+        model=str(args.model or default_checkpoint("predictor")),
+        tokenizer=str(args.tokenizer or default_checkpoint("tokenizer")),
+        n_samples=args.samples, top_p=args.top_p, temperature=args.temperature,
+        max_context=args.max_context, random_state=args.seed, freq=args.freq)
+    fh = list(range(1, args.horizon + 1))
+    step = max(1, (len(candles) - args.initial) // args.folds)
+    if args.initial + args.horizon > len(candles):
+        raise UsageError(f"--initial {args.initial} + --horizon {args.horizon} exceeds the "
+                         f"{len(candles)} rows of {args.input!r}")
+    cv = ExpandingWindowSplitter(initial_window=args.initial, step_length=step, fh=fh)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = evaluate(forecaster, cv, close.rename("close"), strategy="update",
+                           scoring=[MeanAbsolutePercentageError(), PinballLoss(),
+                                    EmpiricalCoverage(coverage=0.9)], error_score="raise")
+    columns = [c for c in results.columns if c.startswith("test_") or c == "cutoff"]
+    print(results[columns].to_string(index=False))
+    print("mean: " + ", ".join(f"{c[5:]} {results[c].mean():.4g}" for c in columns
+                               if c.startswith("test_")))
+    if args.out:
+        results[columns].to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+
+
+def _info(args: argparse.Namespace) -> None:
+    from kronos_sk.checkpoints import (DEFAULT_MODEL_DIR, default_checkpoint, read_config,
+                                       resolve_checkpoint)
+    card = DEFAULT_MODEL_DIR / "MODEL_CARD.md"
+    if args.model is None and args.tokenizer is None and card.is_file():
+        print(card.read_text())
+        return
+    for kind, path in (("predictor", args.model), ("tokenizer", args.tokenizer)):
+        directory = resolve_checkpoint(path) if path else default_checkpoint(kind)
+        print(f"{kind}: {directory}")
+        for key, value in sorted(read_config(directory).items()):
+            print(f"  {key} = {value}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from kronos_sk.training.recipe import finetune, parse_overrides, pretrain
+    run = pretrain if args.command == "pretrain" else finetune
+    for stage, path in run(args.config, parse_overrides(args.overrides)).items():
+        print(f"{stage}: {path}")
+
+
+def _model_options(parser: argparse.ArgumentParser, samples: int) -> None:
+    parser.add_argument("--model", help="predictor checkpoint directory (config.json + "
+                        "model.safetensors) or hub id (default: the bundled model)")
+    parser.add_argument("--tokenizer", help="tokenizer checkpoint directory or hub id "
+                        "(default: the bundled model)")
+    parser.add_argument("--samples", type=positive_int, default=samples,
+                        help=f"sampled paths per series (default {samples})")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0, help="0 disables top-k")
+    parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--max-context", type=positive_int, default=512,
+                        help="predictor window in tokens (512 Kronos-small, 2048 Kronos-mini)")
+    parser.add_argument("--sliding", choices=("exact", "rolling"), default="exact")
+    parser.add_argument("--freq", default=None, help="frequency of the future rows, e.g. "
+                        "5min or B (default: inferred from the input)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kronos-sk", description="Kronos K-line forecasting.")
+    parser = _Parser(prog="kronos-sk", description="Kronos K-line forecasting.")
     parser.add_argument("--version", action="version", version=f"kronos-sk {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=_Parser)
+
+    demo = commands.add_parser(
+        "demo", help="zero-shot forecast of real candles with the bundled model",
+        description="Forecast the last daily GOOG candles shipped with the 'backtesting' "
+                    "package using the bundled model; write forecast.csv and forecast.png.")
+    demo.add_argument("--horizon", type=positive_int, default=20)
+    demo.add_argument("--lookback", type=positive_int, default=256)
+    demo.add_argument("--out", default=".", help="output directory (default: .)")
+    _model_options(demo, samples=100)
+    demo.set_defaults(run=_demo)
 
     forecast = commands.add_parser(
-        "forecast", help="forecast a CSV/Parquet file of candles; write a CSV and a PNG chart",
+        "forecast", help="forecast a CSV/Parquet file; write a CSV and a PNG chart",
         description="Sample future candles; write forecast.csv (mean of every column and "
-                    "quantiles of the close) and forecast.png into --out.")
+                    "quantiles of the close) and forecast.png into --out. A file with an "
+                    "'asset' column is a panel: all assets are forecast in one batch.")
     forecast.add_argument("--input", required=True, help="CSV or Parquet file with a "
                           "timestamp column and open, high, low, close (+ volume, amount)")
-    forecast.add_argument("--horizon", required=True, type=int, help="number of future rows")
-    forecast.add_argument("--model", required=True, help="predictor checkpoint directory "
-                          "(config.json + model.safetensors) or hub id")
-    forecast.add_argument("--tokenizer", required=True, help="tokenizer checkpoint directory "
-                          "or hub id")
-    forecast.add_argument("--samples", type=int, default=20, help="sample paths (default 20)")
-    forecast.add_argument("--temperature", type=float, default=1.0)
-    forecast.add_argument("--top-k", type=int, default=0, help="0 disables top-k")
-    forecast.add_argument("--top-p", type=float, default=0.9)
-    forecast.add_argument("--max-context", type=int, default=512)
-    forecast.add_argument("--sliding", choices=("exact", "rolling"), default="exact")
-    forecast.add_argument("--freq", default=None, help="frequency of the future rows, e.g. "
-                          "5min or B (default: inferred from the input)")
-    forecast.add_argument("--seed", type=int, default=0)
-    forecast.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
-    forecast.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+    forecast.add_argument("--horizon", required=True, type=positive_int,
+                          help="number of future rows")
     forecast.add_argument("--out", default=".", help="output directory (default: .)")
     forecast.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    _model_options(forecast, samples=20)
     forecast.set_defaults(run=_forecast)
+
+    sample = commands.add_parser(
+        "sample", help="write every sampled path to Parquet (or CSV)",
+        description="Synthetic K-lines conditioned on the input: one row per (asset, sample, "
+                    "timestamp).")
+    sample.add_argument("--input", required=True)
+    sample.add_argument("--horizon", required=True, type=positive_int)
+    sample.add_argument("--out", required=True, help="output .parquet (or .csv) file")
+    _model_options(sample, samples=100)
+    sample.set_defaults(run=_sample_command)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="backtest the close forecasts on one file (expanding window)",
+        description="Expanding-window backtest of the close: MAPE of the mean, pinball loss "
+                    "and 90%% interval coverage per fold.")
+    evaluate.add_argument("--input", required=True)
+    evaluate.add_argument("--horizon", type=positive_int, default=10)
+    evaluate.add_argument("--initial", type=positive_int, default=256,
+                          help="rows of the first fold")
+    evaluate.add_argument("--folds", type=positive_int, default=5)
+    evaluate.add_argument("--out", help="CSV file for the per-fold scores")
+    _model_options(evaluate, samples=50)
+    evaluate.set_defaults(run=_evaluate)
+
+    info = commands.add_parser("info", help="show the model card or a checkpoint's config")
+    info.add_argument("--model")
+    info.add_argument("--tokenizer")
+    info.set_defaults(run=_info)
+
+    for name, what in (("pretrain", "pre-train a tokenizer and predictor from a recipe"),
+                       ("finetune", "fine-tune checkpoints from a recipe")):
+        train = commands.add_parser(name, help=what, description=f"{what[0].upper()}{what[1:]}"
+                                    " (a TOML file holding every setting; see "
+                                    "configs/default-model.toml).")
+        train.add_argument("--config", required=True, help="recipe TOML file")
+        train.add_argument("--set", dest="overrides", action="append", default=[],
+                           metavar="KEY=VALUE", help="override one setting, e.g. "
+                           "predictor.max_steps=100 (repeatable)")
+        train.set_defaults(run=_train)
     return parser
 
 
@@ -113,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except (UsageError, CheckpointError, ValueError, TypeError, ImportError) as error:
-        print(f"kronos-sk {args.command}: error: {error}", file=sys.stderr)
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"kronos-sk {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -387,10 +387,12 @@ def finetune(config_path: str | os.PathLike,
 def _run(recipe: Recipe) -> dict[str, Path]:
     """Both stages in order, each skipped when finished and continued when resumed."""
     configs = {stage: recipe.train_config(stage) for stage in STAGES}
-    if not recipe.resume and (recipe.out_dir / RECIPE_FILE).exists():
+    is_main = distributed.read_env().is_main
+    # Only the main process checks and writes, so other ranks never see its fresh file.
+    if is_main and not recipe.resume and (recipe.out_dir / RECIPE_FILE).exists():
         raise ValueError(f"{recipe.out_dir} already holds a run; set resume = true to continue "
                          "it, or choose another out_dir")
-    if distributed.read_env().is_main:
+    if is_main:
         recipe.out_dir.mkdir(parents=True, exist_ok=True)
         (recipe.out_dir / RECIPE_FILE).write_text(
             json.dumps(recipe.to_dict(), indent=2, default=str) + "\n")
@@ -400,7 +402,7 @@ def _run(recipe: Recipe) -> dict[str, Path]:
     for stage in STAGES:
         config = configs[stage]
         best[stage] = recipe.stage_dir(stage) / "best"
-        if _prepare_resume(recipe, config):
+        if _prepare_resume(recipe, config, is_main):
             logger.info("%s stage already finished in %s; skipped", stage, config.out_dir)
             continue
         if corpus is None:
@@ -417,7 +419,7 @@ def _run(recipe: Recipe) -> dict[str, Path]:
     return best
 
 
-def _prepare_resume(recipe: Recipe, config: TrainConfig) -> bool:
+def _prepare_resume(recipe: Recipe, config: TrainConfig, is_main: bool) -> bool:
     """Set ``config.resume`` for a run to continue; return True when the stage is finished."""
     run_dir = Path(config.out_dir)
     state_file = run_dir / "last" / STATE_FILE
@@ -426,7 +428,7 @@ def _prepare_resume(recipe: Recipe, config: TrainConfig) -> bool:
     if not state_file.is_file():
         # Interrupted before its first save: nothing to continue, so the stage starts afresh.
         stale = run_dir / METRICS_FILE
-        if stale.exists():
+        if is_main and stale.exists():
             logger.warning("%s: no saved state to resume; starting the stage again", run_dir)
             stale.unlink()
         return False

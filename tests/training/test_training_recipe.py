@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from kronos_sk.checkpoints import load_predictor, load_tokenizer
 from kronos_sk.pipeline import KronosPipeline
 from kronos_sk.training.__main__ import main
-from kronos_sk.training.recipe import RECIPE_FILE, STAGES, load_recipe, pretrain
+from kronos_sk.training.recipe import RECIPE_FILE, STAGES, finetune, load_recipe, pretrain
 
 LOOKBACK, HORIZON = 16, 4
 
@@ -165,6 +165,35 @@ def test_resume_skips_finished_stages(finished, tmp_path, capsys):
     assert snapshot("tokenizer")[0] == before["tokenizer"][0]
     state = torch.load(run / "predictor" / "last" / "training_state.pt", weights_only=True)
     assert state["step"] == 5
+
+
+def without_table(text: str, name: str) -> str:
+    """The recipe text without table [name]."""
+    head, _, rest = text.partition(f"[{name}]\n")
+    tail = rest.partition("\n[")[2]
+    return head + ("[" + tail if tail else "")
+
+
+def test_finetune_starts_from_the_checkpoints(finished, tmp_path):
+    config, best = finished
+    root = tmp_path / "copy"
+    shutil.copytree(config.parent.parent, root)
+    recipe = without_table(without_table(RECIPE, "tokenizer.model"), "predictor.model")
+    recipe = recipe.replace('out_dir = "runs/tiny"', 'out_dir = "runs/tuned"')
+    for stage in STAGES:
+        recipe = recipe.replace(f"[{stage}]\n", f'[{stage}]\ninit_checkpoint = '
+                                f'"runs/tiny/{stage}/best"\n')
+    tuned_config = root / "configs" / "tuned.toml"
+    tuned_config.write_text(recipe)
+    with pytest.raises(ValueError, match="use finetune"):
+        pretrain(tuned_config)
+
+    tuned = finetune(tuned_config)
+    for stage in STAGES:
+        start = load_file(best[stage] / "model.safetensors")
+        after = load_file(tuned[stage] / "model.safetensors")
+        assert start.keys() == after.keys()
+        assert any(not torch.equal(start[k], after[k]) for k in start), f"{stage} unchanged"
 
 
 @pytest.mark.parametrize("old, new, named", [

@@ -1,0 +1,109 @@
+"""The `kronos-sk` command, run as a user would (in-process through `main`)."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kronos_sk.cli import main
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kronos-compat"
+MODEL = ["--model", str(FIXTURES / "model"), "--tokenizer", str(FIXTURES / "tokenizer"),
+         "--max-context", "128"]
+
+
+def test_forecast_writes_csv_and_chart(tmp_path, capsys):
+    code = main(["forecast", "--input", str(FIXTURES / "candles.csv"), "--horizon", "6",
+                 "--samples", "8", "--out", str(tmp_path), *MODEL])
+    assert code == 0
+    table = pd.read_csv(tmp_path / "forecast.csv", index_col=0, parse_dates=True)
+    assert len(table) == 6
+    assert {"close", "close_q0.05", "close_q0.95"} <= set(table.columns)
+    assert (table["close_q0.05"] <= table["close_q0.95"]).all()
+    assert (tmp_path / "forecast.png").stat().st_size > 10_000
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_forecast_of_a_panel_file(tmp_path):
+    candles = pd.read_csv(FIXTURES / "candles.csv")
+    panel = pd.concat([candles.iloc[:100].assign(asset="A"), candles.iloc[50:200].assign(
+        asset="B")])
+    panel.to_csv(tmp_path / "panel.csv", index=False)
+    code = main(["forecast", "--input", str(tmp_path / "panel.csv"), "--horizon", "3",
+                 "--samples", "4", "--freq", "5min", "--out", str(tmp_path / "out"), *MODEL])
+    assert code == 0
+    table = pd.read_csv(tmp_path / "out" / "forecast.csv")
+    assert sorted(table["asset"].unique()) == ["A", "B"] and len(table) == 6
+
+
+def test_sample_writes_every_path(tmp_path):
+    out = tmp_path / "paths.parquet"
+    code = main(["sample", "--input", str(FIXTURES / "candles.csv"), "--horizon", "5",
+                 "--samples", "7", "--out", str(out), *MODEL])
+    assert code == 0
+    paths = pd.read_parquet(out)
+    assert len(paths) == 7 * 5 and paths["sample"].nunique() == 7
+    assert {"timestamp", "open", "high", "low", "close", "volume", "amount"} <= set(paths)
+
+
+def test_evaluate_prints_per_fold_scores(tmp_path, capsys):
+    out = tmp_path / "scores.csv"
+    code = main(["evaluate", "--input", str(FIXTURES / "candles.csv"), "--horizon", "3",
+                 "--initial", "400", "--folds", "2", "--samples", "5", "--freq", "5min",
+                 "--out", str(out), *MODEL])
+    assert code == 0
+    scores = pd.read_csv(out)
+    assert len(scores) >= 2 and (scores["test_MeanAbsolutePercentageError"] < 0.1).all()
+    assert "mean:" in capsys.readouterr().out
+
+
+def test_demo_forecasts_real_candles_from_an_installed_package(tmp_path, capsys):
+    pytest.importorskip("backtesting")
+    code = main(["demo", "--out", str(tmp_path), "--horizon", "5", "--samples", "4",
+                 "--lookback", "100", *MODEL])
+    assert code == 0
+    assert "GOOG" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "forecast.csv", index_col=0, parse_dates=True)
+    assert len(table) == 5 and table.index[0].dayofweek < 5
+    assert (tmp_path / "forecast.png").is_file()
+
+
+def test_info_prints_a_checkpoint_config(capsys):
+    assert main(["info", *MODEL[:4]]) == 0
+    out = capsys.readouterr().out
+    assert "d_model = 32" in out and "s1_bits = 4" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["forecast", "--input", "missing.csv", "--horizon", "3"], "does not exist"),
+    (["forecast", "--input", str(FIXTURES / "cases.json"), "--horizon", "3"],
+     "expected a .csv or .parquet"),
+    (["forecast", "--input", str(FIXTURES / "candles.csv"), "--horizon", "0"], "horizon"),
+    (["forecast", "--input", str(FIXTURES / "candles.csv"), "--horizon", "3", "--model",
+      "nowhere/at/all", "--tokenizer", "nowhere"], "does not exist"),
+])
+def test_bad_input_exits_2_with_one_line(argv, message, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:  # argparse's own checks
+        code = exit_info.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_bad_values_in_the_file_are_named(tmp_path, capsys):
+    candles = pd.read_csv(FIXTURES / "candles.csv")
+    candles.loc[5, "high"] = 1.0  # below open and close
+    candles.to_csv(tmp_path / "bad.csv", index=False)
+    assert main(["forecast", "--input", str(tmp_path / "bad.csv"), "--horizon", "2",
+                 "--out", str(tmp_path), *MODEL]) == 2
+    assert "'high' at row 5" in capsys.readouterr().err
+
+
+def test_help_is_available_for_every_command(capsys):
+    for command in ("demo", "forecast", "sample", "evaluate", "info", "pretrain", "finetune"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+    assert "usage: kronos-sk finetune" in capsys.readouterr().out
