@@ -14,6 +14,7 @@ faster but approximate: hidden states keep what dropped tokens contributed.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +27,11 @@ from kronos_sk.nn.tokenizer import KronosTokenizer
 
 SLIDING_MODES = ("exact", "rolling")
 DEFAULT_MAX_PATHS = 256
+MIN_CONTEXT_ROWS = 2
+# The tokenizer attends over the whole context (released behaviour); beyond this many times
+# the predictor's window, contexts are cut to their last rows (with a warning) so that its
+# attention stays affordable. The predictor itself only sees the last max_context tokens.
+CONTEXT_LIMIT_FACTOR = 8
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
@@ -305,6 +311,25 @@ def check_sampling(n_samples: int, temperature: float, top_k: int, top_p: float,
             raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
+def _check_lengths(contexts, context_stamps, horizon: int, max_context: int):
+    """Reject too-short contexts, cut very long ones (warning), warn on long horizons."""
+    limit = CONTEXT_LIMIT_FACTOR * max_context
+    contexts, context_stamps = list(contexts), list(context_stamps)
+    for i, context in enumerate(contexts):
+        if len(context) < MIN_CONTEXT_ROWS:
+            raise ValueError(f"series {i}: a context of {len(context)} row(s) is too short to "
+                             f"forecast from; give at least {MIN_CONTEXT_ROWS}")
+        if len(context) > limit:
+            warnings.warn(f"series {i}: context of {len(context)} rows cut to its last {limit} "
+                          f"({CONTEXT_LIMIT_FACTOR} x max_context); the predictor sees only "
+                          f"the last {max_context}", UserWarning, stacklevel=3)
+            contexts[i], context_stamps[i] = context[-limit:], context_stamps[i][-limit:]
+    if horizon > max_context:
+        warnings.warn(f"horizon {horizon} exceeds max_context {max_context}: the last steps "
+                      "are generated from generated tokens only", UserWarning, stacklevel=3)
+    return contexts, context_stamps
+
+
 def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
                    contexts: Sequence[np.ndarray], context_stamps: Sequence[np.ndarray],
                    future_stamps: np.ndarray, *, n_samples: int = 1, temperature: float = 1.0,
@@ -333,6 +358,7 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
     check_sampling(n_samples, temperature, top_k, top_p, max_context, sliding)
     future_stamps = np.asarray(future_stamps)
     B, H = len(contexts), future_stamps.shape[1]
+    contexts, context_stamps = _check_lengths(contexts, context_stamps, H, max_context)
     if seeds is None:
         seeds = series_seeds(random_state, [np.ascontiguousarray(c, np.float64).tobytes()
                                             for c in contexts])

@@ -176,3 +176,29 @@ def test_bad_sampling_settings_are_named(compat_modules, compat_candles, name, v
     contexts, stamps, future = _fixture_inputs(compat_candles, rows=(64,))
     with pytest.raises(ValueError, match=f"{name} must be"):
         forecast_paths(tokenizer, predictor, contexts, stamps, future, **{name: value})
+
+
+def test_context_too_short_is_rejected(compat_modules, compat_candles):
+    tokenizer, predictor = compat_modules
+    contexts, stamps, future = _fixture_inputs(compat_candles, rows=(64,))
+    with pytest.raises(ValueError, match="context of 1 row.*too short"):
+        forecast_paths(tokenizer, predictor, [contexts[0][:1]], [stamps[0][:1]], future)
+
+
+def test_very_long_context_is_cut_with_a_warning(compat_modules, compat_candles):
+    tokenizer, predictor = compat_modules
+    contexts, stamps, future = _fixture_inputs(compat_candles, rows=(100,))
+    with pytest.warns(UserWarning, match="context of 100 rows cut to its last 80"):
+        cut = forecast_paths(tokenizer, predictor, contexts, stamps, future, top_k=1,
+                             max_context=10)
+    kept = forecast_paths(tokenizer, predictor, [contexts[0][-80:]], [stamps[0][-80:]],
+                          future, top_k=1, max_context=10)
+    np.testing.assert_array_equal(cut, kept)
+
+
+def test_horizon_beyond_the_window_warns(compat_modules, compat_candles):
+    tokenizer, predictor = compat_modules
+    contexts, stamps, future = _fixture_inputs(compat_candles, rows=(64,))
+    with pytest.warns(UserWarning, match="horizon 10 exceeds max_context 8"):
+        paths = forecast_paths(tokenizer, predictor, contexts, stamps, future, max_context=8)
+    assert np.isfinite(paths).all()
