@@ -38,7 +38,7 @@ class CheckpointError(ValueError):
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
-    """Return the local directory for a checkpoint path or a hub id such as `NeoQuasar/Kronos-small`.
+    """Local directory of a checkpoint path, or of a hub id such as `NeoQuasar/Kronos-small`.
 
     Hub ids are downloaded with `huggingface_hub` (an optional dependency) when online.
     """

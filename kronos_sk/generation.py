@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from kronos_sk.data.normalize import DEFAULT_CLIP, Normalizer
-from kronos_sk.nn.layers import KVCache, attention_mask, positions_from_valid
+from kronos_sk.nn.layers import KVCache, attention_mask
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
 
@@ -133,9 +133,18 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
 
     Parameters
     ----------
-    s1_ids, s2_ids : (B, T) int64 context token ids, left-padded where `valid` is False.
-    stamps : (B, T + horizon, 5) calendar stamps of the context and of the future rows.
-    uniforms : (B * n_samples, horizon, 2) draws from `path_uniforms`.
+    predictor : KronosPredictor
+    s1_ids, s2_ids : Tensor
+        (B, T) int64 context token ids, left-padded where `valid` is False.
+    stamps : Tensor
+        (B, T + horizon, 5) calendar stamps of the context and of the future rows.
+    horizon : int
+    uniforms : Tensor
+        (B * n_samples, horizon, 2) draws from `path_uniforms`.
+    valid : Tensor or None, default=None
+        (B, T) bool, True on real tokens.
+    n_samples, max_context, temperature, top_k, top_p, sliding
+        As for `forecast_paths`.
 
     Returns
     -------
@@ -341,15 +350,30 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
 
     Parameters
     ----------
-    contexts : sequence of (T_i, d_in) float arrays, one per series; lengths may differ.
-    context_stamps : sequence of (T_i, 5) int arrays (minute, hour, weekday, day, month).
-    future_stamps : (B, H, 5) int array, the stamps of the H rows to forecast.
-    n_samples, temperature, top_k, top_p : sampling settings; `top_k=1` is greedy.
-    max_context : the predictor's window, in tokens.
-    seeds : one seed per series; default: derived from `random_state` and each context's
+    tokenizer : KronosTokenizer
+    predictor : KronosPredictor
+    contexts : sequence of ndarray
+        (T_i, d_in) float arrays, one per series; lengths may differ.
+    context_stamps : sequence of ndarray
+        (T_i, 5) int arrays (minute, hour, weekday, day, month).
+    future_stamps : ndarray
+        (B, H, 5) int array, the stamps of the H rows to forecast.
+    n_samples : int, default=1
+        Paths per series.
+    temperature, top_k, top_p : float, int, float
+        Sampling filters, see `filter_logits`; `top_k=1` is greedy.
+    max_context : int, default=512
+        The predictor's window, in tokens.
+    seeds : sequence of int or None, default=None
+        One seed per series; default: derived from `random_state` and each context's
         values, so a series gets the same paths whatever else is in the batch.
-    sliding : "exact" (released semantics) or "rolling" (faster), see the module docstring.
-    max_paths : at most this many paths (series x samples) are generated at once.
+    random_state : int or None, default=None
+    sliding : {"exact", "rolling"}, default="exact"
+        See the module docstring.
+    clip : float, default=5.0
+        Normalised values are clipped to [-clip, clip].
+    max_paths : int, default=256
+        At most this many paths (series x samples) are generated at once.
 
     Returns
     -------

@@ -143,18 +143,26 @@ class KronosPipeline:
 
         Parameters
         ----------
-        candles : DataFrame with a DatetimeIndex (or timestamp column) and OHLC
-            (+ volume, + amount) columns, a list or dict of them (lengths may differ), or a
-            panel with an (asset, timestamp) MultiIndex.
-        horizon : number of future rows; their timestamps continue each series at `freq`
+        candles : DataFrame, list or dict of DataFrames, or panel
+            Candles with a DatetimeIndex (or timestamp column) and OHLC (+ volume, + amount)
+            columns; several series (lengths may differ); or an (asset, timestamp) panel.
+        horizon : int or None, default=None
+            Number of future rows; their timestamps continue each series at `freq`
             (default: the index's frequency). Or give `future` instead.
-        future : the future timestamps themselves (one index for all series, or one per
-            series) - use it for irregular calendars (sessions, lunch breaks, holidays).
-        n_samples, temperature, top_k, top_p, sliding, max_paths : see
-            `kronos_sk.generation.forecast_paths`.
-        random_state : int or None
+        future : DatetimeIndex or list of them, default=None
+            The future timestamps themselves (one index for all series, or one per series);
+            use it for irregular calendars (sessions, lunch breaks, holidays).
+        freq : str or None, default=None
+            Frequency of the future rows when `horizon` is given.
+        n_samples, temperature, top_k, top_p, sliding, max_paths
+            Sampling settings, see `kronos_sk.generation.forecast_paths`.
+        random_state : int or None, default=None
             Seeds every path from (random_state, asset name), so a series gets the same
             paths whatever else is in the batch.
+
+        Returns
+        -------
+        ForecastPaths
         """
         check_sampling(n_samples, temperature, top_k, top_p, self.max_context, sliding)
         assets, frames = _split_input(candles)

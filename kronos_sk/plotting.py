@@ -46,12 +46,20 @@ def plot_forecast(candles: pd.DataFrame, forecast: ForecastPaths, *, series: int
 
     Parameters
     ----------
-    candles : the context of the chosen series (validated, lower-case columns).
-    forecast : the `ForecastPaths` returned by `KronosPipeline.sample`.
-    series : which series of `forecast` to draw.
-    n_context : how many of the last context candles to show.
-    volume : add a volume panel (mean forecast volume as bars) when the data has volume.
-    path : save the figure there (PNG) when given.
+    candles : DataFrame
+        The context of the chosen series (validated, lower-case columns).
+    forecast : ForecastPaths
+        As returned by `KronosPipeline.sample`.
+    series : int, default=0
+        Which series of `forecast` to draw.
+    n_context : int, default=120
+        How many of the last context candles to show.
+    volume : bool, default=True
+        Add a volume panel (mean forecast volume as bars) when the data has volume.
+    title : str or None, default=None
+        Figure title; None for a generic one.
+    path : str or None, default=None
+        Save the figure there (PNG) when given.
 
     Returns
     -------

@@ -5,7 +5,6 @@ import re
 import warnings
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,9 +1,12 @@
 """A lazily read corpus of candlestick panels for pre-training and fine-tuning.
 
-A :class:`CandleCorpus` indexes long-format files (one row per asset and timestamp) without
+A [`CandleCorpus`][kronos_sk.data.corpus.CandleCorpus] indexes long-format files (one row per asset
+and timestamp) without
 reading their values: only the asset and timestamp columns are scanned, once. Values are read
-per asset on :meth:`CandleCorpus.load`, cleaned and cut into *segments*, runs of rows that a
-training window may span. A :class:`TimeSplit` assigns each market's rows to train or
+per asset on [`CandleCorpus.load`][kronos_sk.data.corpus.CandleCorpus.load], cleaned and cut into
+*segments*, runs of rows that a
+training window may span. A [`TimeSplit`][kronos_sk.data.corpus.TimeSplit] assigns each market's
+rows to train or
 validation by time.
 
 Parquet needs pyarrow (``pip install 'kronos-sk[data]'``); CSV needs pandas only.
@@ -120,7 +123,7 @@ class CandleCorpus:
 
     Each file holds columns ``asset``, a timestamp column (``timestamp``, ``date``, ...),
     ``open, high, low, close, volume`` and optionally ``amount`` (names as accepted by
-    :func:`~kronos_sk.data.canonical_columns`). Each file is a *market*.
+    [`canonical_columns`][kronos_sk.data.schema.canonical_columns]). Each file is a *market*.
 
     Parameters
     ----------
@@ -132,7 +135,7 @@ class CandleCorpus:
         files may form one market, but an asset may appear in one file of a market only.
     weights : mapping of str to float, default=None
         Market -> sampling weight (default 1.0 each), used by
-        :class:`~kronos_sk.data.WindowSampler`.
+        [`WindowSampler`][kronos_sk.data.windows.WindowSampler].
     max_gap_factor : float, default=5.0
         A step longer than this many times the asset's median step starts a new segment.
     max_abs_log_return : float, mapping of str to float or None, default=None
@@ -153,7 +156,8 @@ class CandleCorpus:
     -----
     Building the corpus reads only the asset and timestamp columns of every file. The index
     keeps, per asset, the runs of rows between timestamp gaps, so that windows per split can be
-    estimated without values (:meth:`window_counts`). Jumps and bad rows are found on load.
+    estimated without values ([`window_counts`][kronos_sk.data.corpus.CandleCorpus.window_counts]).
+    Jumps and bad rows are found on load.
     Parquet reads filter on the asset column, so row groups of other assets are skipped (the
     shared files are sorted by asset). A CSV file has to be read whole on every load.
     """
@@ -221,7 +225,7 @@ class CandleCorpus:
         Parameters
         ----------
         asset_ref : int, str or (market, asset) tuple
-            Row of :attr:`assets`, an asset name unique across markets, or a (market, asset)
+            Row of `assets`, an asset name unique across markets, or a (market, asset)
             pair.
 
         Returns
@@ -239,7 +243,8 @@ class CandleCorpus:
         return self.load_many([asset_ref])[0]
 
     def load_many(self, asset_refs: Iterable[AssetRef]) -> list[pd.DataFrame]:
-        """:meth:`load` several assets with one read per file; frames in the order given."""
+        """[`load`][kronos_sk.data.corpus.CandleCorpus.load] several assets with one read per file;
+        frames in the order given."""
         positions = [self._resolve(ref) for ref in asset_refs]
         frames: dict[int, pd.DataFrame] = {}
         for file_id in dict.fromkeys(self._file_of[positions].tolist()):

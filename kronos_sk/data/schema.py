@@ -26,7 +26,7 @@ def canonical_columns(columns: Iterable[Hashable]) -> dict[str, str]:
     """Map user column names to canonical feature names.
 
     Names are matched case-insensitively after stripping whitespace, either directly
-    against :data:`FEATURE_COLUMNS` or through :data:`COLUMN_ALIASES`.
+    against `FEATURE_COLUMNS` or through `COLUMN_ALIASES`.
 
     Parameters
     ----------

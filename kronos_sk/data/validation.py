@@ -39,7 +39,7 @@ def validate_candles(
     frame : DataFrame
         One row per candle. Columns ``open, high, low, close`` are required, ``volume`` and
         ``amount`` optional; names are matched case-insensitively and through
-        :data:`~kronos_sk.data.schema.COLUMN_ALIASES`. Timestamps are the index or, when the
+        `COLUMN_ALIASES`. Timestamps are the index or, when the
         index is not a ``DatetimeIndex``, a column named timestamp, timestamps, date, datetime
         or time (any case). The frame is never modified.
     name : str, default="candles"
@@ -91,7 +91,8 @@ def validate_panel(
 ) -> pd.DataFrame:
     """Check candles of several assets and return a clean copy.
 
-    The same checks as :func:`validate_candles`, applied to every asset at once: timestamps
+    The same checks as [`validate_candles`][kronos_sk.data.validation.validate_candles], applied to
+    every asset at once: timestamps
     must be unique and increasing within each asset, and messages name the asset. Assets may
     have different lengths and need not be contiguous.
 
@@ -99,7 +100,8 @@ def validate_panel(
     ----------
     frame : DataFrame
         Indexed by a 2-level MultiIndex (asset, timestamp), the timestamp level a datetime
-        level; columns as for :func:`validate_candles`. The frame is never modified.
+        level; columns as for [`validate_candles`][kronos_sk.data.validation.validate_candles]. The
+        frame is never modified.
     name : str, default="candles"
         What to call the input in error messages.
     min_rows : int, default=1
@@ -114,7 +116,8 @@ def validate_panel(
     Raises
     ------
     TypeError, ValueError
-        As for :func:`validate_candles`; TypeError also for an index that is not a 2-level
+        As for [`validate_candles`][kronos_sk.data.validation.validate_candles]; TypeError also for
+        an index that is not a 2-level
         MultiIndex.
     """
     _check_is_frame(frame, name)
@@ -151,7 +154,8 @@ def assemble_features(candles: pd.DataFrame) -> np.ndarray:
     Parameters
     ----------
     candles : DataFrame
-        Output of :func:`validate_candles` (canonical columns, float64).
+        Output of [`validate_candles`][kronos_sk.data.validation.validate_candles] (canonical
+        columns, float64).
 
     Returns
     -------

@@ -1,4 +1,5 @@
-"""Training and validation windows drawn from a :class:`~kronos_sk.data.CandleCorpus`.
+"""Training and validation windows drawn from a
+[`CandleCorpus`][kronos_sk.data.corpus.CandleCorpus].
 
 A window is ``lookback + horizon`` consecutive rows of one segment of one asset, all in the
 same split. It is normalised with the mean and population std of its lookback rows only, so
@@ -8,7 +9,8 @@ Every batch is a dict of numpy arrays:
 
 - ``"values"``: (B, L, 6) float32, features in ``FEATURE_COLUMNS`` order, normalised and
   clipped to ``[-clip, clip]``; L = lookback + horizon.
-- ``"stamps"``: (B, L, 5) int64, calendar features from :func:`~kronos_sk.data.time_features`
+- ``"stamps"``: (B, L, 5) int64, calendar features from
+[`time_features`][kronos_sk.data.calendar.time_features]
   (wall-clock time of each file's zone).
 - ``"mean"``, ``"std"``: (B, 6) float32, lookback statistics; ``values * (std + 1e-5) + mean``
   undoes the normalisation up to clipping.
@@ -124,7 +126,8 @@ class WindowSampler:
     split : {"train", "validation"}, default="train"
     time_split : TimeSplit or mapping of str to TimeSplit, default=TimeSplit()
         One rule, or one per market with ``"*"`` as the default (see
-        :meth:`CandleCorpus.validation_starts`). The default puts every row in train.
+        [`CandleCorpus.validation_starts`][kronos_sk.data.corpus.CandleCorpus.validation_starts]).
+        The default puts every row in train.
     assets_per_block : int, default=64
         Assets drawn (with replacement) for each block; only they are read.
     steps_per_block : int, default=200
@@ -141,7 +144,9 @@ class WindowSampler:
     The sampler keeps no state that matters: ``batch(step)`` depends only on the arguments
     above and `step`. Block ``j = step // steps_per_block`` draws its assets with a generator
     seeded by ``(seed, j)``, each with probability proportional to its market's weight times
-    its estimated windows (:meth:`CandleCorpus.window_counts`), and loads them. Batch `step`
+    its estimated windows
+    ([`CandleCorpus.window_counts`][kronos_sk.data.corpus.CandleCorpus.window_counts]), and loads
+    them. Batch `step`
     then draws with a generator seeded by ``(seed, step, rank)``: for each window an asset
     slot of the block uniformly, then one of that asset's windows uniformly, so a window's
     chance is about proportional to its market's weight. Resuming at step k therefore
@@ -249,7 +254,8 @@ class WindowSampler:
 class SeriesWindows:
     """Random training windows cut from series held in memory (estimators' fit and pretrain).
 
-    Same batch format and normalisation as :class:`WindowSampler` (lookback statistics only,
+    Same batch format and normalisation as [`WindowSampler`][kronos_sk.data.windows.WindowSampler]
+    (lookback statistics only,
     optional volume masking); ``batch(step, rank, world_size)`` is a pure function of its
     arguments, so training resumes exactly.
 
@@ -322,7 +328,7 @@ def validation_batches(
     corpus : CandleCorpus
     lookback, horizon, batch_size : int
     time_split : TimeSplit or mapping of str to TimeSplit
-        As for :class:`WindowSampler`.
+        As for [`WindowSampler`][kronos_sk.data.windows.WindowSampler].
     stride : int, default=None
         Rows between window starts within a segment, counted back from its last row so that
         the last window ends there; None means `horizon` (the horizons tile the segment).

@@ -4,7 +4,7 @@ Cross-validation folds, clones and grid-search candidates that name the same che
 the same module object instead of loading the weights again. The key is the checkpoint's
 resolved absolute directory, the modification times of its two files, the device and the
 precision, so a checkpoint rewritten in place is loaded afresh. Each kind (tokenizers,
-predictors) keeps at most :data:`MAX_ENTRIES` modules, least recently used evicted first.
+predictors) keeps at most `MAX_ENTRIES` modules, least recently used evicted first.
 
 Cached modules are shared: treat them as read-only. Code that trains a network works on a
 copy (``copy.deepcopy``) or on a module it loaded itself.
@@ -81,7 +81,8 @@ def cached_tokenizer(name_or_path: str | os.PathLike, device: str | torch.device
     Parameters
     ----------
     name_or_path : str or path-like
-        Checkpoint directory or hub id, as for :func:`kronos_sk.checkpoints.load_tokenizer`.
+        Checkpoint directory or hub id, as for
+        [`load_tokenizer`][kronos_sk.checkpoints.load_tokenizer].
     device : str or torch.device, default="cpu"
         "auto" resolves first, so "auto" and the device it picks share one entry.
     precision : str or torch.dtype, default="float32"

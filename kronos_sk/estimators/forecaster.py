@@ -47,8 +47,13 @@ class KronosForecaster(BaseForecaster):
         a new tokenizer and predictor of `tokenizer_config` / `model_config` on `y`.
     n_samples : int, default=20
         Sampled paths per series.
-    temperature, top_k, top_p : sampling settings (top_k=0 disables top-k; with
-        ``n_samples=1, top_k=1`` the forecast is the released greedy one).
+    temperature : float, default=1.0
+        Logits are divided by it before sampling.
+    top_k : int, default=0
+        Keep the k most likely ids (0 disables it); ``n_samples=1, top_k=1`` is the released
+        greedy forecast.
+    top_p : float, default=1.0
+        Keep the smallest set of ids whose probability reaches it, within the top-k ids.
     max_context : int, default=512
         The predictor's window in tokens (512 for Kronos-small/base, 2048 for Kronos-mini).
     device : str, default="cpu"
@@ -63,32 +68,45 @@ class KronosForecaster(BaseForecaster):
     freq : str or None, default=None
         Frequency of future rows for relative horizons when the index has none; also the
         step of synthetic stamps for integer indexes (default "D").
-    lookback, horizon : int, default=64, 16
-        Window used for training: normalised with the lookback part only.
-    max_steps, batch_size, learning_rate : training settings for "fine-tune",
-        "from-scratch" and `pretrain`.
+    lookback : int, default=64
+        Rows of a training window whose statistics normalise it.
+    horizon : int, default=16
+        Further rows of a training window (normalised with the lookback statistics).
+    max_steps : int, default=100
+        Optimizer steps per trained network ("fine-tune", "from-scratch", `pretrain`).
+    batch_size : int, default=16
+        Training windows per step.
+    learning_rate : float, default=1e-4
+        Peak learning rate (linear warm-up, cosine decay).
     finetune_tokenizer : bool, default=False
         With "fine-tune" and `pretrain`, also train the tokenizer before the predictor.
-    model_config, tokenizer_config : dict or None, default=None
-        Network sizes for "from-scratch" (fields of `PredictorConfig` / `TokenizerConfig`);
-        None gives small CPU-friendly defaults.
+    model_config : dict or None, default=None
+        `PredictorConfig` fields for "from-scratch"; None gives a small CPU-friendly network.
+    tokenizer_config : dict or None, default=None
+        `TokenizerConfig` fields for "from-scratch", likewise.
     max_paths : int, default=256
         At most this many paths (series x samples) are generated at once.
 
     Attributes
     ----------
-    tokenizer_, predictor_ : the torch networks used (shared read-only with other
-        estimators loading the same files, unless trained).
-    columns_ : the columns of `y` forecast, in order.
-    loss_curve_ : training losses of the last fit or pretrain that trained.
+    tokenizer_ : KronosTokenizer
+        The tokenizer used; shared read-only with other estimators loading the same files,
+        unless trained.
+    predictor_ : KronosPredictor
+        The predictor used, likewise.
+    columns_ : list
+        The columns of `y` that are forecast, in order.
+    loss_curve_ : list of float
+        Training losses of the last fit or pretrain that trained.
 
     Notes
     -----
     Columns of `y` are matched to open, high, low, close (+ volume, amount) by name, case
     insensitive, with aliases (`vol`, `amt`, `turnover`). If no column is a candle field (or
-    the only one is a close), each column is forecast as its own "flat candle" series (open = high = low = close =
-    value, no volume), so any univariate price series works. Integer and period indexes get
-    calendar stamps counted from 2000-01-03 in steps of `freq`.
+    the only one is a close), each column is forecast as its own "flat candle" series
+    (open = high = low = close = value, no volume), so any univariate price series works.
+    Integer and period indexes get calendar stamps counted from 2000-01-03 in steps of
+    `freq`.
 
     Absolute horizons on an index without a frequency (sessions, lunch breaks, holidays) are
     read as the timestamps of the next rows, in order.

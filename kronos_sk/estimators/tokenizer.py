@@ -87,7 +87,8 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
     tokenizer : str, path-like or None, default=None
         Checkpoint directory (released layout: ``config.json`` + ``model.safetensors``) or hub
         id such as ``"NeoQuasar/Kronos-Tokenizer-base"``. None means the bundled default
-        tokenizer (:func:`kronos_sk.checkpoints.default_checkpoint`); none is bundled yet, so
+        tokenizer ([`default_checkpoint`][kronos_sk.checkpoints.default_checkpoint]); none is
+        bundled yet, so
         for now "pretrained" and "fine-tune" need a checkpoint here (``fit`` says so).
         "from-scratch" takes no checkpoint: leave it None.
     fit_strategy : {"pretrained", "fine-tune", "from-scratch"}, default="pretrained"
@@ -95,7 +96,7 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         cache). "fine-tune": load `tokenizer`, then train a copy on X. "from-scratch": build a
         network from `config` and train it on X.
     config : dict or None, default=None
-        ``TokenizerConfig`` fields of the from-scratch network, overriding :data:`SMALL_CONFIG`
+        ``TokenizerConfig`` fields of the from-scratch network, overriding `SMALL_CONFIG`
         (d_model 32, one encoder and one decoder block, 4 + 4 bits); None uses it unchanged.
         Only for "from-scratch". ``d_in`` is not accepted: it is set from X (see Notes).
     window : int, default=64

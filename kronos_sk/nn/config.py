@@ -30,9 +30,10 @@ class _ConfigBase:
     def validate(self, source: str = "config") -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            expected = (bool,) if field.type == "bool" else (int,) if field.type == "int" else (int, float)
+            expected = {"bool": (bool,), "int": (int,)}.get(field.type, (int, float))
             if isinstance(value, bool) and field.type != "bool" or not isinstance(value, expected):
-                raise ValueError(f"{source}: key '{field.name}' must be {field.type}, got {value!r}")
+                raise ValueError(
+                    f"{source}: key '{field.name}' must be {field.type}, got {value!r}")
             if field.name.endswith("_p") and not 0.0 <= value < 1.0:
                 raise ValueError(f"{source}: key '{field.name}' must be in [0, 1), got {value!r}")
         if self.d_model % self.n_heads:
@@ -41,7 +42,8 @@ class _ConfigBase:
             )
         for name in ("d_model", "n_heads", "ff_dim", "s1_bits", "s2_bits"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{source}: key '{name}' must be positive, got {getattr(self, name)}")
+                raise ValueError(
+                    f"{source}: key '{name}' must be positive, got {getattr(self, name)}")
 
 
 @dataclass

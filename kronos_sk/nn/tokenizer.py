@@ -33,7 +33,10 @@ def ids_to_bits(ids: torch.Tensor, n_bits: int) -> torch.Tensor:
 
 @dataclass
 class QuantizerLosses:
-    """BSQ loss terms; `total` = beta * commitment + zeta * (gamma0 * H_sample - gamma * H_codebook)."""
+    """BSQ loss terms.
+
+    `total` = beta * commitment + zeta * (gamma0 * H_sample - gamma * H_codebook).
+    """
 
     total: torch.Tensor
     commitment: torch.Tensor

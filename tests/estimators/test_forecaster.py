@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
-from sktime.forecasting.base import ForecastingHorizon
 
 from kronos_sk.estimators import KronosForecaster
 
