@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -199,14 +200,6 @@ def load_train_config(path: str | os.PathLike | None = None,
     ValueError
         On an unknown key (named, with its source) or an invalid or contradictory value.
     """
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError:
-            raise ImportError("reading TOML on Python 3.10 needs tomli: pip install tomli"
-                              ) from None
     values: dict[str, Any] = {}
     if path is not None:
         with Path(path).open("rb") as file:

@@ -54,6 +54,7 @@ import dataclasses
 import json
 import logging
 import os
+import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -223,7 +224,6 @@ def load_recipe(config_path: str | os.PathLike,
     ValueError
         Naming an unknown key, with its table, or an invalid value.
     """
-    tomllib = _tomllib()
     path = Path(config_path)
     try:
         values = tomllib.loads(path.read_text())
@@ -284,7 +284,6 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
     A value that is not valid TOML (a bare path, say) is kept as text.
     """
-    tomllib = _tomllib()
     overrides = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -447,18 +446,6 @@ def _log_corpus(corpus: CandleCorpus, data: DataSettings) -> None:
     shares = {m: round(float(weight[markets == m].sum() / weight.sum()), 4)
               for m in corpus.markets}
     logger.info("%r; share of training windows per market: %s", corpus, shares)
-
-
-def _tomllib():
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError:
-            raise ImportError("reading TOML on Python 3.10 needs tomli: pip install tomli"
-                              ) from None
-    return tomllib
 
 
 def _set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
