@@ -29,6 +29,7 @@ from .validation import TIMESTAMP_COLUMNS
 
 ASSET_COLUMN = "asset"
 DEFAULT_MARKET_KEY = "*"
+DEFAULT_GAP_FACTOR = 5.0
 SUFFIXES = (".parquet", ".csv")
 
 Split = Literal["train", "validation"]
@@ -136,8 +137,10 @@ class CandleCorpus:
     weights : mapping of str to float, default=None
         Market -> sampling weight (default 1.0 each), used by
         [`WindowSampler`][kronos_sk.data.windows.WindowSampler].
-    max_gap_factor : float, default=5.0
-        A step longer than this many times the asset's median step starts a new segment.
+    max_gap_factor : float or mapping of str to float, default=5.0
+        A step longer than this many times the asset's median step starts a new segment;
+        one value, or one per market with ``"*"`` as the default for the others (intraday
+        markets with sessions need a factor that bridges nights and lunch breaks).
     max_abs_log_return : float, mapping of str to float or None, default=None
         A close-to-close move with ``|log(close_t / close_{t-1})|`` above this starts a new
         segment (None: never). A mapping sets it per market (markets left out: None). For the
@@ -168,12 +171,9 @@ class CandleCorpus:
         *,
         markets: Mapping[str, str] | None = None,
         weights: Mapping[str, float] | None = None,
-        max_gap_factor: float = 5.0,
+        max_gap_factor: float | Mapping[str, float] = DEFAULT_GAP_FACTOR,
         max_abs_log_return: float | Mapping[str, float | None] | None = None,
     ) -> None:
-        if not max_gap_factor > 1:
-            raise ValueError(f"max_gap_factor must be > 1, got {max_gap_factor!r}")
-        self.max_gap_factor = float(max_gap_factor)
         paths = _find_files(sources)
         stems = {path.stem for path in paths}
         unknown = sorted(set(markets or {}) - stems)
@@ -181,6 +181,7 @@ class CandleCorpus:
             raise ValueError(f"markets names files {unknown} that are not among {sorted(stems)}")
         market_of = {stem: (markets or {}).get(stem, stem) for stem in stems}
         self.markets = tuple(dict.fromkeys(market_of[path.stem] for path in paths))
+        self.max_gap_factor = self._gap_factors(max_gap_factor)
 
         self._files: list[_File] = []
         tables, segments, medians = [], [], []
@@ -326,7 +327,8 @@ class CandleCorpus:
         forward = same & (step > 0)
         median = (pd.Series(step[forward]).groupby(code[1:][forward]).median()
                   .reindex(range(n_assets)).to_numpy(dtype=float))
-        new_segment = np.r_[True, ~same | (step > self.max_gap_factor * median[code[1:]])]
+        gap_factor = self.max_gap_factor[market]
+        new_segment = np.r_[True, ~same | (step > gap_factor * median[code[1:]])]
         segments = {
             "asset": code[new_segment].astype(np.int64),
             "first": tick[new_segment],
@@ -391,7 +393,8 @@ class CandleCorpus:
             )
         kept = np.flatnonzero(good)
         breaks = np.diff(kept) > 1
-        breaks |= np.diff(ticks[kept]) > self.max_gap_factor * self._median_ns[position]
+        gap_factor = self.max_gap_factor[file.market]
+        breaks |= np.diff(ticks[kept]) > gap_factor * self._median_ns[position]
         max_jump = self._max_jump[file.market]
         if max_jump is not None:
             close = frame["close"].to_numpy()[kept]
@@ -438,6 +441,18 @@ class CandleCorpus:
         if not any(resolved.values()):
             raise ValueError("at least one market weight must be positive")
         return resolved
+
+    def _gap_factors(self, max_gap_factor: float | Mapping[str, float]) -> dict[str, float]:
+        if not isinstance(max_gap_factor, Mapping):
+            per_market = dict.fromkeys(self.markets, max_gap_factor)
+        else:
+            self._check_market_keys(max_gap_factor, "max_gap_factor", DEFAULT_MARKET_KEY)
+            default = max_gap_factor.get(DEFAULT_MARKET_KEY, DEFAULT_GAP_FACTOR)
+            per_market = {m: max_gap_factor.get(m, default) for m in self.markets}
+        for market, value in per_market.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 1:
+                raise ValueError(f"max_gap_factor must be > 1, got {value!r} for {market!r}")
+        return {market: float(value) for market, value in per_market.items()}
 
     def _max_jumps(
         self, max_abs_log_return: float | Mapping[str, float | None] | None

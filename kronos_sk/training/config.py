@@ -249,9 +249,15 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 def _coerce(name: str, value: Any, hint: Any) -> Any:
     """Check `value` against a field's type hint, converting ints to floats and lists to tuples."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        if value is None:
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
             return None
-        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        for option in (arg for arg in options if arg is not type(None)):
+            try:
+                return _coerce(name, value, option)
+            except ValueError:
+                continue
+        raise ValueError(f"{name} must be {_type_name(hint)}, got {value!r}")
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     ok = False
     if hint is bool:

@@ -96,9 +96,9 @@ class DataSettings:
     split : dict of str to dict, default={}
         Market (or ``"*"``) -> `TimeSplit` fields (``cutoff``, ``last``). Validation needs at
         least one market with a rule that leaves it validation rows.
-    max_gap_factor : float, default=5.0
+    max_gap_factor : float or dict of str to float, default=5.0
         A step longer than this many median steps starts a new segment (about 15 for daily
-        exchange data, to bridge holidays).
+        exchange data, to bridge holidays); a table gives one per market (``"*"``: the rest).
     max_abs_log_return : dict of str to float, default={}
         Market -> largest close-to-close ``|log return|`` inside a segment (markets left out:
         no limit); ``log(1.11)`` cuts the unadjusted A-share file at ex-rights jumps.
@@ -116,7 +116,7 @@ class DataSettings:
     markets: dict[str, str] = field(default_factory=dict)
     weights: dict[str, float] = field(default_factory=dict)
     split: dict[str, dict[str, str]] = field(default_factory=dict)
-    max_gap_factor: float = 5.0
+    max_gap_factor: float | dict[str, float] = 5.0
     max_abs_log_return: dict[str, float] = field(default_factory=dict)
     lookback: int = 256
     horizon: int = 32

@@ -164,6 +164,18 @@ def test_a_wider_gap_factor_keeps_the_gap_inside_a_segment(files):
         GAP_AT]
 
 
+def test_gap_factor_per_market_with_a_default(files):
+    corpus = CandleCorpus(files[0], max_gap_factor={"stocks": 21})
+    assert segment_starts(corpus.load("AAA")).tolist() == []
+    corpus = CandleCorpus(files[0], max_gap_factor={"*": 20.9})
+    assert segment_starts(corpus.load("AAA")).tolist() == [GAP_AT]
+    assert corpus.window_counts(10, time_split=TimeSplit(), split="train").sum() > 0
+    with pytest.raises(ValueError, match="unknown markets"):
+        CandleCorpus(files[0], max_gap_factor={"bonds": 21})
+    with pytest.raises(ValueError, match="max_gap_factor must be > 1"):
+        CandleCorpus(files[0], max_gap_factor={"stocks": 0.5})
+
+
 def test_asset_references(files):
     corpus = CandleCorpus(list(files))
     assert corpus.load(3).attrs["asset"] == "BTC"
