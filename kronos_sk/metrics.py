@@ -182,8 +182,10 @@ def price_ic(pred: Any, true: Any) -> float:
 
 
 def price_rank_ic(pred: Any, true: Any) -> float:
-    """Price RankIC of the Kronos paper: as [`price_ic`][kronos_sk.metrics.price_ic] with
-    Spearman's correlation (Pearson of average ranks within the horizon).
+    """Price RankIC of the Kronos paper: mean over windows of the per-window Spearman correlation.
+
+    As [`price_ic`][kronos_sk.metrics.price_ic], with Spearman's correlation (Pearson of
+    average ranks within the horizon).
 
     Parameters
     ----------
@@ -438,6 +440,7 @@ def make_panel_rank_ic_scorer(column: str | None = None, min_assets: int = 5) ->
     column : str, optional
         Column to rank (e.g. "close"); optional for one-column panels.
     min_assets : int, default=5
+        Fewer assets in a fold give NaN.
 
     Returns
     -------
@@ -701,8 +704,7 @@ def _windows(x: Any, normalize: str | None) -> np.ndarray:
 
 
 def _lstm(n_features: int, hidden_size: int, per_step: bool) -> Any:
-    """One-layer LSTM with a linear head: per step (B, T, F) -> (B, T), or on the last step
-    (B, T, F) -> (B,)."""
+    """One-layer LSTM and linear head: (B, T, F) -> (B, T) per step, else (B,) from the last."""
     import torch
 
     class LSTMHead(torch.nn.Module):
@@ -758,8 +760,11 @@ def discriminative_score(real: Any, synthetic: Any, *, hidden_size: int = 24, ep
     real, synthetic : array-like of shape (n, length, features) or (n, length)
         Equally many windows of each (so that chance accuracy is 0.5).
     hidden_size : int, default=24
-    epochs, batch_size, lr : training length, mini-batch size and Adam learning rate.
+        Width of the LSTM.
+    epochs, batch_size, lr : int, int, float, default=50, 128, 1e-3
+        Passes over the training split, mini-batch size and Adam learning rate.
     test_size : float, default=0.2
+        Held-out fraction of the windows, stratified by label.
     normalize : {"zscore", "first", None}, default="zscore"
         Per-window normalisation: "zscore" subtracts each window's per-feature mean and divides
         by its std (+1e-5), so the classifier compares shapes, not price levels; "first"
@@ -768,6 +773,7 @@ def discriminative_score(real: Any, synthetic: Any, *, hidden_size: int = 24, ep
     random_state : int, RandomState or None
         Seeds the split, the initialisation and the batch order (global torch RNG restored).
     device : str, default="cpu"
+        Torch device to train on.
 
     Returns
     -------
@@ -824,14 +830,16 @@ def predictive_score(real: Any, synthetic: Any, *, target: int = 3, hidden_size:
     target : int, default=3
         Feature to predict: 3 is the close in the Kronos column order (open, high, low, close,
         volume, amount); use 0 for univariate windows.
-    hidden_size, epochs, batch_size, lr : as in
-        [`discriminative_score`][kronos_sk.metrics.discriminative_score].
+    hidden_size, epochs, batch_size, lr : int, int, int, float, default=24, 50, 128, 1e-3
+        As in [`discriminative_score`][kronos_sk.metrics.discriminative_score].
     normalize : {"zscore", "first", None}, default="zscore"
         Per-window normalisation as in `discriminative_score`. The statistics of "zscore" span
         the whole window, steps to be predicted included; this is the same for training and
         test, so scores stay comparable between generators.
     random_state : int, RandomState or None
+        Seeds the initialisation and the batch order (global torch RNG restored).
     device : str, default="cpu"
+        Torch device to train on.
 
     Returns
     -------
