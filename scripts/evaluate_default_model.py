@@ -40,6 +40,7 @@ from kronos_sk.checkpoints import load_predictor, load_tokenizer
 from kronos_sk.data import CandleCorpus, FEATURE_COLUMNS, time_features
 from kronos_sk.data.normalize import Normalizer
 from kronos_sk.generation import forecast_paths
+from kronos_sk.metrics import return_ic, return_rank_ic
 from kronos_sk.nn.tokenizer import KronosTokenizer
 from kronos_sk.training.recipe import DataSettings, load_recipe
 
@@ -180,10 +181,7 @@ def codebook_usage(ids: np.ndarray, n_bits: int) -> dict[str, float]:
 
 def correlations(signal: np.ndarray, realised: np.ndarray) -> tuple[float, float]:
     """Pearson (IC) and Spearman (RankIC) correlation; NaN when either side is constant."""
-    if len(signal) < 2 or np.ptp(signal) == 0 or np.ptp(realised) == 0:
-        return math.nan, math.nan
-    rank = pd.Series(signal).rank().to_numpy(), pd.Series(realised).rank().to_numpy()
-    return float(np.corrcoef(signal, realised)[0, 1]), float(np.corrcoef(*rank)[0, 1])
+    return return_ic(signal, realised), return_rank_ic(signal, realised)
 
 
 def score(signal: np.ndarray, realised: np.ndarray, origin: np.ndarray,
