@@ -291,8 +291,7 @@ class ITransformerForecaster(BaseForecaster):
         self.n_windows_ = len(windows)
         seed = (self.random_state if self.random_state is not None
                 else int(np.random.SeedSequence().entropy % 2**63))
-        forked = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=forked):
+        with torch.random.fork_rng():  # the CPU and every CUDA device
             torch.manual_seed(seed)
             network = ITransformer(ITransformerConfig(
                 lookback=self.lookback, horizon=self.horizon, d_model=self.d_model,
@@ -336,7 +335,7 @@ class ITransformerForecaster(BaseForecaster):
             forecast, _ = self.network_(x)  # (n_instances, horizon, N)
         forecast = forecast.double().cpu().numpy()
         frames = []
-        for (key, frame), paths in zip(instances, forecast):
+        for (key, frame), values in zip(instances, forecast):
             # Like sktime's per-series forecasters, a series of an unequal-length panel is
             # forecast from its own last time.
             cutoff = self._series_cutoff(frame.index)
@@ -349,17 +348,24 @@ class ITransformerForecaster(BaseForecaster):
             times = fh.to_absolute_index(cutoff)
             index = (pd.MultiIndex.from_tuples([(*key, t) for t in times])
                      if key else times)
-            frames.append(pd.DataFrame(paths[steps - 1], index=index, columns=self.columns_))
+            frames.append(pd.DataFrame(values[steps - 1], index=index, columns=self.columns_))
         prediction = pd.concat(frames) if len(frames) > 1 else frames[0]
         prediction.index = prediction.index.set_names(self._y.index.names)
         return prediction
 
     def _series_cutoff(self, index: pd.Index) -> pd.Index:
-        """The last time of one series as a cutoff, with the frequency of `self.cutoff`."""
+        """The last time of one series as a cutoff, with a frequency for datetime indexes.
+
+        The frequency is that of the cutoff, else of the series' index, else inferred from
+        it (sktime's panel cutoffs carry none).
+        """
         last = index[-1:]
-        if isinstance(last, pd.DatetimeIndex):
-            return pd.DatetimeIndex(last, freq=self.cutoff.freq)
-        return last
+        if not isinstance(last, pd.DatetimeIndex):
+            return last
+        freq = self.cutoff.freq or index.freq
+        if freq is None and len(index) >= 3:
+            freq = pd.infer_freq(index)
+        return pd.DatetimeIndex(last, freq=freq)
 
     @classmethod
     def get_test_params(cls, parameter_set="default"):
