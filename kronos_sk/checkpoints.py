@@ -27,8 +27,11 @@ WEIGHTS_FILE = "model.safetensors"
 # Buffers derived from the config: a checkpoint may omit them; if present they are loaded.
 _DERIVED_BUFFERS = ("rotary.inv_freq", "bsq.basis", "bsq.group_basis")
 
-# The bundled default model: `pretrained/tokenizer` and `pretrained/predictor` in the package.
+# The bundled default model: `pretrained/tokenizer` and `pretrained/predictor` in the package,
+# with `pretrained/inference.json` holding the window it was trained on.
 DEFAULT_MODEL_DIR = Path(__file__).parent / "pretrained"
+# The released Kronos-small and Kronos-base windows (Kronos-mini: 2048); config.json omits it.
+RELEASED_CONTEXT = 512
 
 ModuleT = TypeVar("ModuleT", KronosTokenizer, KronosPredictor)
 
@@ -71,6 +74,15 @@ def default_checkpoint(kind: str) -> Path:
             f"no bundled default {kind} in {DEFAULT_MODEL_DIR}; pass a checkpoint directory "
             "or hub id (model=..., tokenizer=...)")
     return directory
+
+
+def model_context(model: str | os.PathLike) -> int:
+    """The predictor window to use with `model`: the bundled model's training window, else
+    `RELEASED_CONTEXT` (pass another `max_context` for Kronos-mini)."""
+    bundled = DEFAULT_MODEL_DIR / "predictor"
+    if Path(model).expanduser().resolve() == bundled.resolve():
+        return int(json.loads((DEFAULT_MODEL_DIR / "inference.json").read_text())["max_context"])
+    return RELEASED_CONTEXT
 
 
 def read_config(directory: Path) -> dict:

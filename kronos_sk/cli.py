@@ -240,8 +240,9 @@ def _model_options(parser: argparse.ArgumentParser, samples: int) -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=0, help="0 disables top-k")
     parser.add_argument("--top-p", type=float, default=0.9)
-    parser.add_argument("--max-context", type=positive_int, default=512,
-                        help="predictor window in tokens (512 Kronos-small, 2048 Kronos-mini)")
+    parser.add_argument("--max-context", type=positive_int, default=None,
+                        help="predictor window in tokens (default: the bundled model's, or 512 "
+                        "for other checkpoints: Kronos-small/base; use 2048 for Kronos-mini)")
     parser.add_argument("--sliding", choices=("exact", "rolling"), default="exact")
     parser.add_argument("--freq", default=None, help="frequency of the future rows, e.g. "
                         "5min or B (default: inferred from the input)")

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kronos_sk.checkpoints import load_predictor, load_tokenizer
+from kronos_sk.checkpoints import load_predictor, load_tokenizer, model_context
 from kronos_sk.data import (FEATURE_COLUMNS, assemble_features, future_index, time_features,
                             validate_candles, validate_panel)
 from kronos_sk.generation import DEFAULT_MAX_PATHS, check_sampling, forecast_paths, series_seeds
@@ -128,9 +128,14 @@ class KronosPipeline:
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike, tokenizer: str | os.PathLike, *,
-                        max_context: int = 512, device: str | torch.device = "cpu",
+                        max_context: int | None = None, device: str | torch.device = "cpu",
                         precision: str = "float32") -> KronosPipeline:
-        """Load checkpoint directories (or hub ids) of a predictor and its tokenizer."""
+        """Load checkpoint directories (or hub ids) of a predictor and its tokenizer.
+
+        `max_context=None` uses the bundled model's training window for the bundled model,
+        else 512 (Kronos-small/base; give 2048 for Kronos-mini).
+        """
+        max_context = model_context(model) if max_context is None else max_context
         return cls(load_tokenizer(tokenizer, device, precision),
                    load_predictor(model, device, precision), max_context)
 

@@ -133,3 +133,13 @@ def test_fresh_modules_save_and_reload_identically(tmp_path):
         reloaded = load(save_checkpoint(module, tmp_path / type(module).__name__))
         for (key, a), b in zip(module.state_dict().items(), reloaded.state_dict().values()):
             assert torch.equal(a, b), key
+
+
+def test_model_context_of_the_bundled_and_other_models(tmp_path, monkeypatch, compat_dir):
+    from kronos_sk import checkpoints
+    bundled = tmp_path / "pretrained"
+    (bundled / "predictor").mkdir(parents=True)
+    (bundled / "inference.json").write_text('{"max_context": 152}')
+    monkeypatch.setattr(checkpoints, "DEFAULT_MODEL_DIR", bundled)
+    assert checkpoints.model_context(bundled / "predictor") == 152
+    assert checkpoints.model_context(compat_dir / "model") == checkpoints.RELEASED_CONTEXT

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sktime.forecasting.base import BaseForecaster, ForecastingHorizon
 
-from kronos_sk.checkpoints import default_checkpoint
+from kronos_sk.checkpoints import default_checkpoint, model_context
 from kronos_sk.data import (FEATURE_COLUMNS, PRICE_COLUMNS, SeriesWindows, assemble_features,
                             canonical_columns, time_features, validate_candles)
 from kronos_sk.estimators._training import train_network
@@ -54,8 +54,10 @@ class KronosForecaster(BaseForecaster):
         greedy forecast.
     top_p : float, default=1.0
         Keep the smallest set of ids whose probability reaches it, within the top-k ids.
-    max_context : int, default=512
-        The predictor's window in tokens (512 for Kronos-small/base, 2048 for Kronos-mini).
+    max_context : int or None, default=None
+        The predictor's window in tokens. None: the window the model was trained on - the
+        bundled model's, ``lookback + horizon`` for "from-scratch", else 512 (Kronos-small
+        and Kronos-base; give 2048 for Kronos-mini).
     device : str, default="cpu"
         "cpu", "cuda", "mps" or "auto".
     random_state : int or None, default=None
@@ -148,7 +150,7 @@ class KronosForecaster(BaseForecaster):
     _config = {"remember_data": True}  # self._y is the context that update() extends
 
     def __init__(self, model=None, tokenizer=None, fit_strategy="zero-shot", n_samples=20,
-                 temperature=1.0, top_k=0, top_p=1.0, max_context=512, device="cpu",
+                 temperature=1.0, top_k=0, top_p=1.0, max_context=None, device="cpu",
                  random_state=None, precision="float32", sliding="exact", freq=None,
                  lookback=64, horizon=16, max_steps=100, batch_size=16, learning_rate=1e-4,
                  finetune_tokenizer=False, model_config=None, tokenizer_config=None,
@@ -187,8 +189,9 @@ class KronosForecaster(BaseForecaster):
         if self.fit_strategy not in FIT_STRATEGIES:
             raise ValueError(f"fit_strategy must be one of {FIT_STRATEGIES}, "
                              f"got {self.fit_strategy!r}")
+        self._max_context = self._resolved_context()
         check_sampling(self.n_samples, self.temperature, self.top_k, self.top_p,
-                       self.max_context, self.sliding)
+                       self._max_context, self.sliding)
         for name in ("lookback", "horizon", "max_steps", "batch_size", "max_paths"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -196,6 +199,14 @@ class KronosForecaster(BaseForecaster):
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
         resolve_device(self.device)
+
+    def _resolved_context(self) -> int:
+        if self.max_context is not None:
+            return self.max_context
+        if self.fit_strategy == "from-scratch":
+            return self.lookback + self.horizon
+        return model_context(self.model if self.model is not None
+                             else default_checkpoint("predictor"))
 
     def _layout(self, y: pd.DataFrame) -> tuple[str, dict]:
         """("candles", {user column: field}) or ("flat", {}) for the columns of `y`."""
@@ -415,7 +426,7 @@ class KronosForecaster(BaseForecaster):
             [assemble_features(c) for _, _, c in self._contexts],
             [time_features(c.index) for _, _, c in self._contexts], future,
             n_samples=self.n_samples, temperature=self.temperature, top_k=self.top_k,
-            top_p=self.top_p, max_context=self.max_context,
+            top_p=self.top_p, max_context=self._max_context,
             seeds=series_seeds(self._path_seed, keys), sliding=self.sliding,
             max_paths=self.max_paths)
         return paths, [steps for steps, _, _ in plans], plans[0][2]
