@@ -1,11 +1,13 @@
 """Panel forecasting: one batched `KronosForecaster` call versus one asset at a time.
 
 100 US stocks (daily candles from ../shared/data), lookback 256, horizon 20, 10 paths each,
-with random weights of the Kronos-small size and Tokenizer-base (or the checkpoints given).
+with the bundled default model (or the checkpoints given, or random weights of the
+Kronos-small size with --random-small).
 Both runs give the same paths (seeds depend on the asset name, not on the batch), which the
 script checks before printing the two wall times and their ratio.
 
     python benchmarks/bench_panel.py
+    python benchmarks/bench_panel.py --random-small
     python benchmarks/bench_panel.py --model DIR --tokenizer DIR --max-context 512
 """
 
@@ -21,7 +23,7 @@ import pandas as pd
 import torch
 
 from _common import SHARED_DATA, random_models
-from kronos_sk.checkpoints import save_checkpoint
+from kronos_sk.checkpoints import default_checkpoint, save_checkpoint
 from kronos_sk.estimators import KronosForecaster
 
 N_ASSETS, LOOKBACK, HORIZON, N_SAMPLES = 100, 256, 20, 10
@@ -47,15 +49,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model")
     parser.add_argument("--tokenizer")
-    parser.add_argument("--max-context", type=int, default=512)
+    parser.add_argument("--max-context", type=int, default=None)
+    parser.add_argument("--random-small", action="store_true",
+                        help="random weights of the Kronos-small size and Tokenizer-base")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     y = panel()
     last = y.index.get_level_values("timestamp").max()
     fh = pd.bdate_range(last, periods=HORIZON + 1)[1:]
     with tempfile.TemporaryDirectory() as tmp:
-        model, tokenizer = args.model, args.tokenizer
-        if model is None:
+        model = args.model or str(default_checkpoint("predictor"))
+        tokenizer = args.tokenizer or str(default_checkpoint("tokenizer"))
+        if args.random_small:
             random_tokenizer, random_predictor, _ = random_models("Kronos-small")
             tokenizer = str(save_checkpoint(random_tokenizer, f"{tmp}/tokenizer"))
             model = str(save_checkpoint(random_predictor, f"{tmp}/model"))
@@ -71,6 +76,7 @@ def main() -> None:
         single_s = time.perf_counter() - start
     np.testing.assert_allclose(pd.concat(singles).to_numpy(), batched.to_numpy(), rtol=1e-4)
     assets = y.index.get_level_values(0).nunique()
+    print(f"model {model}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {assets} assets x "
           f"{LOOKBACK} daily candles, horizon {HORIZON}, {N_SAMPLES} paths each")
     print(f"batched (one call):     {batched_s:8.2f} s")
