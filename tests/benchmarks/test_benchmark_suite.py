@@ -87,16 +87,18 @@ def test_model_rows(all_run: Path):
     assert list(investment.index) == ["kronos", "naive-last", "itransformer", "kronos-ft"]
 
 
-def test_price_command_on_real_indices(tmp_path: Path, cn_index_file: Path, write_config):
+def test_two_tasks_on_real_indices(tmp_path: Path, cn_index_file: Path, write_config):
     config = write_config(tmp_path / "cn.toml", cn_index_file,
                           assets=["sh000001", "sh000300", "sz399001"])
     out = tmp_path / "out"
-    assert main(["price", "--config", str(config), "--out", str(out)]) == 0
+    assert main(["price", "volatility", "--config", str(config), "--out", str(out)]) == 0
     table = pd.read_csv(out / "price.csv", index_col=0)
     assert table["windows"].eq(6).all()
     assert np.isfinite(table.loc["kronos", ["price_ic", "mae_norm", "crps"]]).all()
-    assert not (out / "volatility.csv").exists()
-    assert "## price" in (out / "summary.md").read_text()
+    assert np.isfinite(pd.read_csv(out / "volatility.csv", index_col=0)["mae"]).all()
+    assert not (out / "generation.csv").exists()
+    summary = (out / "summary.md").read_text()
+    assert "## price" in summary and "## volatility" in summary
 
 
 def test_budget_stops_adding_origins(tmp_path: Path, synthetic_candles, write_config):
@@ -127,4 +129,5 @@ def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
-    assert "price,volatility,generation,investment,all" in result.stdout
+    assert "TASK [TASK ...]" in result.stdout
+    assert "price, volatility, generation," in result.stdout
