@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kronos_sk.data.normalize import STD_EPSILON
+from kronos_sk.data.normalize import STD_EPSILON, normalising_scale
 
 __all__ = [
     "price_ic_by_window",
@@ -480,12 +480,13 @@ def normalised_errors(pred: Any, true: Any, mean: Any, std: Any,
         horizon; any shape that broadcasts against `pred`, such as per-column (n_columns,),
         is used as is.
     eps : float, default=1e-5
-        Added to `std`, as the model's own normalisation does. No clipping is applied.
+        The floor of the model's own normalisation: `std + eps * min(1, |mean|)` divides
+        (see `kronos_sk.data.normalize`). No clipping is applied.
 
     Returns
     -------
     dict
-        With `z(x) = (x - mean) / (std + eps)`: `mae = mean |z(pred) - z(true)|` and
+        With `z(x) = (x - mean) / (std + eps * min(1, |mean|))`: `mae = mean |z(pred) - z(true)|` and
         `mse = mean (z(pred) - z(true))^2` over all windows, steps and columns.
     """
     pred = np.asarray(pred, dtype=np.float64)
@@ -499,7 +500,7 @@ def normalised_errors(pred: Any, true: Any, mean: Any, std: Any,
         mean = np.expand_dims(mean, 1)
     if std.ndim == pred.ndim - 1:
         std = np.expand_dims(std, 1)
-    scale = std + eps
+    scale = normalising_scale(mean, std, eps)
     diff = (pred - mean) / scale - (true - mean) / scale
     return {"mae": float(np.abs(diff).mean()), "mse": float((diff**2).mean())}
 
@@ -692,7 +693,8 @@ def _windows(x: Any, normalize: str | None) -> np.ndarray:
     if x.ndim != 3:
         raise ValueError(f"windows must be (n, length) or (n, length, features), got {x.shape}")
     if normalize == "zscore":
-        x = (x - x.mean(axis=1, keepdims=True)) / (x.std(axis=1, keepdims=True) + STD_EPSILON)
+        mean = x.mean(axis=1, keepdims=True)
+        x = (x - mean) / normalising_scale(mean, x.std(axis=1, keepdims=True))
     elif normalize == "first":
         if np.any(x[:, 0] == 0):
             raise ValueError("normalize='first' divides by each window's first row, which has "
@@ -767,7 +769,7 @@ def discriminative_score(real: Any, synthetic: Any, *, hidden_size: int = 24, ep
         Held-out fraction of the windows, stratified by label.
     normalize : {"zscore", "first", None}, default="zscore"
         Per-window normalisation: "zscore" subtracts each window's per-feature mean and divides
-        by its std (+1e-5), so the classifier compares shapes, not price levels; "first"
+        by its std (floored as the model's normalisation is), so the classifier compares shapes, not price levels; "first"
         divides by the window's first row and subtracts 1 (positive data only); None keeps
         the values.
     random_state : int, RandomState or None

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from sktime.forecasting.base import BaseForecaster
 
-from kronos_sk.data.normalize import STD_EPSILON
+from kronos_sk.data.normalize import normalising_scale
 from kronos_sk.metrics import (coverage_table, crps_from_samples, cross_sectional_rank_ic,
                                horizon_return, ic_summary, normalised_errors, pinball_loss,
                                price_ic, price_rank_ic, return_ic, return_rank_ic)
@@ -101,7 +101,7 @@ class Collected:
         """Sampled closes (n_samples, n_windows, horizon) and true closes, z-scored."""
         samples = np.concatenate(self.samples)[..., CLOSE]  # (W, S, H)
         mean = np.concatenate(self.mean)[:, None, CLOSE]
-        scale = np.concatenate(self.std)[:, None, CLOSE] + STD_EPSILON
+        scale = normalising_scale(mean, np.concatenate(self.std)[:, None, CLOSE])
         true = (np.concatenate(self.true)[..., CLOSE] - mean) / scale
         return np.moveaxis((samples - mean[:, None]) / scale[:, None], 1, 0), true
 

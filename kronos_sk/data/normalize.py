@@ -1,4 +1,12 @@
-"""Per-series normalisation with statistics of the lookback (context) part only."""
+"""Per-series normalisation with statistics of the lookback (context) part only.
+
+The reference divides by ``std + 1e-5``. That floor swamps the spread of a series quoted
+in tiny units (a token priced 1e-5 has a context std near 1e-7), so its normalised values
+are nearly flat and the forecasts de-normalise to noise of the size of the price itself.
+Here the floor is ``1e-5 * |mean|`` for a column whose mean is below 1 in magnitude, which
+makes the normalisation independent of the unit below 1 and leaves every column of mean 1 or
+more exactly as the reference normalises it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,19 @@ import numpy as np
 
 STD_EPSILON = 1e-5
 DEFAULT_CLIP = 5.0
+LEVEL_FLOOR = 1e-12  # keeps the floor positive for a column whose mean is 0
+
+
+def normalising_scale(mean: np.ndarray, std: np.ndarray,
+                      eps: float = STD_EPSILON) -> np.ndarray:
+    """The divisor of the normalisation: ``std + eps * clip(|mean|, 1e-12, 1)``.
+
+    Computed in the dtype of `std`; equals the reference's ``std + eps`` where
+    ``|mean| >= 1``.
+    """
+    std = np.asarray(std)
+    level = np.clip(np.abs(np.asarray(mean, dtype=std.dtype)), LEVEL_FLOOR, 1.0)
+    return std + std.dtype.type(eps) * level
 
 
 @dataclass
@@ -34,12 +55,12 @@ class Normalizer:
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         """(n_series, T, F) values -> normalised and clipped float32."""
-        scaled = (np.asarray(values, dtype=np.float32) - self.mean[:, None]) / (
-            self.std[:, None] + np.float32(STD_EPSILON))
+        scale = normalising_scale(self.mean, self.std)
+        scaled = (np.asarray(values, dtype=np.float32) - self.mean[:, None]) / scale[:, None]
         return np.clip(scaled, -self.clip, self.clip)
 
     def inverse_transform(self, values: np.ndarray) -> np.ndarray:
         """(n_series, ..., F) normalised values -> original units (float32)."""
         shape = (values.shape[0],) + (1,) * (values.ndim - 2) + (values.shape[-1],)
-        scale = (self.std + np.float32(STD_EPSILON)).reshape(shape)
+        scale = normalising_scale(self.mean, self.std).reshape(shape)
         return np.asarray(values, dtype=np.float32) * scale + self.mean.reshape(shape)

@@ -12,7 +12,8 @@ Every batch is a dict of numpy arrays:
 - ``"stamps"``: (B, L, 5) int64, calendar features from
 [`time_features`][kronos_sk.data.calendar.time_features]
   (wall-clock time of each file's zone).
-- ``"mean"``, ``"std"``: (B, 6) float32, lookback statistics; ``values * (std + 1e-5) + mean``
+- ``"mean"``, ``"std"``: (B, 6) float32, lookback statistics; ``values * scale + mean``,
+  with `scale` from [`normalising_scale`][kronos_sk.data.normalize.normalising_scale],
   undoes the normalisation up to clipping.
 - ``"asset"``, ``"market"``: (B,) object arrays of names.
 """

@@ -203,3 +203,21 @@ def test_pretrain_then_fit_on_a_new_series(candles):
     forecaster.fit(candles.iloc[:64])
     assert forecaster.predictor_ is pretrained
     assert forecaster.predict(fh=candles.index[64:66]).shape == (2, 6)
+
+
+def test_forecasts_do_not_depend_on_the_price_unit_below_one(candles):
+    # The reference's fixed 1e-5 floor on the std would flatten prices quoted near 1e-7; with
+    # the level-relative floor, quoting in 1e-6 times the unit scales the forecast by 1e-6.
+    def quoted(factor: float) -> pd.DataFrame:
+        scaled = candles.iloc[:120].copy()
+        scaled[["open", "high", "low", "close"]] *= factor
+        return scaled
+
+    fh = list(range(1, 9))
+    cents = fixture_forecaster(freq="5min").fit(quoted(1e-2)).predict_quantiles(fh=fh, alpha=[0.1, 0.9])
+    tiny = fixture_forecaster(freq="5min").fit(quoted(1e-8)).predict_quantiles(fh=fh, alpha=[0.1, 0.9])
+    prices = [c for c in cents.columns if c[0] in ("open", "high", "low", "close")]
+    np.testing.assert_allclose(tiny[prices].to_numpy() * 1e6, cents[prices].to_numpy(),
+                               rtol=1e-3)
+    band = (tiny[("close", 0.9)] - tiny[("close", 0.1)]) / tiny[("close", 0.9)]
+    assert band.between(1e-4, 0.5).all()
