@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from sktime.forecasting.base import BaseForecaster
 from torch import nn
 
-# Floor of the instance-normalisation variance, relative to the window's squared level
-# (+1 for series around zero): a constant lookback (a padded short series, a halted stock)
-# would otherwise divide its targets by ~0 and blow up the loss, whatever the units.
+# Floor of the instance-normalisation variance, relative to the window's squared level (1 for
+# an all-zero lookback): a constant lookback (a padded short series, a halted stock) would
+# otherwise divide its targets by ~0 and blow up the loss. Relative, so that a token quoted
+# near 1e-5 is not flattened by a floor far above its spread.
 NORM_EPS = 1e-5
 
 
@@ -85,7 +86,8 @@ class ITransformer(nn.Module):
         """
         mean = x.mean(dim=1, keepdim=True)  # (B, 1, N)
         var = x.var(dim=1, keepdim=True, unbiased=False)
-        std = torch.sqrt(var + NORM_EPS * (mean.square() + 1.0))  # (B, 1, N)
+        level = torch.where(mean != 0, mean.square(), torch.ones_like(mean))
+        std = torch.sqrt(var + NORM_EPS * level)  # (B, 1, N)
         tokens = self.embed(((x - mean) / std).transpose(1, 2))  # (B, N, d_model)
         z = self.head(self.encoder(tokens)).transpose(1, 2)  # (B, H, N), normalised
         loss = None if targets is None else F.mse_loss(z, (targets - mean) / std)

@@ -66,6 +66,17 @@ def test_network_is_scale_and_shift_equivariant(network):
     torch.testing.assert_close(scaled, 1000.0 * base + 50.0, rtol=1e-3, atol=1e-2)
 
 
+def test_network_is_scale_equivariant_for_tiny_prices(network):
+    # A token quoted near 1e-5: the variance floor follows the level, so it does not flatten
+    # the window (an absolute floor of 1e-5 would dwarf a variance near 1e-14).
+    x = 1.0 + 0.01 * torch.randn(2, 12, 3, dtype=torch.float64)
+    network = network.double()
+    with torch.no_grad():
+        base = network(x)[0]
+        tiny = network(1e-5 * x)[0]
+    torch.testing.assert_close(tiny, 1e-5 * base, rtol=1e-6, atol=0.0)
+
+
 # ---------------------------------------------------------------------- estimator
 def test_fit_predict_multivariate_candles():
     y = candles(80)
