@@ -1,4 +1,4 @@
-"""``python -m benchmarks price|volatility|generation|investment|all --config FILE``."""
+"""``python -m benchmarks TASK [TASK ...] --config FILE`` (see benchmarks/suite/cli.py)."""
 
 from benchmarks.suite.cli import main
 

@@ -486,7 +486,8 @@ def normalised_errors(pred: Any, true: Any, mean: Any, std: Any,
     Returns
     -------
     dict
-        With `z(x) = (x - mean) / (std + eps * min(1, |mean|))`: `mae = mean |z(pred) - z(true)|` and
+        With `z(x) = (x - mean) / (std + eps * min(1, |mean|))`:
+        `mae = mean |z(pred) - z(true)|` and
         `mse = mean (z(pred) - z(true))^2` over all windows, steps and columns.
     """
     pred = np.asarray(pred, dtype=np.float64)
@@ -769,9 +770,9 @@ def discriminative_score(real: Any, synthetic: Any, *, hidden_size: int = 24, ep
         Held-out fraction of the windows, stratified by label.
     normalize : {"zscore", "first", None}, default="zscore"
         Per-window normalisation: "zscore" subtracts each window's per-feature mean and divides
-        by its std (floored as the model's normalisation is), so the classifier compares shapes, not price levels; "first"
-        divides by the window's first row and subtracts 1 (positive data only); None keeps
-        the values.
+        by its std (floored as the model's normalisation is), so the classifier compares
+        shapes, not price levels; "first" divides by the window's first row and subtracts 1
+        (positive data only); None keeps the values.
     random_state : int, RandomState or None
         Seeds the split, the initialisation and the batch order (global torch RNG restored).
     device : str, default="cpu"

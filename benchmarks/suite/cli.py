@@ -1,4 +1,5 @@
-"""Command line: ``python -m benchmarks TASK [TASK ...] --config FILE [--budget-minutes N] [--out DIR]``."""
+"""Command line: ``python -m benchmarks TASK [TASK ...] --config FILE [--budget-minutes N]
+[--out DIR]``."""
 
 from __future__ import annotations
 

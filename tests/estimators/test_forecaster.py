@@ -213,9 +213,11 @@ def test_forecasts_do_not_depend_on_the_price_unit_below_one(candles):
         scaled[["open", "high", "low", "close"]] *= factor
         return scaled
 
-    fh = list(range(1, 9))
-    cents = fixture_forecaster(freq="5min").fit(quoted(1e-2)).predict_quantiles(fh=fh, alpha=[0.1, 0.9])
-    tiny = fixture_forecaster(freq="5min").fit(quoted(1e-8)).predict_quantiles(fh=fh, alpha=[0.1, 0.9])
+    def bands(factor: float) -> pd.DataFrame:
+        forecaster = fixture_forecaster(freq="5min").fit(quoted(factor))
+        return forecaster.predict_quantiles(fh=list(range(1, 9)), alpha=[0.1, 0.9])
+
+    cents, tiny = bands(1e-2), bands(1e-8)
     prices = [c for c in cents.columns if c[0] in ("open", "high", "low", "close")]
     np.testing.assert_allclose(tiny[prices].to_numpy() * 1e6, cents[prices].to_numpy(),
                                rtol=1e-3)
