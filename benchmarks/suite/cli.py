@@ -39,11 +39,14 @@ def _hide_remember_data_notice() -> None:
     for FutureWarning whenever it runs, so the notice is dropped where it is shown instead.
     """
     show = warnings.showwarning
+    if getattr(show, "hides_remember_data", False):
+        return
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
         if not str(message).startswith(REMEMBER_DATA_NOTICE):
             show(message, category, filename, lineno, file, line)
 
+    showwarning.hides_remember_data = True
     warnings.showwarning = showwarning
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.suite.cli import main
+from benchmarks.suite.cli import REMEMBER_DATA_NOTICE, _hide_remember_data_notice, main
 from benchmarks.suite.config import load_config
 from benchmarks.suite.data import load_panel
 from benchmarks.suite.models import Budget
@@ -131,3 +132,13 @@ def test_module_entry_point():
     assert result.returncode == 0
     assert "TASK [TASK ...]" in result.stdout
     assert "price, volatility, generation," in result.stdout
+
+
+def test_remember_data_notice_is_hidden_and_others_shown():
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        _hide_remember_data_notice()
+        _hide_remember_data_notice()  # a second call adds no second wrapper
+        warnings.warn(REMEMBER_DATA_NOTICE + " will change", FutureWarning)
+        warnings.warn("another notice", FutureWarning)
+    assert [str(w.message) for w in shown] == ["another notice"]
