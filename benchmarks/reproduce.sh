@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate every result of docs/benchmarks.md on a 2-core CPU (about 95 minutes in all:
-# US 24, crypto 9, A-shares 15, generation 9, investment 35).
+# Regenerate every result of docs/benchmarks.md on a 2-core CPU (about 97 minutes in all:
+# US 24, crypto 9, A-shares 15, US with 152 rows 2, generation 9, investment 35).
 # Each command writes OUT/<task>.{csv,md}, its plots and OUT/summary.md; a failing command
 # does not stop the others. The budgets cap the slowest tasks: the tables say how many
 # origins ran.
@@ -10,6 +10,7 @@ run() { echo "+ python -m benchmarks $*"; python -m benchmarks "$@" || status=1;
 run price volatility --config benchmarks/configs/us_daily.toml --out results/us_daily --budget-minutes 22
 run price volatility --config benchmarks/configs/crypto_hourly.toml --out results/crypto_hourly --budget-minutes 15
 run price volatility --config benchmarks/configs/cn_daily.toml --out results/cn_daily --budget-minutes 22
+run price --config benchmarks/configs/us_daily_context152.toml --out results/us_daily_context152
 run generation --config benchmarks/configs/generation.toml --out results/generation
 run investment --config benchmarks/configs/investment_us.toml --out results/investment_us --budget-minutes 35
 exit $status
