@@ -61,6 +61,12 @@ def _check_sample_args(horizon: int, n_paths: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def _check_fitted(generator: BaseEstimator) -> None:
+    if not hasattr(generator, "columns_"):
+        raise NotFittedError(f"{type(generator).__name__} is not fitted; call fit(candles) "
+                             "before sample")
+
+
 def _wicks(values: np.ndarray, columns: list) -> tuple[np.ndarray, np.ndarray]:
     """Log upper and lower wicks of every candle, each (T,), >= 0 even for broken rows."""
     o, h, l, c = (values[:, columns.index(name)] for name in PRICE_COLUMNS)
@@ -77,10 +83,33 @@ class _ReturnModelGenerator(BaseEstimator):
         self.last_close_ = float(values[-1, columns.index("close")])
         self.volumes_ = values[:, columns.index(VOLUME)] if VOLUME in columns else None
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "columns_"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(candles) "
-                                 "before sample")
+    def sample(self, horizon: int, n_paths: int, random_state=None) -> np.ndarray:
+        """Sample candle paths continuing from the last fitted candle.
+
+        Parameters
+        ----------
+        horizon : int
+            Candles per path.
+        n_paths : int
+            Number of paths.
+        random_state : int, numpy Generator or None, default=None
+            Seed of the draws; the same seed gives the same paths.
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_paths, horizon, n_columns), float64
+            The candles, in the columns of the fitted frame.
+        """
+        _check_fitted(self)
+        _check_sample_args(horizon, n_paths)
+        rng = np.random.default_rng(random_state)
+        returns, sigma = self._returns(horizon, n_paths, rng)
+        return self._candles(returns, sigma, rng)
+
+    def _returns(self, horizon: int, n_paths: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Log returns of the close and bar volatilities, each (n_paths, horizon)."""
+        raise NotImplementedError
 
     def _candles(self, returns: np.ndarray, sigma: np.ndarray,
                  rng: np.random.Generator) -> np.ndarray:
@@ -146,29 +175,11 @@ class GBMGenerator(_ReturnModelGenerator):
         self._fit_common(values, columns)
         return self
 
-    def sample(self, horizon: int, n_paths: int, random_state=None) -> np.ndarray:
-        """Sample candle paths continuing from the last fitted candle.
-
-        Parameters
-        ----------
-        horizon : int
-            Candles per path.
-        n_paths : int
-            Number of paths.
-        random_state : int, numpy Generator or None, default=None
-            Seed of the draws; the same seed gives the same paths.
-
-        Returns
-        -------
-        numpy.ndarray of shape (n_paths, horizon, n_columns), float64
-            The candles, in the columns of the fitted frame.
-        """
-        self._check_fitted()
-        _check_sample_args(horizon, n_paths)
-        rng = np.random.default_rng(random_state)
+    def _returns(self, horizon: int, n_paths: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         returns = rng.normal(self.drift_ - self.volatility_**2 / 2, self.volatility_,
                              size=(n_paths, horizon))
-        return self._candles(returns, np.full_like(returns, self.volatility_), rng)
+        return returns, np.full_like(returns, self.volatility_)
 
 
 class GARCHGenerator(_ReturnModelGenerator):
@@ -250,26 +261,8 @@ class GARCHGenerator(_ReturnModelGenerator):
         self._fit_common(values, columns)
         return self
 
-    def sample(self, horizon: int, n_paths: int, random_state=None) -> np.ndarray:
-        """Sample candle paths continuing from the last fitted candle.
-
-        Parameters
-        ----------
-        horizon : int
-            Candles per path.
-        n_paths : int
-            Number of paths.
-        random_state : int, numpy Generator or None, default=None
-            Seed of the draws; the same seed gives the same paths.
-
-        Returns
-        -------
-        numpy.ndarray of shape (n_paths, horizon, n_columns), float64
-            The candles, in the columns of the fitted frame.
-        """
-        self._check_fitted()
-        _check_sample_args(horizon, n_paths)
-        rng = np.random.default_rng(random_state)
+    def _returns(self, horizon: int, n_paths: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         if self.nu_ is None:
             shocks = rng.standard_normal((n_paths, horizon))
         else:  # unit-variance Student t
@@ -283,7 +276,7 @@ class GARCHGenerator(_ReturnModelGenerator):
             error = sigma[:, t] * shocks[:, t]
             returns[:, t] = self.mu_ + error
             variance = self.omega_ + self.alpha_ * error**2 + self.beta_ * variance
-        return self._candles(returns / PERCENT, sigma / PERCENT, rng)
+        return returns / PERCENT, sigma / PERCENT
 
 
 class BlockBootstrapGenerator(BaseEstimator):
@@ -362,9 +355,7 @@ class BlockBootstrapGenerator(BaseEstimator):
         numpy.ndarray of shape (n_paths, horizon, n_columns), float64
             The candles, in the columns of the fitted frame.
         """
-        if not hasattr(self, "columns_"):
-            raise NotFittedError("BlockBootstrapGenerator is not fitted; call fit(candles) "
-                                 "before sample")
+        _check_fitted(self)
         _check_sample_args(horizon, n_paths)
         rng = np.random.default_rng(random_state)
         n, block = len(self.relative_), self.block_length
