@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from kronos_sk._sktime_notices import REMEMBER_DATA_NOTICE
+
 from .config import REPO_ROOT, BenchmarkConfig, load_config
 from .data import Panel, load_panel
 from .generation import run_generation
@@ -27,9 +29,6 @@ TASKS: dict[str, Callable[[BenchmarkConfig, Panel, Path, Budget], pd.DataFrame]]
     "generation": run_generation,
     "investment": run_investment,
 }
-
-
-REMEMBER_DATA_NOTICE = "The default of config ``remember_data``"
 
 
 def _hide_remember_data_notice() -> None:

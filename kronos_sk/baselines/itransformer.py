@@ -14,7 +14,6 @@ https://arxiv.org/abs/2310.06625
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from sktime.forecasting.base import BaseForecaster
 from torch import nn
+
+from kronos_sk._sktime_notices import no_remember_data_notice
 
 # Floor of the instance-normalisation variance, relative to the window's squared level (1 for
 # an all-zero lookback): a constant lookback (a padded short series, a halted stock) would
@@ -242,11 +243,9 @@ class ITransformerForecaster(BaseForecaster):
         self.learning_rate = learning_rate
         self.random_state = random_state
         self.device = device
-        with warnings.catch_warnings():
-            # remember_data is set explicitly in _config (self._y is the context), so
-            # sktime's notice about that config's changing default does not apply here.
-            warnings.filterwarnings("ignore", message="The default of config ``remember_data",
-                                    category=FutureWarning)
+        # remember_data is set explicitly in _config (self._y is the context), so sktime's
+        # notice about that config's changing default does not apply here.
+        with no_remember_data_notice():
             super().__init__()
 
     # ------------------------------------------------------------------ checks and data

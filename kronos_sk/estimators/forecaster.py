@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 from sktime.forecasting.base import BaseForecaster, ForecastingHorizon
 
+from kronos_sk._sktime_notices import no_remember_data_notice
 from kronos_sk.checkpoints import default_checkpoint, model_context
 from kronos_sk.data import (FEATURE_COLUMNS, PRICE_COLUMNS, SeriesWindows, assemble_features,
                             canonical_columns, time_features, validate_candles)
@@ -177,11 +176,9 @@ class KronosForecaster(BaseForecaster):
         self.model_config = model_config
         self.tokenizer_config = tokenizer_config
         self.max_paths = max_paths
-        with warnings.catch_warnings():
-            # remember_data is set explicitly in _config (self._y is the context), so
-            # sktime's notice about that config's changing default does not apply here.
-            warnings.filterwarnings("ignore", message="The default of config ``remember_data",
-                                    category=FutureWarning)
+        # remember_data is set explicitly in _config (self._y is the context), so sktime's
+        # notice about that config's changing default does not apply here.
+        with no_remember_data_notice():
             super().__init__()
 
     # ------------------------------------------------------------------ checks and data
