@@ -27,7 +27,7 @@ from kronos_sk.metrics import discriminative_score, predictive_score
 from .config import BenchmarkConfig
 from .data import Panel, Windows
 from .models import GENERATED_COLUMNS, Budget, Model
-from .report import origin_note, pyplot, write_task
+from .report import origin_note, pyplot, save_plot, write_task
 from .runner import over_origins
 
 GENERATORS = {"gbm": GBMGenerator, "garch": GARCHGenerator,
@@ -61,9 +61,7 @@ def _distribution_plot(series: dict[str, np.ndarray], xlabel: str, title: str,
     ax.set_ylabel("density")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_plot(fig, path)
 
 
 def run_generation(config: BenchmarkConfig, panel: Panel, out: Path,

@@ -32,7 +32,7 @@ import pandas as pd
 from .config import BenchmarkConfig
 from .data import PRICE_COLUMNS, Panel, Windows
 from .models import Budget, Model
-from .report import origin_note, pyplot, write_task
+from .report import origin_note, pyplot, save_plot, write_task
 from .runner import over_origins
 
 CLOSE = PRICE_COLUMNS.index("close")
@@ -134,9 +134,7 @@ def _cumulative_plot(simulations: dict[str, Simulation], path: Path) -> None:
     ax.set_title("top-k portfolios (net of costs)")
     ax.legend(fontsize=8)
     fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_plot(fig, path)
 
 
 def run_investment(config: BenchmarkConfig, panel: Panel, out: Path,

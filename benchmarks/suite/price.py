@@ -38,7 +38,7 @@ from kronos_sk.metrics import (coverage_table, crps_from_samples, cross_sectiona
 from .config import BenchmarkConfig
 from .data import PRICE_COLUMNS, Panel, Windows
 from .models import Budget, Model
-from .report import markdown_table, origin_note, pyplot, write_task
+from .report import markdown_table, origin_note, pyplot, save_plot, write_task
 from .runner import over_origins
 
 QUANTILES = np.round(np.arange(0.1, 1.0, 0.1), 2)  # pinball levels and calibration curve
@@ -125,9 +125,7 @@ def _fan_plot(windows: Windows, samples: np.ndarray, name: str, path: Path) -> N
     ax.set_xlabel("row")
     ax.set_ylabel("close")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_plot(fig, path)
 
 
 def _calibration_plot(curves: dict[str, pd.Series], path: Path) -> None:
@@ -141,9 +139,7 @@ def _calibration_plot(curves: dict[str, pd.Series], path: Path) -> None:
     ax.set_ylabel("empirical coverage")
     ax.set_title("interval calibration (normalised close)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_plot(fig, path)
 
 
 def sktime_cross_check(config: BenchmarkConfig, panel: Panel,

@@ -19,6 +19,13 @@ def pyplot():
     return plt
 
 
+def save_plot(fig, path: Path) -> None:
+    """Lay out `fig`, write it to `path` (PNG, 100 dpi) and close it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    pyplot().close(fig)
+
+
 def _cell(value: object) -> str:
     if isinstance(value, (float, np.floating)):
         if math.isnan(value):

@@ -26,7 +26,7 @@ from kronos_sk.metrics import realized_volatility, volatility_scores
 from .config import BenchmarkConfig
 from .data import Panel, Windows
 from .models import Budget, Model
-from .report import origin_note, pyplot, write_task
+from .report import origin_note, pyplot, save_plot, write_task
 from .runner import over_origins
 
 PERCENT = 100.0
@@ -60,9 +60,7 @@ def _scatter(predictions: dict[str, np.ndarray], truth: np.ndarray, path: Path) 
     ax.set_ylabel("forecast")
     ax.set_title("realized variance over the horizon")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_plot(fig, path)
 
 
 def run_volatility(config: BenchmarkConfig, panel: Panel, out: Path,
