@@ -7,18 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kronos-compat"
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread_here(one_torch_thread):
+    """Every benchmark test runs on one torch thread (tests/conftest.py)."""
 
 
 def _synthetic_candles(path: Path, n_assets: int = 4, start: str = "2015-01-01",
@@ -97,12 +92,3 @@ def synthetic_candles():
 def write_config():
     """`write_config(path, data_file, assets=4, extra="")`: write a tiny configuration."""
     return _write_config
-
-
-@pytest.fixture(scope="session")
-def cn_index_file() -> Path:
-    """The real China index file in ../shared/data; skip when it is absent."""
-    path = SHARED_DATA / "cn_index_daily_2011_2017.parquet"
-    if not path.is_file():
-        pytest.skip(f"real data {path} not available")
-    return path

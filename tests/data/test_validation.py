@@ -7,8 +7,6 @@ import pytest
 
 from kronos_sk.data import FEATURE_COLUMNS, assemble_features, validate_candles, validate_panel
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
 
 def make_candles(n=6, tz=None):
     """Valid hourly candles starting 2024-01-01 00:00, so row k is stamped k:00."""
@@ -336,10 +334,8 @@ def test_panel_min_rows_applies_per_asset():
         validate_panel(make_panel(), min_rows=4)
 
 
-def test_real_cn_index_panel_passes():
-    path = SHARED_DATA / "cn_index_daily_2011_2017.parquet"
-    if not path.exists():
-        pytest.skip(f"{path} not present")
+def test_real_cn_index_panel_passes(cn_index_file: Path):
+    path = cn_index_file
     frame = pd.read_parquet(path).set_index(["asset", "timestamp"])
     result = validate_panel(frame, min_rows=100)
     assert len(result) == len(frame)

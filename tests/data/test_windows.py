@@ -16,7 +16,6 @@ from kronos_sk.data import (
     validation_batches,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ROWS = 100
 GAP_AT, JUMP_AT, BAD_AT = 40, 60, 30
 LOOKBACK, HORIZON = 12, 4
@@ -301,10 +300,8 @@ def test_windows_longer_than_any_segment_are_refused(corpus):
         WindowSampler(corpus, 140, 20, 4)
 
 
-def test_real_index_file_train_and_validation_windows():
-    path = SHARED_DATA / "cn_index_daily_2011_2017.parquet"
-    if not path.is_file():
-        pytest.skip(f"real data {path} not available")
+def test_real_index_file_train_and_validation_windows(cn_index_file: Path):
+    path = cn_index_file
     # Daily exchange data pauses up to 10 days for holidays; a factor of 15 keeps those gaps
     # inside segments (the default of 5 would cut at every long holiday).
     corpus = CandleCorpus(path, max_gap_factor=15)
