@@ -223,10 +223,10 @@ class Trainer:
         if not callable(getattr(self.source, "batch", None)):
             raise TypeError(f"the batch source {type(self.source).__name__} has no batch(index) "
                             "method")
+        if cfg.resume:
+            recover_interrupted_saves(self.out_dir)
         if cfg.resume and not (self.last_dir / STATE_FILE).is_file():
-            hint = " (a save was interrupted: rename last.old to last)" if \
-                (self.out_dir / "last.old").is_dir() else ""
-            raise ValueError(f"resume = true but {self.last_dir} holds no {STATE_FILE}{hint}; "
+            raise ValueError(f"resume = true but {self.last_dir} holds no {STATE_FILE}; "
                              "set resume = false to start a new run")
         if not cfg.resume and self.env.is_main and (
                 self.last_dir.exists() or (self.out_dir / METRICS_FILE).exists()):
@@ -525,6 +525,23 @@ def _evaluation_mode(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.train()
+
+
+def recover_interrupted_saves(out_dir: Path) -> None:
+    """Put ``best/`` and ``last/`` back from ``*.old`` where a save died between its renames.
+
+    `_write_atomically` renames the old directory to ``*.old`` before moving the new one in;
+    a crash in between leaves only ``*.old``, the complete previous checkpoint.
+    """
+    for name in ("best", "last"):
+        directory, old = Path(out_dir) / name, Path(out_dir) / f"{name}.old"
+        if not directory.exists() and old.is_dir():
+            try:
+                old.rename(directory)
+            except FileNotFoundError:  # another rank of the same run got there first
+                continue
+            logger.warning("%s: a save was interrupted; restored %s from %s", out_dir, name,
+                           old.name)
 
 
 def _write_atomically(directory: Path, write: Callable[[Path], Any]) -> None:

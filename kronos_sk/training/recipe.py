@@ -69,7 +69,8 @@ from kronos_sk.data.normalize import DEFAULT_CLIP
 from kronos_sk.data.windows import Batch
 from kronos_sk.training import distributed
 from kronos_sk.training.config import TrainConfig, _coerce
-from kronos_sk.training.engine import METRICS_FILE, STATE_FILE, run_training
+from kronos_sk.training.engine import (METRICS_FILE, STATE_FILE, recover_interrupted_saves,
+                                       run_training)
 
 logger = logging.getLogger(__name__)
 
@@ -424,6 +425,7 @@ def _prepare_resume(recipe: Recipe, config: TrainConfig, is_main: bool) -> bool:
     state_file = run_dir / "last" / STATE_FILE
     if not recipe.resume:
         return False
+    recover_interrupted_saves(run_dir)  # before deciding there is nothing to continue
     if not state_file.is_file():
         # Interrupted before its first save: nothing to continue, so the stage starts afresh.
         stale = run_dir / METRICS_FILE

@@ -169,3 +169,18 @@ def test_a_finished_run_is_not_overwritten(make_config):
     run_training(config, SineCandles(batch_size=4))
     with pytest.raises(ValueError, match="already holds a run"):
         Trainer(config, SineCandles(batch_size=4)).setup()
+
+
+def test_resume_restores_last_from_an_interrupted_save(make_config, tmp_path):
+    # A crash between the two renames of a save leaves only last.old/; resume continues it.
+    source = SineCandles(batch_size=4)
+    straight = make_config("tokenizer", save_every=3, out_dir=str(tmp_path / "straight"))
+    run_training(straight, source, source.validation)
+    resumed = dataclasses.replace(straight, out_dir=str(tmp_path / "resumed"))
+    with pytest.raises(Interrupted):
+        run_training(resumed, InterruptAt(source, 6), source.validation)
+    run_dir = Path(resumed.out_dir)
+    (run_dir / "last").rename(run_dir / "last.old")
+    run_training(dataclasses.replace(resumed, resume=True), source, source.validation)
+    assert_same_weights(weights(straight.out_dir), weights(resumed.out_dir))
+    assert not (run_dir / "last.old").exists()

@@ -217,3 +217,20 @@ def test_reserved_and_override_errors(tmp_path):
         load_recipe(config, {"predictor.tokenizer_checkpoint": "elsewhere"})
     with pytest.raises(ValueError, match="fine-tuning needs tokenizer.init_checkpoint"):
         main(["finetune", "--config", str(config)])
+
+
+def test_resume_after_a_save_died_between_its_renames_keeps_the_run(finished, tmp_path):
+    # The engine's atomic save renames last/ to last.old/ before moving the new one in; a
+    # crash in between leaves last.old/ alone. Resuming must restore it, not start afresh.
+    config, _ = finished
+    root = tmp_path / "copy"
+    shutil.copytree(config.parent.parent, root)
+    config, stage = root / "configs" / "tiny.toml", root / "runs" / "tiny" / "predictor"
+    metrics = (stage / "metrics.jsonl").read_text()
+    best = (stage / "best" / "model.safetensors").stat().st_mtime_ns
+    (stage / "last").rename(stage / "last.old")
+
+    pretrain(config, {"resume": True})
+    assert (stage / "metrics.jsonl").read_text() == metrics, "the stage ran again"
+    assert (stage / "best" / "model.safetensors").stat().st_mtime_ns == best
+    assert (stage / "last" / "training_state.pt").is_file() and not (stage / "last.old").exists()
