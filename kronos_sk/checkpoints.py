@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import TypeVar
 
@@ -109,7 +110,12 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def load_state(module: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
-    """Copy `weights` into `module`, naming any missing, unexpected or misshapen key."""
+    """Copy `weights` into `module`, naming any missing, unexpected or misshapen key.
+
+    A tensor whose kind differs from the module's (integers for float weights, or the
+    reverse) or that holds NaN or infinity is refused; a float tensor of another precision
+    (float16, bfloat16, float64) is cast with a warning, since its values carry that precision.
+    """
     expected = module.state_dict()
     unexpected = sorted(set(weights) - set(expected))
     if unexpected:
@@ -122,6 +128,24 @@ def load_state(module: nn.Module, weights: dict[str, torch.Tensor], source: str)
             raise CheckpointError(
                 f"{source}: key '{key}' has shape {tuple(tensor.shape)} but the config needs "
                 f"{tuple(expected[key].shape)}")
+    recast = []
+    for key, tensor in weights.items():
+        wanted = expected[key].dtype
+        if tensor.is_floating_point() != wanted.is_floating_point:
+            raise CheckpointError(f"{source}: key '{key}' is {tensor.dtype} but the model needs "
+                                  f"{wanted}; this is not a Kronos checkpoint")
+        if tensor.is_floating_point():
+            bad = tensor.numel() - int(torch.isfinite(tensor).sum())
+            if bad:
+                raise CheckpointError(f"{source}: key '{key}' holds {bad} NaN or infinite "
+                                      f"value(s) of {tensor.numel()}; the weights are corrupt")
+            if tensor.dtype != wanted:
+                recast.append(key)
+    if recast:
+        warnings.warn(f"{source}: {len(recast)} tensor(s) stored as "
+                      f"{weights[recast[0]].dtype} (first '{recast[0]}') are cast to "
+                      f"{expected[recast[0]].dtype}; they keep the stored precision",
+                      UserWarning, stacklevel=3)
     module.load_state_dict(weights, strict=False)
 
 
