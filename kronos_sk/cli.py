@@ -210,16 +210,16 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
-    from kronos_sk.checkpoints import (DEFAULT_MODEL_DIR, default_checkpoint, read_config,
-                                       resolve_checkpoint)
+    from kronos_sk.checkpoints import DEFAULT_MODEL_DIR, check_checkpoint, default_checkpoint
     card = DEFAULT_MODEL_DIR / "MODEL_CARD.md"
     if args.model is None and args.tokenizer is None and card.is_file():
         print(card.read_text())
         return
     for kind, path in (("predictor", args.model), ("tokenizer", args.tokenizer)):
-        directory = resolve_checkpoint(path) if path else default_checkpoint(kind)
+        # Validated as loading would (config and safetensors header), before anything prints.
+        directory, config = check_checkpoint(kind, path or default_checkpoint(kind))
         print(f"{kind}: {directory}")
-        for key, value in sorted(read_config(directory).items()):
+        for key, value in sorted(config.to_dict().items()):
             print(f"  {key} = {value}")
 
 

@@ -174,3 +174,22 @@ def test_integer_weights_are_refused_and_half_precision_is_announced(model_copy,
         predictor = load_predictor(model_copy)
     stored = load_file(model_copy / "model.safetensors")["norm.weight"]
     assert torch.equal(predictor.norm.weight.detach(), stored.float())
+
+
+def test_config_sizes_are_bounded_before_anything_is_allocated(model_copy):
+    config = json.loads((model_copy / "config.json").read_text())
+    (model_copy / "config.json").write_text(json.dumps({**config, "s1_bits": 17}))
+    with pytest.raises(ValueError, match="'s1_bits' = 17 exceeds 16"):
+        load_predictor(model_copy)
+
+
+def test_check_checkpoint_compares_the_header_without_reading_weights(model_copy):
+    from kronos_sk.checkpoints import check_checkpoint
+    directory, config = check_checkpoint("predictor", model_copy)
+    assert directory == model_copy and config.d_model == 32
+    # Within the bounds but gigabytes of weights: refused from the header, in an instant.
+    config = json.loads((model_copy / "config.json").read_text())
+    big = {**config, "d_model": 8192, "n_heads": 8, "ff_dim": 65536}
+    (model_copy / "config.json").write_text(json.dumps(big))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: key '.*' has shape"):
+        check_checkpoint("predictor", model_copy)

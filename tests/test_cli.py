@@ -107,3 +107,18 @@ def test_help_is_available_for_every_command(capsys):
             main([command, "--help"])
         assert exit_info.value.code == 0
     assert "usage: kronos-sk finetune" in capsys.readouterr().out
+
+
+def test_info_validates_the_checkpoint(tmp_path, capsys):
+    import json
+    import shutil
+    model = tmp_path / "model"
+    shutil.copytree(FIXTURES / "model", model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "s1_bits": 30}))
+    assert main(["info", "--model", str(model), "--tokenizer", MODEL[3]]) == 2
+    captured = capsys.readouterr()
+    assert "'s1_bits' = 30 exceeds" in captured.err and "s1_bits" not in captured.out
+    (model / "config.json").write_text(json.dumps({**config, "s1_bits": 5}))
+    assert main(["info", "--model", str(model), "--tokenizer", MODEL[3]]) == 2
+    assert "has shape" in capsys.readouterr().err
