@@ -17,6 +17,7 @@ import torch.nn as nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from kronos_sk._files import write_atomically
 from kronos_sk.nn.config import PredictorConfig, TokenizerConfig
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
@@ -216,11 +217,11 @@ def save_checkpoint(module: KronosTokenizer | KronosPredictor,
     """Write `config.json` and `model.safetensors` (float32, released names) to `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / CONFIG_FILE).write_text(json.dumps(module.config.to_dict(), indent=2,
-                                                    sort_keys=True) + "\n")
+    text = json.dumps(module.config.to_dict(), indent=2, sort_keys=True) + "\n"
+    write_atomically(directory / CONFIG_FILE, lambda tmp: tmp.write_text(text))
     state = {key: value.detach().to("cpu").contiguous()
              for key, value in module.state_dict().items()}
     state = {key: value.float() if value.is_floating_point() else value
              for key, value in state.items()}
-    save_file(state, directory / WEIGHTS_FILE)
+    write_atomically(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
     return directory

@@ -17,14 +17,17 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from kronos_sk._files import write_atomically
 from kronos_sk._version import __version__
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+SAMPLE_SUFFIXES = (".parquet", ".pq", ".csv")
 DEMO_FILE = ("backtesting", "test/GOOG.csv")  # real daily GOOG candles shipped in `backtesting`
 
 
@@ -48,6 +51,34 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def check_outputs(paths: list[Path], overwrite: bool) -> None:
+    """Refuse, before any computation, outputs that exist (unless `overwrite`) or that cannot
+    be written (a file where a directory must be, a directory where the file goes, no write
+    permission)."""
+    for path in paths:
+        if path.is_dir():
+            raise UsageError(f"output {str(path)!r} is a directory; name a file")
+        if path.exists() and not overwrite:
+            raise UsageError(f"output {str(path)!r} already exists; pass --overwrite to replace "
+                             "it, or choose another --out")
+        parent = path.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UsageError(f"cannot write {str(path)!r}: {str(parent)!r} is a file, not a "
+                             "directory")
+        try:  # a real write: permission bits do not stop root, a read-only mount does
+            tempfile.TemporaryFile(dir=parent).close()
+        except OSError as error:
+            raise UsageError(f"cannot write {str(path)!r}: {str(parent)!r} is not writable "
+                             f"({error.strerror})") from None
+
+
+def _forecast_outputs(out: str, chart: bool) -> list[Path]:
+    names = ("forecast.csv", "forecast.png") if chart else ("forecast.csv",)
+    return [Path(out) / name for name in names]
 
 
 def read_candles(path: str) -> pd.DataFrame:
@@ -103,14 +134,13 @@ def _sample(args: argparse.Namespace, candles: pd.DataFrame):
         random_state=args.seed, sliding=args.sliding)
 
 
-def _write_forecast(candles: pd.DataFrame, forecast, out: Path, title: str,
-                    chart: bool) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
+def _write_forecast(candles: pd.DataFrame, forecast, outputs: list[Path],
+                    title: str) -> None:
+    outputs[0].parent.mkdir(parents=True, exist_ok=True)
     table = pd.concat([forecast.mean(), forecast.quantiles(QUANTILES, columns=["close"])],
                       axis=1)
-    table.to_csv(out / "forecast.csv")
-    written = [out / "forecast.csv"]
-    if chart:
+    write_atomically(outputs[0], table.to_csv)
+    if len(outputs) > 1:
         from kronos_sk.data import validate_candles, validate_panel
         from kronos_sk.plotting import plot_forecast
         if isinstance(candles.index, pd.MultiIndex):
@@ -119,33 +149,40 @@ def _write_forecast(candles: pd.DataFrame, forecast, out: Path, title: str,
             title = f"{title} ({first}; {len(forecast.assets)} assets in the CSV)"
         else:
             context = validate_candles(candles)
-        plot_forecast(context, forecast, title=title, path=out / "forecast.png")
-        written.append(out / "forecast.png")
-    return written
+        plot_forecast(context, forecast, title=title, path=outputs[1])
 
 
 def _forecast(args: argparse.Namespace) -> None:
+    outputs = _forecast_outputs(args.out, not args.no_chart)
+    check_outputs(outputs, args.overwrite)
     candles = read_candles(args.input)
     forecast = _sample(args, candles)
     title = f"{Path(args.input).name}: {args.horizon} steps, {args.samples} paths"
-    written = _write_forecast(candles, forecast, Path(args.out), title, not args.no_chart)
-    print("wrote " + ", ".join(str(p) for p in written))
+    _write_forecast(candles, forecast, outputs, title)
+    print("wrote " + ", ".join(str(p) for p in outputs))
 
 
 def _demo(args: argparse.Namespace) -> None:
+    outputs = _forecast_outputs(args.out, True)
+    check_outputs(outputs, args.overwrite)
     name, candles = demo_candles()
     candles = candles.iloc[-args.lookback:]
     args.freq = args.freq or "B"
     forecast = _sample(args, candles)
     title = f"{name}: {args.horizon} business days, {args.samples} paths, bundled model"
-    written = _write_forecast(candles, forecast, Path(args.out), title, True)
+    _write_forecast(candles, forecast, outputs, title)
     last, mean = candles["Close"].iloc[-1], forecast.mean()["close"]
     print(f"{name}: last close {last:.2f} on {candles.index[-1]:%Y-%m-%d}; mean forecast "
           f"{mean.iloc[-1]:.2f} on {mean.index[-1]:%Y-%m-%d}")
-    print("wrote " + ", ".join(str(p) for p in written))
+    print("wrote " + ", ".join(str(p) for p in outputs))
 
 
 def _sample_command(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    if out.suffix.lower() not in SAMPLE_SUFFIXES:
+        raise UsageError(f"--out {args.out!r}: expected a file ending in "
+                         f"{', '.join(SAMPLE_SUFFIXES)} (Parquet, or CSV for .csv)")
+    check_outputs([out], args.overwrite)
     forecast = _sample(args, read_candles(args.input))
     B, S, H, F = forecast.paths.shape
     rows = {"asset": np.repeat(np.array(forecast.assets, dtype=object), S * H),
@@ -156,12 +193,11 @@ def _sample_command(args: argparse.Namespace) -> None:
         frame[column] = forecast.paths[..., k].reshape(-1)
     if forecast.assets == [None]:
         frame = frame.drop(columns="asset")
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
-        frame.to_csv(out, index=False)
+        write_atomically(out, lambda tmp: frame.to_csv(tmp, index=False))
     else:
-        frame.to_parquet(out)
+        write_atomically(out, frame.to_parquet)
     print(f"wrote {out}: {B} series x {S} paths x {H} steps")
 
 
@@ -176,6 +212,11 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     from kronos_sk.checkpoints import default_checkpoint
     from kronos_sk.estimators import KronosForecaster
+    if args.out:
+        if Path(args.out).suffix.lower() != ".csv":
+            raise UsageError(f"--out {args.out!r}: the per-fold scores are written as CSV; "
+                             "name a .csv file")
+        check_outputs([Path(args.out)], args.overwrite)
     candles = read_candles(args.input)
     if isinstance(candles.index, pd.MultiIndex):
         raise UsageError("evaluate backtests one series; give a file without an asset column")
@@ -205,7 +246,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     print("mean: " + ", ".join(f"{c[5:]} {results[c].mean():.4g}" for c in columns
                                if c.startswith("test_")))
     if args.out:
-        results[columns].to_csv(args.out, index=False)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(args.out, lambda tmp: results[columns].to_csv(tmp, index=False))
         print(f"wrote {args.out}")
 
 
@@ -225,6 +267,8 @@ def _info(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from kronos_sk.training.recipe import finetune, parse_overrides, pretrain
+    if not Path(args.config).is_file():
+        raise UsageError(f"recipe file {args.config!r} does not exist")
     run = pretrain if args.command == "pretrain" else finetune
     for stage, path in run(args.config, parse_overrides(args.overrides)).items():
         print(f"{stage}: {path}")
@@ -249,6 +293,8 @@ def _model_options(parser: argparse.ArgumentParser, samples: int) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output files that already exist (default: refuse)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     from kronos_sk.checkpoints import CheckpointError
     try:
         args.run(args)
+    except OSError as error:  # a file that vanished, a full disk, a read-only place
+        where = f": {error.filename}" if error.filename else ""
+        print(f"kronos-sk {args.command}: error: {error.strerror or error}{where}",
+              file=sys.stderr)
+        return 2
     except (UsageError, CheckpointError, ValueError, TypeError, ImportError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"kronos-sk {args.command}: error: {message}", file=sys.stderr)

@@ -122,3 +122,48 @@ def test_info_validates_the_checkpoint(tmp_path, capsys):
     (model / "config.json").write_text(json.dumps({**config, "s1_bits": 5}))
     assert main(["info", "--model", str(model), "--tokenizer", MODEL[3]]) == 2
     assert "has shape" in capsys.readouterr().err
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    """Exit status and stderr of one command; stderr must be at most one line."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) <= 1, err
+    return code, err
+
+
+def test_existing_outputs_are_refused_unless_overwrite(tmp_path, capsys):
+    forecast = ["forecast", "--input", str(FIXTURES / "candles.csv"), "--horizon", "2",
+                "--samples", "2", "--out", str(tmp_path), *MODEL]
+    (tmp_path / "forecast.png").write_text("my chart")
+    code, err = run_cli(forecast, capsys)
+    assert code == 2 and "forecast.png' already exists; pass --overwrite" in err
+    assert (tmp_path / "forecast.png").read_text() == "my chart"
+    assert not (tmp_path / "forecast.csv").exists()
+    assert run_cli([*forecast, "--overwrite"], capsys)[0] == 0
+    assert (tmp_path / "forecast.png").stat().st_size > 10_000
+    # Atomic writes leave no temporary file behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forecast.csv", "forecast.png"]
+
+
+def test_outputs_are_checked_before_anything_is_computed(tmp_path, capsys):
+    # The model does not exist either: the output is named first, so nothing was loaded.
+    bad_model = ["--model", str(tmp_path / "nowhere"), "--tokenizer", str(tmp_path / "nowhere")]
+    (tmp_path / "taken.csv").write_text("x")
+    cases = [
+        (["forecast", "--out", str(tmp_path / "taken.csv")], "is a file, not a directory"),
+        (["sample", "--out", str(tmp_path / "paths.txt")], "expected a file ending in .parquet"),
+        (["sample", "--out", str(tmp_path)], "expected a file ending in .parquet"),
+        (["sample", "--out", str(tmp_path / "taken.csv" / "paths.csv")], "is a file, not a"),
+        (["sample", "--out", str(tmp_path / "taken.csv")], "already exists"),
+        (["evaluate", "--out", str(tmp_path / "taken.csv")], "already exists"),
+        (["evaluate", "--out", str(tmp_path / "scores.parquet")], "name a .csv file"),
+    ]
+    for command, message in cases:
+        code, err = run_cli([command[0], "--input", str(FIXTURES / "candles.csv"), "--horizon",
+                             "2", *command[1:], *bad_model], capsys)
+        assert code == 2 and message in err, (command, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.csv"]

@@ -52,6 +52,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from kronos_sk import checkpoints
+from kronos_sk._files import write_atomically
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
 from kronos_sk.training import distributed
@@ -201,7 +202,8 @@ class Trainer:
             self._load_training_state()
         if self.env.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+            text = json.dumps(cfg.to_dict(), indent=2) + "\n"
+            write_atomically(self.out_dir / CONFIG_FILE, lambda tmp: tmp.write_text(text))
             self._trim_metrics()
         logger.info("training %s: %d parameters, device %s, world size %d, seed %d", cfg.task,
                     sum(p.numel() for p in self.module.parameters() if p.requires_grad),
@@ -429,7 +431,8 @@ class Trainer:
         if path.exists():
             kept = [line for line in path.read_text().splitlines()
                     if line and json.loads(line)["step"] <= self.step]
-            path.write_text("".join(line + "\n" for line in kept))
+            write_atomically(path, lambda tmp: tmp.write_text("".join(line + "\n"
+                                                                     for line in kept)))
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
