@@ -69,6 +69,8 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "training_state.pt"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "train_config.json"
+STATE_KEYS = ("step", "best_val_loss", "best_step", "bad_evals", "stopped", "optimizer",
+              "scheduler", "rng", "world_size", "config")
 N_STAMP_FIELDS = 5
 
 
@@ -468,7 +470,7 @@ class Trainer:
         _write_atomically(self.best_dir, lambda tmp: checkpoints.save_checkpoint(self.module, tmp))
 
     def _load_training_state(self) -> None:
-        state = torch.load(self.last_dir / STATE_FILE, map_location="cpu", weights_only=True)
+        state = read_training_state(self.last_dir / STATE_FILE)
         self._warn_changed_settings(json.loads(state["config"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -528,6 +530,25 @@ def _evaluation_mode(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.train()
+
+
+def read_training_state(path: Path) -> dict[str, Any]:
+    """The resume state saved in `path`, loaded without unpickling code (``weights_only``).
+
+    Raises `CheckpointError` in one line for a truncated, foreign or tampered file.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types: zip, pickle, EOF, runtime
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise checkpoints.CheckpointError(
+            f"{path}: not a readable training state ({type(error).__name__}: {reason}); "
+            "resume from another copy or set resume = false") from None
+    missing = sorted(set(STATE_KEYS) - set(state)) if isinstance(state, dict) else STATE_KEYS
+    if missing:
+        raise checkpoints.CheckpointError(f"{path}: not a training state of this engine (no "
+                                          f"{', '.join(missing)})")
+    return state
 
 
 def recover_interrupted_saves(out_dir: Path) -> None:

@@ -62,15 +62,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from kronos_sk.data import CandleCorpus, TimeSplit, WindowSampler, validation_batches
 from kronos_sk.data.normalize import DEFAULT_CLIP
 from kronos_sk.data.windows import Batch
 from kronos_sk.training import distributed
 from kronos_sk.training.config import TrainConfig, _coerce
-from kronos_sk.training.engine import (METRICS_FILE, STATE_FILE, recover_interrupted_saves,
-                                       run_training)
+from kronos_sk.training.engine import (METRICS_FILE, STATE_FILE, read_training_state,
+                                       recover_interrupted_saves, run_training)
 
 logger = logging.getLogger(__name__)
 
@@ -433,7 +432,7 @@ def _prepare_resume(recipe: Recipe, config: TrainConfig, is_main: bool) -> bool:
             logger.warning("%s: no saved state to resume; starting the stage again", run_dir)
             stale.unlink()
         return False
-    state = torch.load(state_file, map_location="cpu", weights_only=True)
+    state = read_training_state(state_file)
     if state["stopped"] or state["step"] >= config.max_steps:
         return True
     config.resume = True

@@ -211,12 +211,12 @@ def test_unknown_key_is_named(tmp_path, old, new, named):
         load_recipe(config)
 
 
-def test_reserved_and_override_errors(tmp_path):
+def test_reserved_and_override_errors(tmp_path, capsys):
     config = make_root(tmp_path)
     with pytest.raises(ValueError, match="predictor.tokenizer_checkpoint is set by the recipe"):
         load_recipe(config, {"predictor.tokenizer_checkpoint": "elsewhere"})
-    with pytest.raises(ValueError, match="fine-tuning needs tokenizer.init_checkpoint"):
-        main(["finetune", "--config", str(config)])
+    assert main(["finetune", "--config", str(config)]) == 2
+    assert "fine-tuning needs tokenizer.init_checkpoint" in capsys.readouterr().err
 
 
 def test_resume_after_a_save_died_between_its_renames_keeps_the_run(finished, tmp_path):
@@ -234,3 +234,23 @@ def test_resume_after_a_save_died_between_its_renames_keeps_the_run(finished, tm
     assert (stage / "metrics.jsonl").read_text() == metrics, "the stage ran again"
     assert (stage / "best" / "model.safetensors").stat().st_mtime_ns == best
     assert (stage / "last" / "training_state.pt").is_file() and not (stage / "last.old").exists()
+
+
+def test_training_failures_are_one_line_with_exit_status_2(finished, tmp_path, capsys):
+    config, _ = finished
+    root = tmp_path / "copy"
+    shutil.copytree(config.parent.parent, root)
+    config, run = root / "configs" / "tiny.toml", root / "runs" / "tiny"
+    state = run / "predictor" / "last" / "training_state.pt"
+    state.write_bytes(state.read_bytes()[:100])  # truncated by a full disk, say
+    cases = [
+        (["pretrain", "--config", str(root / "missing.toml")], "does not exist"),
+        (["pretrain", "--config", str(config), "--set", "out_dir=/proc/x"], "/proc"),
+        (["pretrain", "--config", str(config), "--set", "resume=true"],
+         "training_state.pt: not a readable training state"),
+        (["pretrain", "--config", str(config), "--set", "resume"], "not of the form key=value"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, (argv, err)
