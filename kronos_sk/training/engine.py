@@ -69,6 +69,10 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "training_state.pt"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "train_config.json"
+# Settings a resume may change without being told: they steer logging, saving, where the run
+# lives, its length and the hardware, not what a step computes.
+RESUMABLE = ("resume", "resume_changes", "out_dir", "max_steps", "progress", "log_every",
+             "save_every", "num_threads", "device")
 STATE_KEYS = ("step", "best_val_loss", "best_step", "bad_evals", "stopped", "optimizer",
               "scheduler", "rng", "world_size", "config")
 N_STAMP_FIELDS = 5
@@ -471,7 +475,7 @@ class Trainer:
 
     def _load_training_state(self) -> None:
         state = read_training_state(self.last_dir / STATE_FILE)
-        self._warn_changed_settings(json.loads(state["config"]))
+        check_resume_settings(state, self.config)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
@@ -486,14 +490,6 @@ class Trainer:
                            "from the seed, so the run is not an exact continuation",
                            state["world_size"], self.env.world_size)
         logger.info("resumed from %s at step %d", self.last_dir, self.step)
-
-    def _warn_changed_settings(self, saved: dict[str, Any]) -> None:
-        current = json.loads(json.dumps(self.config.to_dict(), default=str))
-        changed = sorted(key for key in current
-                         if key != "resume" and saved.get(key) != current[key])
-        if changed and self.env.is_main:
-            logger.warning("resuming with changed settings: %s",
-                           ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed))
 
     # ---------------------------------------------------------------- cleanup
     def cleanup(self) -> None:
@@ -549,6 +545,42 @@ def read_training_state(path: Path) -> dict[str, Any]:
         raise checkpoints.CheckpointError(f"{path}: not a training state of this engine (no "
                                           f"{', '.join(missing)})")
     return state
+
+
+def check_resume_settings(state: dict[str, Any], config: TrainConfig) -> None:
+    """Refuse to resume the run saved as `state` with settings it was not trained with.
+
+    Raises ValueError naming each changed setting (dotted inside ``model`` and ``data``)
+    with its saved and requested value, unless it is in `RESUMABLE` or
+    ``config.resume_changes``; and when ``config.max_steps`` is below the saved step.
+    """
+    where = Path(config.out_dir) / "last"
+    if config.max_steps < state["step"]:
+        raise ValueError(f"max_steps = {config.max_steps} is below step {state['step']} of the "
+                         f"run saved in {where}; set max_steps >= {state['step']}")
+    allowed = (*RESUMABLE, *config.resume_changes)
+    current = json.loads(json.dumps(config.to_dict(), default=str))
+    changed = [(key, old, new) for key, old, new in _differences(json.loads(state["config"]),
+                                                                 current)
+               if not any(key == name or key.startswith(name + ".") for name in allowed)]
+    if changed:
+        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changed)
+        names = ", ".join(f'"{key}"' for key, _, _ in changed)
+        raise ValueError(f"resuming {where} with changed settings ({listed}); set them back, "
+                         f"or set resume_changes = [{names}] to continue anyway")
+
+
+def _differences(saved: dict[str, Any], current: dict[str, Any],
+                 prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, saved value, current value) of every entry that differs, tables entered."""
+    found = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            found.append((f"{prefix}{key}", old, new))
+    return found
 
 
 def recover_interrupted_saves(out_dir: Path) -> None:

@@ -6,6 +6,8 @@ that holds every setting::
 
     out_dir = "runs/my-model"     # tokenizer/{best,last}, predictor/{best,last}, recipe.json
     resume = false                # true continues both stages; a finished stage is skipped
+                                  # (a changed setting is refused unless a stage table's
+                                  # resume_changes lists it, e.g. ["lr", "data.lookback"])
 
     [data]
     sources = ["../shared/data"]  # files and directories of long-format candles
@@ -68,8 +70,9 @@ from kronos_sk.data.normalize import DEFAULT_CLIP
 from kronos_sk.data.windows import Batch
 from kronos_sk.training import distributed
 from kronos_sk.training.config import TrainConfig, _coerce
-from kronos_sk.training.engine import (METRICS_FILE, STATE_FILE, read_training_state,
-                                       recover_interrupted_saves, run_training)
+from kronos_sk.training.engine import (METRICS_FILE, STATE_FILE, check_resume_settings,
+                                       read_training_state, recover_interrupted_saves,
+                                       run_training)
 
 logger = logging.getLogger(__name__)
 
@@ -391,6 +394,8 @@ def _run(recipe: Recipe) -> dict[str, Path]:
     if is_main and not recipe.resume and (recipe.out_dir / RECIPE_FILE).exists():
         raise ValueError(f"{recipe.out_dir} already holds a run; set resume = true to continue "
                          "it, or choose another out_dir")
+    # Every stage's resume is checked before anything is written, so a refusal changes nothing.
+    finished = {stage: _prepare_resume(recipe, configs[stage], is_main) for stage in STAGES}
     if is_main:
         recipe.out_dir.mkdir(parents=True, exist_ok=True)
         (recipe.out_dir / RECIPE_FILE).write_text(
@@ -401,7 +406,7 @@ def _run(recipe: Recipe) -> dict[str, Path]:
     for stage in STAGES:
         config = configs[stage]
         best[stage] = recipe.stage_dir(stage) / "best"
-        if _prepare_resume(recipe, config, is_main):
+        if finished[stage]:
             logger.info("%s stage already finished in %s; skipped", stage, config.out_dir)
             continue
         if corpus is None:
@@ -433,6 +438,12 @@ def _prepare_resume(recipe: Recipe, config: TrainConfig, is_main: bool) -> bool:
             stale.unlink()
         return False
     state = read_training_state(state_file)
+    if config.task == "predictor":  # its tokenizer is out_dir/tokenizer/best: moves with the run
+        config.resume_changes = (*config.resume_changes, "tokenizer_checkpoint")
+    try:  # a finished stage too: skipping it must not hide that its settings changed
+        check_resume_settings(state, config)
+    except ValueError as error:
+        raise ValueError(f"{recipe.source} [{config.task}]: {error}") from None
     if state["stopped"] or state["step"] >= config.max_steps:
         return True
     config.resume = True
