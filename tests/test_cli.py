@@ -167,3 +167,18 @@ def test_outputs_are_checked_before_anything_is_computed(tmp_path, capsys):
                              "2", *command[1:], *bad_model], capsys)
         assert code == 2 and message in err, (command, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.csv"]
+
+
+def test_panel_problems_name_the_asset(tmp_path, capsys):
+    candles = pd.read_csv(FIXTURES / "candles.csv")
+    short = pd.concat([candles.iloc[:100].assign(asset="A"), candles.iloc[100:101].assign(
+        asset="B")])
+    short.to_csv(tmp_path / "short.csv", index=False)
+    unnamed = pd.concat([candles.iloc[:100].assign(asset="A"), candles.iloc[100:200].assign(
+        asset=None)])
+    unnamed.to_csv(tmp_path / "unnamed.csv", index=False)
+    for name, message in (("short.csv", "asset 'B' has 1 rows"),
+                          ("unnamed.csv", "the asset name at row 100")):
+        code, err = run_cli(["forecast", "--input", str(tmp_path / name), "--horizon", "2",
+                             "--freq", "5min", "--out", str(tmp_path / "out"), *MODEL], capsys)
+        assert code == 2 and message in err, err

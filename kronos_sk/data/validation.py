@@ -118,7 +118,7 @@ def validate_panel(
     TypeError, ValueError
         As for [`validate_candles`][kronos_sk.data.validation.validate_candles]; TypeError also for
         an index that is not a 2-level
-        MultiIndex.
+        MultiIndex; ValueError also for a missing (NaN) asset name.
     """
     _check_is_frame(frame, name)
     index = frame.index
@@ -134,7 +134,12 @@ def validate_panel(
     if not isinstance(stamps, pd.DatetimeIndex):
         _raise_not_datetime(stamps, index, name, "timestamp level")
 
-    groups, assets = pd.factorize(index.get_level_values(0), use_na_sentinel=False)
+    keys = index.get_level_values(0)
+    if keys.hasnans:
+        pos = int(keys.isna().argmax())
+        raise ValueError(f"{name}: the asset name at {_row(index, pos)} is missing; drop or "
+                         "name those rows")
+    groups, assets = pd.factorize(keys)
     rows_per_asset = np.bincount(groups)
     if (rows_per_asset < min_rows).any():
         short = int((rows_per_asset < min_rows).argmax())

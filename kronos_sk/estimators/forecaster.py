@@ -235,6 +235,11 @@ class KronosForecaster(BaseForecaster):
         """Split `y` into (instance key, flat column or None, candles) triples."""
         if isinstance(y.index, pd.MultiIndex):
             levels = list(range(y.index.nlevels - 1))
+            missing = y.index.droplevel(-1).to_frame().isna().any(axis=1).to_numpy()
+            if missing.any():  # groupby would drop those rows without a word
+                pos = int(missing.argmax())
+                raise ValueError(f"y: the series name at row {pos} {y.index[pos]} is missing; "
+                                 "drop or name those rows")
             groups = [(key if len(levels) > 1 else key[0], frame.droplevel(levels))
                       for key, frame in y.groupby(level=levels, sort=False)]
         else:

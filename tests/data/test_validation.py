@@ -334,6 +334,17 @@ def test_panel_min_rows_applies_per_asset():
         validate_panel(make_panel(), min_rows=4)
 
 
+def test_panel_missing_asset_name_is_named():
+    panel = make_panel()
+    assets = panel.index.get_level_values(0).to_numpy(dtype=object)
+    assets[5] = np.nan
+    panel.index = pd.MultiIndex.from_arrays([assets, panel.index.get_level_values(1)],
+                                            names=panel.index.names)
+    with raises(ValueError, "the asset name at row 5 (asset nan, 2024-01-01 01:00:00) is "
+                            "missing"):
+        validate_panel(panel)
+
+
 def test_real_cn_index_panel_passes(cn_index_file: Path):
     path = cn_index_file
     frame = pd.read_parquet(path).set_index(["asset", "timestamp"])
