@@ -87,6 +87,8 @@ def read_candles(path: str) -> pd.DataFrame:
     A file with an ``asset`` column is returned as an (asset, timestamp) panel.
     """
     file = Path(path)
+    if file.is_dir():
+        raise UsageError(f"input {path!r} is a directory; give a .csv or .parquet file")
     if not file.is_file():
         raise UsageError(f"input file {path!r} does not exist")
     if file.suffix.lower() in (".parquet", ".pq"):
@@ -98,14 +100,30 @@ def read_candles(path: str) -> pd.DataFrame:
     names = {str(c).strip().lower(): c for c in frame.columns}
     stamp = next((names[n] for n in ("timestamp", "timestamps", "date", "datetime", "time")
                   if n in names), frame.columns[0])
-    try:
-        frame[stamp] = pd.to_datetime(frame[stamp])
-    except (ValueError, TypeError) as error:
-        raise UsageError(f"input file {path!r}: column {stamp!r} is not a timestamp "
-                         f"({error}); name the timestamp column 'timestamp'") from None
+    frame[stamp] = _timestamps(frame[stamp], f"input file {path!r}: column {stamp!r}")
     if "asset" in names:
         return frame.set_index([names["asset"], stamp]).sort_index()
     return frame.set_index(stamp)
+
+
+def _timestamps(column: pd.Series, where: str) -> pd.Series:
+    """Parse a timestamp column; a cell that is no timestamp is named by row and value.
+
+    Timestamps that parse one by one but mix time zones are returned as objects, for the
+    candle validator to name the first row in another zone.
+    """
+    try:
+        return pd.to_datetime(column)
+    except (ValueError, TypeError, OverflowError):
+        pass
+    parsed = []
+    for pos, value in enumerate(column):
+        try:
+            parsed.append(pd.Timestamp(value))
+        except (ValueError, TypeError, OverflowError):
+            raise UsageError(f"{where}: row {pos} holds {value!r}, which is not a timestamp; "
+                             "name the timestamp column 'timestamp'") from None
+    return pd.Series(parsed, index=column.index, dtype=object)
 
 
 def demo_candles() -> tuple[str, pd.DataFrame]:

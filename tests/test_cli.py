@@ -182,3 +182,17 @@ def test_panel_problems_name_the_asset(tmp_path, capsys):
         code, err = run_cli(["forecast", "--input", str(tmp_path / name), "--horizon", "2",
                              "--freq", "5min", "--out", str(tmp_path / "out"), *MODEL], capsys)
         assert code == 2 and message in err, err
+
+
+def test_input_problems_are_named_precisely(tmp_path, capsys):
+    candles = pd.read_csv(FIXTURES / "candles.csv").iloc[:100]
+    mixed = candles.copy()
+    mixed.loc[50, "timestamps"] += "+00:00"
+    mixed.to_csv(tmp_path / "mixed.csv", index=False)
+    for given, message in ((str(tmp_path), "is a directory; give a .csv or .parquet file"),
+                           (str(tmp_path / "mixed.csv"),
+                            "mixes time zones: row 50 (2025-03-04 09:45:00+00:00) is in time "
+                            "zone UTC but row 0 (2025-03-03 09:35:00) is tz-naive")):
+        code, err = run_cli(["forecast", "--input", given, "--horizon", "2", "--out",
+                             str(tmp_path / "out"), *MODEL], capsys)
+        assert code == 2 and message in err, err

@@ -243,12 +243,24 @@ def _is_real_dtype(dtype: object) -> bool:
 def _non_numeric_message(column: pd.Series, index: pd.Index, name: str) -> str:
     message = f"{name}: column {column.name!r} has non-numeric dtype {column.dtype}"
     for pos, value in enumerate(column):
-        is_number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
         is_missing = pd.api.types.is_scalar(value) and pd.isna(value)
-        if not is_number and not is_missing:
+        if not is_missing and not _is_number(value):
             message += f"; {_row(index, pos)} holds {value!r}"
             break
     return message + "; convert it with pd.to_numeric or astype('float64')"
+
+
+def _is_number(value: object) -> bool:
+    """A real number, or text that reads as one (a CSV column with one bad cell is text)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
 
 
 def _raise_not_datetime(stamps: pd.Index, index: pd.Index, name: str, what: str) -> NoReturn:

@@ -145,6 +145,17 @@ def test_non_numeric_column():
         validate_candles(frame)
 
 
+def test_non_numeric_text_column_names_the_bad_cell():
+    # Read from a CSV, a column with one bad cell is all text: the numbers before it are fine.
+    frame = make_candles(60)
+    frame["volume"] = frame["volume"].astype(str)
+    frame.iloc[50, frame.columns.get_loc("volume")] = "n/a"
+    with raises(TypeError, "column 'volume' has non-numeric dtype "):
+        validate_candles(frame)
+    with raises(TypeError, "row 50 (2024-01-03 02:00:00) holds 'n/a'"):
+        validate_candles(frame)
+
+
 def test_non_datetime_index():
     frame = make_candles()
     frame.index = frame.index.astype(str)

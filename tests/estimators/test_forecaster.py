@@ -226,3 +226,21 @@ def test_forecasts_do_not_depend_on_the_price_unit_below_one(candles):
                                rtol=1e-3)
     band = (tiny[("close", 0.9)] - tiny[("close", 0.1)]) / tiny[("close", 0.9)]
     assert band.between(1e-4, 0.5).all()
+
+
+@pytest.mark.parametrize("seed", ["abc", 1.5, -1, True, 2**32])
+def test_bad_random_state_is_refused_at_fit(candles, seed):
+    with pytest.raises(ValueError, match=r"random_state must be None or an integer in \[0, "
+                                         rf"2\*\*32\), got {seed!r}"):
+        fixture_forecaster(random_state=seed).fit(candles.iloc[:80])
+
+
+def test_update_that_would_move_the_cutoff_back_is_refused(candles):
+    forecaster = fixture_forecaster().fit(candles.iloc[:80])
+    cutoff = forecaster.cutoff
+    with pytest.raises(ValueError, match=r"update: y ends at .* before the cutoff"):
+        forecaster.update(candles.iloc[40:50], update_params=False)
+    assert forecaster.cutoff.equals(cutoff)
+    # Resending seen rows with new ones, as sktime's backtests do, is fine.
+    forecaster.update(candles.iloc[:90], update_params=False)
+    assert forecaster.cutoff[0] == candles.index[89]
