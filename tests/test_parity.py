@@ -27,7 +27,7 @@ def expected(case) -> pd.DataFrame:
     are; the reference's raw high, low and volume break the candle envelope)."""
     truth = pd.read_csv(FIXTURES / case["expected"], index_col="timestamps", parse_dates=True)
     columns = CASES["columns"]
-    truth[columns] = make_candles_valid(truth[columns].to_numpy())
+    truth[columns] = make_candles_valid(truth[columns].to_numpy(copy=True))
     return truth
 
 
