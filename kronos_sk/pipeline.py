@@ -157,7 +157,8 @@ class KronosPipeline:
             columns; several series (lengths may differ); or an (asset, timestamp) panel.
         horizon : int or None, default=None
             Number of future rows; their timestamps continue each series at `freq`
-            (default: the index's frequency). Or give `future` instead.
+            (default: the index's frequency, else the step and calendar the history shows,
+            see `kronos_sk.data.future_index`). Or give `future` instead.
         future : DatetimeIndex or list of them, default=None
             The future timestamps themselves (one index for all series, or one per series);
             use it for irregular calendars (sessions, lunch breaks, holidays).

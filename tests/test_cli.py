@@ -196,3 +196,13 @@ def test_input_problems_are_named_precisely(tmp_path, capsys):
         code, err = run_cli(["forecast", "--input", given, "--horizon", "2", "--out",
                              str(tmp_path / "out"), *MODEL], capsys)
         assert code == 2 and message in err, err
+
+
+def test_forecast_of_real_trading_days_has_no_weekend_rows(tmp_path, us_stocks_daily_file):
+    frame = pd.read_parquet(us_stocks_daily_file)
+    frame = frame[frame["asset"] == frame["asset"].iloc[0]].drop(columns="asset").iloc[-120:]
+    frame.to_csv(tmp_path / "one_stock.csv", index=False)
+    assert main(["forecast", "--input", str(tmp_path / "one_stock.csv"), "--horizon", "10",
+                 "--samples", "2", "--no-chart", "--out", str(tmp_path), *MODEL]) == 0
+    table = pd.read_csv(tmp_path / "forecast.csv", index_col=0, parse_dates=True)
+    assert len(table) == 10 and (table.index.dayofweek < 5).all()
