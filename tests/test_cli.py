@@ -206,3 +206,27 @@ def test_forecast_of_real_trading_days_has_no_weekend_rows(tmp_path, us_stocks_d
                  "--samples", "2", "--no-chart", "--out", str(tmp_path), *MODEL]) == 0
     table = pd.read_csv(tmp_path / "forecast.csv", index_col=0, parse_dates=True)
     assert len(table) == 10 and (table.index.dayofweek < 5).all()
+
+
+def test_evaluate_forecasts_from_the_candles_as_forecast_does(tmp_path, capsys):
+    import warnings
+
+    from sktime.performance_metrics.forecasting import MeanAbsolutePercentageError
+
+    from kronos_sk.estimators import KronosForecaster
+    out = tmp_path / "scores.csv"
+    assert main(["evaluate", "--input", str(FIXTURES / "candles.csv"), "--horizon", "3",
+                 "--initial", "400", "--folds", "2", "--samples", "5", "--seed", "7",
+                 "--out", str(out), *MODEL]) == 0
+    assert "candles (open, high, low, close, volume, amount); scores of the close" in \
+        capsys.readouterr().out
+    scores = pd.read_csv(out)
+    # The first fold by hand: the six-column candles up to row 400, then the next 3 closes.
+    candles = pd.read_csv(FIXTURES / "candles.csv", index_col=0, parse_dates=True)
+    forecaster = KronosForecaster(model=MODEL[1], tokenizer=MODEL[3], max_context=128,
+                                  n_samples=5, top_p=0.9, random_state=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        predicted = forecaster.fit(candles.iloc[:400]).predict(fh=candles.index[400:403])
+    expected = MeanAbsolutePercentageError()(candles["close"].iloc[400:403], predicted["close"])
+    assert scores["test_MeanAbsolutePercentageError"][0] == pytest.approx(expected, rel=1e-6)
