@@ -55,7 +55,8 @@ def time_training(tokenizer, config, batches, precision: str, steps: int, warmup
 
     def step(batch):
         with autocast:
-            loss, _ = predictor_loss(model, tokenizer, batch["values"], batch["stamps"])
+            loss, _ = predictor_loss(model, tokenizer, batch["values"], batch["stamps"],
+                                     batch["context"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -85,7 +86,7 @@ def main() -> None:
         source.batch(k)
     loader_rate = n * args.batch_size / (time.perf_counter() - start)
     raw = [source.batch(k) for k in range(args.warmup + args.steps)]
-    batches = [{"values": torch.from_numpy(b["values"]), "stamps": torch.from_numpy(b["stamps"])}
+    batches = [{key: torch.from_numpy(b[key]) for key in ("values", "stamps", "context")}
                for b in raw]
     length = LOOKBACK + HORIZON
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; windows of {length} "

@@ -10,6 +10,7 @@ from kronos_sk._sktime_notices import no_remember_data_notice
 from kronos_sk.checkpoints import default_checkpoint, model_context
 from kronos_sk.data import (FEATURE_COLUMNS, PRICE_COLUMNS, SeriesWindows, assemble_features,
                             canonical_columns, time_features, validate_candles)
+from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT
 from kronos_sk.estimators._training import train_network
 from kronos_sk.estimators._weights import cached_predictor, cached_tokenizer
 from kronos_sk.generation import check_sampling, forecast_paths, series_seeds
@@ -291,7 +292,9 @@ class KronosForecaster(BaseForecaster):
         if length < 2:
             raise ValueError("training needs series of at least 2 rows")
         horizon = min(self.horizon, length - 1)
-        return SeriesWindows(series, length - horizon, horizon, self.batch_size,
+        lookback = length - horizon
+        return SeriesWindows(series, lookback, horizon, self.batch_size,
+                             min_context=min(DEFAULT_MIN_CONTEXT, lookback),
                              seed=self._training_seed(), mask_fraction=0.05)
 
     def _training_seed(self) -> int:
