@@ -45,6 +45,7 @@ import math
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -60,6 +61,7 @@ from tqdm.auto import tqdm
 from kronos_sk import checkpoints
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
+from kronos_sk.runtime import slow_bf16_warning
 from kronos_sk.training import distributed
 from kronos_sk.training.config import TrainConfig
 from kronos_sk.training.losses import predictor_loss, tokenizer_loss
@@ -223,6 +225,9 @@ class Trainer:
                 and not torch.cuda.is_bf16_supported():
             raise ValueError(f"precision = 'bf16' but {torch.cuda.get_device_name(self.device)} "
                              "lacks bfloat16; set precision = 'fp32'")
+        if cfg.precision == "bf16" and (message := slow_bf16_warning(self.device)):
+            warnings.warn(message + " (set precision = 'fp32')", UserWarning, stacklevel=3)
+            logger.warning(message)
         if cfg.early_stopping_patience is not None and self.validation is None:
             raise ValueError("early_stopping_patience needs validation batches; pass "
                              "validation or set early_stopping_patience = None")
