@@ -1,62 +1,171 @@
-"""Panel forecasting: one batched `KronosForecaster` call versus one asset at a time.
+"""Panel forecasting with `KronosForecaster`: the full probabilistic call, and batching.
 
-100 US stocks (daily candles from ../shared/data), lookback 256, horizon 20, 10 paths each,
-with the bundled default model (or the checkpoints given, or random weights of the
-Kronos-small size with --random-small).
-Both runs give the same paths (seeds depend on the asset name, not on the batch), which the
-script checks before printing the two wall times and their ratio.
+Two sections, each printing ratios measured in the same run:
 
-    python benchmarks/bench_panel.py
-    python benchmarks/bench_panel.py --random-small
-    python benchmarks/bench_panel.py --model DIR --tokenizer DIR --max-context 512
+full-call
+    The bundled default model on 120 US stocks x 90 daily candles, horizon 10, 16 paths:
+    `predict` + `predict_quantiles` + `predict_interval` + `predict_volatility` on one fh,
+    against `predict` alone (target <= 1.3x: the four calls share one generation), and
+    against this project as of commit 767eae1 (`--baseline`), checked out beside this tree
+    with `git worktree add` and imported in a subprocess through PYTHONPATH. Each side runs
+    in its own fresh process on the same candles; their forecasts are compared too.
+batching
+    100 US stocks x 256 daily candles, horizon 20, 10 paths: one batched call against one
+    asset at a time (the same paths, which the script checks).
+
+    python benchmarks/bench_panel.py                      # both sections, full size
+    python benchmarks/bench_panel.py --sections full-call
+    python benchmarks/bench_panel.py --tiny               # a seconds-long check of the script
+    python benchmarks/bench_panel.py --random-small       # batching with Kronos-small weights
+
+Run it with this tree first on PYTHONPATH (e.g. `PYTHONPATH=. python benchmarks/...`) when
+another checkout is installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from _common import SHARED_DATA, random_models
-from kronos_sk.checkpoints import default_checkpoint, save_checkpoint
-from kronos_sk.estimators import KronosForecaster
+ROOT = Path(__file__).resolve().parents[1]
+US_DAILY = "us_stocks_daily_2008_2017.parquet"
+FULL_CALL = dict(assets=120, rows=90, horizon=10, samples=16)
+BATCHING = dict(assets=100, rows=256, horizon=20, samples=10)
+TINY = dict(assets=6, rows=40, horizon=3, samples=2)
+BASELINE = "767eae1"
+CALLS = ("predict", "predict_quantiles", "predict_interval", "predict_volatility")
 
-N_ASSETS, LOOKBACK, HORIZON, N_SAMPLES = 100, 256, 20, 10
 
-
-def panel() -> pd.DataFrame:
-    frame = pd.read_parquet(SHARED_DATA / "us_stocks_daily_2008_2017.parquet")
+def panel(n_assets: int, rows: int) -> pd.DataFrame:
+    """The last `rows` valid daily candles of the first `n_assets` US stocks before 2016."""
+    from _common import SHARED_DATA
+    path = SHARED_DATA / US_DAILY
+    if not path.is_file():
+        raise SystemExit(f"real data {path} not found; see ../shared/data/README.md")
+    frame = pd.read_parquet(path)
     frame = frame[frame["timestamp"] < "2016-01-01"]
     frames = {}
-    for asset, rows in frame.groupby("asset", sort=True):
-        rows = rows.set_index("timestamp")[["open", "high", "low", "close", "volume"]]
-        rows = rows.iloc[-LOOKBACK:]
-        ok = (rows["high"] >= rows[["open", "close"]].max(axis=1)) & (
-            rows["low"] <= rows[["open", "close"]].min(axis=1))
-        if len(rows) == LOOKBACK and ok.all() and rows.index[-1] == frame["timestamp"].max():
-            frames[asset] = rows
-        if len(frames) == N_ASSETS:
+    for asset, candles in frame.groupby("asset", sort=True):
+        candles = candles.set_index("timestamp")[["open", "high", "low", "close", "volume"]]
+        candles = candles.iloc[-rows:]
+        ok = (candles["high"] >= candles[["open", "close"]].max(axis=1)) & (
+            candles["low"] <= candles[["open", "close"]].min(axis=1))
+        if len(candles) == rows and ok.all() and candles.index[-1] == frame["timestamp"].max():
+            frames[asset] = candles
+        if len(frames) == n_assets:
             break
     return pd.concat(frames, names=["asset", "timestamp"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model")
-    parser.add_argument("--tokenizer")
-    parser.add_argument("--max-context", type=int, default=None)
-    parser.add_argument("--random-small", action="store_true",
-                        help="random weights of the Kronos-small size and Tokenizer-base")
-    args = parser.parse_args()
-    warnings.simplefilter("ignore")
-    y = panel()
+def future(y: pd.DataFrame, horizon: int) -> pd.DatetimeIndex:
     last = y.index.get_level_values("timestamp").max()
-    fh = pd.bdate_range(last, periods=HORIZON + 1)[1:]
+    return pd.bdate_range(last, periods=horizon + 1)[1:]
+
+
+def machine() -> str:
+    import torch
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+            f"{torch.get_num_threads()} threads")
+
+
+# ---------------------------------------------------------------------------- full call
+def full_call_worker(data: str, horizon: int, samples: int, out: str) -> None:
+    """Time `predict` alone and the full call with whichever kronos_sk is importable.
+
+    Runs in a subprocess (this file with --worker) and imports nothing of this tree but
+    kronos_sk, so that PYTHONPATH alone decides which version is measured.
+    """
+    import kronos_sk
+    from kronos_sk.estimators import KronosForecaster
+    warnings.simplefilter("ignore")
+    y = pd.read_parquet(data)
+    fh = future(y, horizon)
+    params = dict(n_samples=samples, top_p=0.9, random_state=0)
+    first = y.index.get_level_values(0)[0]
+    KronosForecaster(**params).fit(y.loc[[first]]).predict(fh[:2])  # load the weights
+
+    forecaster = KronosForecaster(**params).fit(y)
+    start = time.perf_counter()
+    mean = forecaster.predict(fh)
+    predict_s = time.perf_counter() - start
+
+    forecaster = KronosForecaster(**params).fit(y)  # nothing kept from the run above
+    seconds = {}
+    for name in CALLS:
+        start = time.perf_counter()
+        getattr(forecaster, name)(fh)
+        seconds[name] = time.perf_counter() - start
+    np.save(out + ".npy", mean.to_numpy(np.float64))
+    Path(out).write_text(json.dumps({"kronos_sk": kronos_sk.__file__, "predict_s": predict_s,
+                                     "calls": seconds}))
+
+
+def run_worker(pythonpath: Path, data: str, size: dict, out: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
+    command = [sys.executable, __file__, "--worker", data, str(size["horizon"]),
+               str(size["samples"]), out]
+    subprocess.run(command, env=env, check=True, cwd=pythonpath)
+    result = json.loads(Path(out).read_text())
+    result["mean"] = np.load(out + ".npy")
+    return result
+
+
+def full_call(size: dict, baseline: str) -> None:
+    y = panel(size["assets"], size["rows"])
+    with tempfile.TemporaryDirectory() as tmp:
+        data = f"{tmp}/panel.parquet"
+        y.to_parquet(data)
+        old_tree = Path(tmp) / f"kronos-sk-{baseline}"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet",
+                        str(old_tree), baseline], check=True)
+        try:
+            new = run_worker(ROOT, data, size, f"{tmp}/new.json")
+            old = run_worker(old_tree, data, size, f"{tmp}/old.json")
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                            str(old_tree)], check=False)
+    n_assets = y.index.get_level_values(0).nunique()
+    print(f"\nfull probabilistic call: bundled model, {n_assets} assets x {size['rows']} daily "
+          f"candles, horizon {size['horizon']}, {size['samples']} paths")
+    print(f"  this tree: {new['kronos_sk']}\n  baseline:  {old['kronos_sk']} ({baseline})")
+    print(f"  {'seconds':24s} {'this tree':>10s} {baseline:>10s}")
+    print(f"  {'predict alone':24s} {new['predict_s']:10.2f} {old['predict_s']:10.2f}")
+    for name in CALLS:
+        print(f"  {'  ' + name:24s} {new['calls'][name]:10.2f} {old['calls'][name]:10.2f}")
+    full_new, full_old = sum(new["calls"].values()), sum(old["calls"].values())
+    print(f"  {'full call (4 methods)':24s} {full_new:10.2f} {full_old:10.2f}")
+    print(f"  full call / predict alone:   {full_new / new['predict_s']:6.2f}x this tree "
+          f"(target <= 1.3x), {full_old / old['predict_s']:.2f}x at {baseline}")
+    print(f"  {baseline} / this tree, full call: {full_old / full_new:6.2f}x faster "
+          f"(predict alone: {old['predict_s'] / new['predict_s']:.2f}x)")
+    difference = np.max(np.abs(new["mean"] / old["mean"] - 1))
+    print(f"  same forecasts: predict means agree to {difference:.1e} (relative)")
+
+
+# ---------------------------------------------------------------------------- batching
+def batching(size: dict, args) -> None:
+    from _common import random_models
+    from kronos_sk.checkpoints import default_checkpoint, save_checkpoint
+    from kronos_sk.estimators import KronosForecaster
+    y = panel(size["assets"], size["rows"])
+    fh = future(y, size["horizon"])
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or str(default_checkpoint("predictor"))
         tokenizer = args.tokenizer or str(default_checkpoint("tokenizer"))
@@ -65,7 +174,7 @@ def main() -> None:
             tokenizer = str(save_checkpoint(random_tokenizer, f"{tmp}/tokenizer"))
             model = str(save_checkpoint(random_predictor, f"{tmp}/model"))
         params = dict(model=model, tokenizer=tokenizer, max_context=args.max_context,
-                      n_samples=N_SAMPLES, top_p=0.9, random_state=0)
+                      n_samples=size["samples"], top_p=0.9, random_state=0)
         KronosForecaster(**params).fit(y.loc[y.index.get_level_values(0)[:1]]).predict(fh[:2])
         start = time.perf_counter()
         batched = KronosForecaster(**params).fit(y).predict(fh)
@@ -76,12 +185,38 @@ def main() -> None:
         single_s = time.perf_counter() - start
     np.testing.assert_allclose(pd.concat(singles).to_numpy(), batched.to_numpy(), rtol=1e-4)
     assets = y.index.get_level_values(0).nunique()
-    print(f"model {model}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {assets} assets x "
-          f"{LOOKBACK} daily candles, horizon {HORIZON}, {N_SAMPLES} paths each")
-    print(f"batched (one call):     {batched_s:8.2f} s")
-    print(f"one asset at a time:    {single_s:8.2f} s")
-    print(f"speed-up:               {single_s / batched_s:8.1f}x  (same paths: checked)")
+    print(f"\nbatching: model {model}\n  {assets} assets x {size['rows']} daily candles, "
+          f"horizon {size['horizon']}, {size['samples']} paths each")
+    print(f"  batched (one call):     {batched_s:8.2f} s")
+    print(f"  one asset at a time:    {single_s:8.2f} s")
+    print(f"  speed-up:               {single_s / batched_s:8.1f}x  (same paths: checked)")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        data, horizon, samples, out = sys.argv[2:6]
+        return full_call_worker(data, int(horizon), int(samples), out)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sections", default="full-call,batching",
+                        help="comma-separated: full-call, batching")
+    parser.add_argument("--baseline", default=BASELINE,
+                        help="the commit the full call is compared with")
+    parser.add_argument("--tiny", action="store_true",
+                        help=f"{TINY['assets']} assets x {TINY['rows']} rows, horizon "
+                             f"{TINY['horizon']}, {TINY['samples']} paths: checks the script")
+    parser.add_argument("--model", help="batching: predictor checkpoint")
+    parser.add_argument("--tokenizer", help="batching: tokenizer checkpoint")
+    parser.add_argument("--max-context", type=int, default=None)
+    parser.add_argument("--random-small", action="store_true",
+                        help="batching: random weights of the Kronos-small size")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    print(machine())
+    sections = args.sections.split(",")
+    if "full-call" in sections:
+        full_call(TINY if args.tiny else FULL_CALL, args.baseline)
+    if "batching" in sections:
+        batching(TINY if args.tiny else BATCHING, args)
 
 
 if __name__ == "__main__":

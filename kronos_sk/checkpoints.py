@@ -187,7 +187,8 @@ def check_checkpoint(kind: str, name_or_path: str | os.PathLike,
 
 
 def _load(kind: str, name_or_path, device, precision) -> KronosTokenizer | KronosPredictor:
-    device, dtype = resolve_device(device), resolve_dtype(precision)
+    device = resolve_device(device)
+    dtype = resolve_dtype(precision, device)
     directory, config = check_checkpoint(kind, name_or_path)
     module = (KronosTokenizer if kind == "tokenizer" else KronosPredictor)(config)
     load_state(module, _read_weights(directory), str(directory / WEIGHTS_FILE))

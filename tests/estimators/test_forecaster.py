@@ -48,7 +48,8 @@ def test_every_probabilistic_output_comes_from_the_same_paths(candles):
     mean = paths.groupby(level=1).mean()
     pd.testing.assert_frame_equal(forecaster.predict(fh), mean, check_names=False,
                                   check_freq=False)
-    variance = paths.groupby(level=1).var(ddof=0)
+    # The variance of the paths, accumulated in float64 (pandas' float32 one is off by ~1e-4).
+    variance = paths.astype(np.float64).groupby(level=1).var(ddof=0)
     np.testing.assert_allclose(forecaster.predict_var(fh).to_numpy(), variance.to_numpy(),
                                rtol=1e-6)
     quantiles = forecaster.predict_quantiles(fh, alpha=[0.1, 0.5, 0.9])
@@ -244,3 +245,135 @@ def test_update_that_would_move_the_cutoff_back_is_refused(candles):
     # Resending seen rows with new ones, as sktime's backtests do, is fine.
     forecaster.update(candles.iloc[:90], update_params=False)
     assert forecaster.cutoff[0] == candles.index[89]
+
+
+# ---------------------------------------------------------------- one generation per state
+PATHS_767EAE1 = FIXTURES.parent / "paths_767eae1.csv"
+
+
+@pytest.fixture
+def generations(monkeypatch):
+    """The n_samples of every call of the real generation function (which still runs)."""
+    from kronos_sk.estimators import forecaster as module
+    real, calls = module.forecast_paths, []
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["n_samples"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "forecast_paths", counted)
+    return calls
+
+
+def _every_output(forecaster, fh) -> dict:
+    proba = forecaster.predict_proba(fh)
+    return {"predict": forecaster.predict(fh),
+            "quantiles": forecaster.predict_quantiles(fh, alpha=[0.1, 0.5, 0.9]),
+            "interval": forecaster.predict_interval(fh, coverage=[0.5, 0.9]),
+            "var": forecaster.predict_var(fh),
+            "proba": proba.spl, "proba_mean": proba.mean(),
+            "volatility": forecaster.predict_volatility(fh),
+            "sample": forecaster.sample(fh)}
+
+
+def test_every_output_on_one_fh_shares_one_generation(candles, generations):
+    panel, fh = _panel(candles, [64, 100, 150]), candles.index[200:206]
+    shared = _every_output(fixture_forecaster().fit(panel), fh)
+    assert generations == [8]  # seven methods, one generation
+    for name, output in shared.items():  # each equals a fresh forecaster's own generation
+        fresh = _every_output(fixture_forecaster().fit(panel), fh)[name]
+        pd.testing.assert_frame_equal(output, fresh, check_exact=True)
+    assert len(generations) == 1 + len(shared)
+
+
+def test_kept_paths_follow_the_forecast_state(candles, generations):
+    fh, other = candles.index[80:84], candles.index[80:86]
+    forecaster = fixture_forecaster().fit(candles.iloc[:80])
+    first = forecaster.predict(fh)
+    forecaster.predict(other)
+    assert len(generations) == 2  # another fh samples again (only the last paths are kept)
+    pd.testing.assert_frame_equal(forecaster.predict(fh), first, check_exact=True)
+    assert len(generations) == 3
+
+    forecaster.temperature = 0.5  # a sampling setting changed without set_params
+    cooler = forecaster.predict(fh)
+    assert len(generations) == 4
+    pd.testing.assert_frame_equal(
+        cooler, fixture_forecaster(temperature=0.5).fit(candles.iloc[:80]).predict(fh),
+        check_exact=True)
+
+    forecaster.set_params(temperature=1.0, n_samples=3).fit(candles.iloc[:80])
+    assert forecaster.sample(fh).shape == (3 * 4, 6)
+    assert generations[-1] == 3
+
+    fh = candles.index[84:88]
+    forecaster.predict(fh)
+    forecaster.update(candles.iloc[80:84], update_params=False)  # same fh, new context
+    pd.testing.assert_frame_equal(
+        forecaster.predict(fh),
+        fixture_forecaster(n_samples=3).fit(candles.iloc[:84]).predict(fh), check_exact=True)
+
+    forecaster.fit(candles.iloc[:70])
+    calls = len(generations)
+    pd.testing.assert_frame_equal(
+        forecaster.predict(candles.index[70:74]),
+        fixture_forecaster(n_samples=3).fit(candles.iloc[:70]).predict(candles.index[70:74]),
+        check_exact=True)
+    assert len(generations) == calls + 2  # ours after the refit, and the fresh one's
+
+    restored = pickle.loads(pickle.dumps(forecaster))  # pickles leave the paths out
+    assert getattr(restored, "_kept_paths", None) is None
+    pd.testing.assert_frame_equal(restored.predict(candles.index[70:74]),
+                                  forecaster.predict(candles.index[70:74]), check_exact=True)
+    assert len(generations) == calls + 3
+
+
+def test_paths_are_those_sampled_before_the_paths_were_kept(candles):
+    # Written by 767eae1 (the commit before this cache) for the same panel and seed, with
+    # one series sliding past max_context=128 (exact sliding).
+    expected = pd.read_csv(PATHS_767EAE1, index_col=[0, 1, 2], parse_dates=["timestamp"])
+    # 767eae1 returned raw decoded candles; paths are made valid since (open, close kept).
+    expected[:] = make_candles_valid(expected.to_numpy(copy=True))
+    panel = pd.concat({"asset0": candles.iloc[136:200], "asset1": candles.iloc[70:200]},
+                      names=["asset", "timestamp"])
+    forecaster = fixture_forecaster(n_samples=3, random_state=7).fit(panel)
+    paths = forecaster.sample(candles.index[200:204])
+    assert list(paths.index) == list(expected.index) and paths.shape == (24, 6)
+    np.testing.assert_allclose(paths.to_numpy(), expected.to_numpy(np.float32), rtol=1e-5)
+
+
+def test_numpy_reductions_equal_skpro_on_the_same_samples(candles):
+    from skpro.distributions import Empirical
+    panel = _panel(candles, [64, 100])
+    fh = candles.index[200:204]
+    forecaster = fixture_forecaster(n_samples=10).fit(panel)
+    samples = forecaster.sample(fh)
+    reference = Empirical(spl=samples, index=forecaster.predict(fh).index,
+                          columns=samples.columns)  # skpro sorts the samples itself
+    alpha = [0.05, 0.1, 0.3, 0.5, 0.9, 0.99]
+    pd.testing.assert_frame_equal(forecaster.predict_quantiles(fh, alpha=alpha),
+                                  reference.quantile(alpha), check_exact=True)
+    pd.testing.assert_frame_equal(forecaster.predict(fh), reference.mean(), rtol=1e-6)
+    pd.testing.assert_frame_equal(forecaster.predict_var(fh), reference.var(), rtol=1e-3)
+    proba = forecaster.predict_proba(fh)  # its sorted cache comes from numpy
+    level = forecaster.predict(fh) * 1.001
+    pd.testing.assert_frame_equal(proba.cdf(level), reference.cdf(level), check_exact=True)
+    pd.testing.assert_frame_equal(proba.ppf(level * 0 + 0.3), reference.ppf(level * 0 + 0.3),
+                                  check_exact=True)
+    pd.testing.assert_frame_equal(proba.energy(), reference.energy(), check_exact=True)
+
+
+def test_volatility_of_flat_series_from_their_sampled_values():
+    index = pd.date_range("2024-01-01", periods=60, freq="D")
+    rng = np.random.default_rng(3)
+    y = pd.DataFrame({"a": 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 60))),
+                      "b": 50 * np.exp(np.cumsum(rng.normal(0, 0.02, 60)))}, index=index)
+    forecaster = fixture_forecaster().fit(y)
+    table = forecaster.predict_volatility(fh=[1, 2, 3], quantiles=(0.5,))
+    samples = forecaster.sample(fh=[1, 2, 3])
+    for column in ("a", "b"):
+        closes = samples[column].unstack(level=1).to_numpy(np.float64)  # (sample, time)
+        closes = np.column_stack([np.full(len(closes), y[column].iloc[-1]), closes])
+        rv = (np.diff(np.log(closes), axis=1) ** 2).sum(axis=1)
+        assert table.loc[(None, column), "mean"] == pytest.approx(rv.mean(), rel=1e-12)
+        assert table.loc[(None, column), "q0.5"] == pytest.approx(np.median(rv), rel=1e-12)
