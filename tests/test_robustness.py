@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kronos_sk.cli import main
-from kronos_sk.estimators import KronosForecaster
+from kronos_sk.estimators import KLineTokenizer, KronosForecaster
 from kronos_sk.pipeline import KronosPipeline
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kronos-compat"
@@ -233,6 +233,23 @@ LIBRARY_CASES = [
      TypeError, "row 30 (2025-03-03 13:35:00) holds '1,5'"),
     ("high below low", lambda c: forecaster().fit(c.assign(high=c["low"] * 0.5)),
      ValueError, "'high' at row 0"),
+    ("unknown device", lambda c: forecaster(device="tpu").fit(c.iloc[:50]),
+     ValueError, "device must be 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto', got 'tpu'"),
+    ("no such model", lambda c: forecaster(model="/nowhere").fit(c.iloc[:50]),
+     ValueError, "checkpoint directory '/nowhere' does not exist"),
+    ("pipeline: text horizon", lambda c: pipeline().sample(c.iloc[:50], "3"),
+     ValueError, "horizon must be a positive int, got '3'"),
+    ("pipeline: unknown freq", lambda c: pipeline().sample(c.iloc[:50], 3, freq="7xyz"),
+     ValueError, "freq '7xyz' is not a pandas frequency"),
+    ("pipeline: future inside the context",
+     lambda c: pipeline().sample(c.iloc[:50], future=c.index[10:13]),
+     ValueError, "future[0]: first timestamp 2025-03-03 10:25:00 is not after the last"),
+    ("pipeline: a list of numbers", lambda c: pipeline().sample([1, 2], 3),
+     TypeError, "candles[0]: expected a pandas DataFrame, got int"),
+    ("tokenizer: NaN close",
+     lambda c: KLineTokenizer(tokenizer=str(FIXTURES / "tokenizer")).fit(c).transform(
+         c.assign(close=np.nan)),
+     ValueError, "X: column 'close' at row 0 (2025-03-03 09:35:00) is nan"),
 ]
 
 

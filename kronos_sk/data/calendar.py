@@ -93,9 +93,17 @@ def future_index(
     if len(index) == 0:
         raise ValueError("future_index needs at least one timestamp")
     if freq is not None or index.freq is not None:
-        step = to_offset(freq) if freq is not None else index.freq
+        step = _offset(freq) if freq is not None else index.freq
         return pd.date_range(index[-1] + step, periods=int(horizon), freq=step, unit=index.unit)
     return _observed_calendar(index, int(horizon), _infer_step(index))
+
+
+def _offset(freq: str | pd.DateOffset | pd.Timedelta) -> pd.DateOffset:
+    try:
+        return to_offset(freq)
+    except (TypeError, ValueError):
+        raise ValueError(f"freq {freq!r} is not a pandas frequency; use one such as '5min', "
+                         "'h', 'D' or 'B'") from None
 
 
 def _observed_calendar(index: pd.DatetimeIndex, horizon: int,
