@@ -264,3 +264,17 @@ def test_library_answers_bad_input_in_one_line(candles, case, call, error, messa
     text = str(raised.value)
     assert message in text and len(text.splitlines()) == 1, text
     pd.testing.assert_frame_equal(candles, given)  # the user's frame is untouched
+
+
+def test_the_user_frames_are_never_changed(candles):
+    frames = {"series": candles.iloc[:120].copy(),
+              "panel": pd.concat({"A": candles.iloc[:100], "B": candles.iloc[50:130]},
+                                 names=["asset", "timestamps"])}
+    for frame in frames.values():
+        given = frame.copy()
+        pipeline().sample(frame, 3, freq="5min", n_samples=2, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fitted = forecaster().fit(frame)
+            fitted.predict_quantiles(fh=candles.index[130:133])
+        pd.testing.assert_frame_equal(frame, given)
