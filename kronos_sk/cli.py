@@ -92,11 +92,16 @@ def read_candles(path: str) -> pd.DataFrame:
     if not file.is_file():
         raise UsageError(f"input file {path!r} does not exist")
     if file.suffix.lower() in (".parquet", ".pq"):
-        frame = pd.read_parquet(file)
+        read, kind = pd.read_parquet, "Parquet"
     elif file.suffix.lower() in (".csv", ".txt"):
-        frame = pd.read_csv(file)
+        read, kind = pd.read_csv, "CSV"
     else:
         raise UsageError(f"input file {path!r}: expected a .csv or .parquet file")
+    try:
+        frame = read(file)
+    except (ValueError, OSError) as error:  # pandas and pyarrow parse errors are ValueErrors
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UsageError(f"input file {path!r}: not a readable {kind} file ({reason})") from None
     names = {str(c).strip().lower(): c for c in frame.columns}
     stamp = next((names[n] for n in ("timestamp", "timestamps", "date", "datetime", "time")
                   if n in names), frame.columns[0])

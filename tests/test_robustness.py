@@ -79,6 +79,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, frame in inputs.items():
         frame.to_csv(root / name, index=False)
     (root / "candles.json").write_text("{}")
+    (root / "garbage.parquet").write_bytes(b"not parquet at all")
+    (root / "binary.csv").write_bytes(b"\xff\xfe\x00binary")
     (root / "a_directory").mkdir()
     (root / "taken").mkdir()
     (root / "taken" / "forecast.csv").write_text("keep me")
@@ -101,6 +103,10 @@ CLI_CASES = [
     ("directory input", ["forecast", "--input", "{root}/a_directory"], "is a directory"),
     ("unknown suffix", ["forecast", "--input", "{root}/candles.json"],
      "expected a .csv or .parquet"),
+    ("not Parquet", ["forecast", "--input", "{root}/garbage.parquet"],
+     "garbage.parquet': not a readable Parquet file"),
+    ("not text", ["forecast", "--input", "{root}/binary.csv"],
+     "binary.csv': not a readable CSV file ('utf-8' codec can't decode"),
     ("text cell", ["forecast", "--input", "{root}/text_cell.csv"],
      "column 'volume' has non-numeric dtype str; row 50 (2025-03-04 09:45:00) holds 'abc'"),
     ("bad timestamp", ["forecast", "--input", "{root}/bad_date.csv"],
