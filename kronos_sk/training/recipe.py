@@ -440,6 +440,9 @@ def _prepare_resume(recipe: Recipe, config: TrainConfig, is_main: bool) -> bool:
     if not recipe.resume:
         return False
     recover_interrupted_saves(run_dir)  # before deciding there is nothing to continue
+    if not state_file.is_file() and state_file.parent.exists():
+        raise ValueError(f"{state_file.parent} holds no {STATE_FILE}, so it cannot be resumed; "
+                         "move it away to start the stage again")
     if not state_file.is_file():
         # Interrupted before its first save: nothing to continue, so the stage starts afresh.
         stale = run_dir / METRICS_FILE

@@ -257,6 +257,12 @@ def test_training_failures_are_one_line_with_exit_status_2(finished, tmp_path, c
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, (argv, err)
+    # last/ without its state (half-deleted by hand, say): refused, the metrics kept.
+    (run / "tokenizer" / "last" / "training_state.pt").unlink()
+    metrics = (run / "tokenizer" / "metrics.jsonl").read_text()
+    assert main(["pretrain", "--config", str(config), "--set", "resume=true"]) == 2
+    assert "holds no training_state.pt, so it cannot be resumed" in capsys.readouterr().err
+    assert (run / "tokenizer" / "metrics.jsonl").read_text() == metrics
 
 
 def test_resume_with_changed_settings_is_refused_by_name(finished, tmp_path, capsys):
