@@ -1,9 +1,10 @@
 """Command line: ``python -m benchmarks TASK [TASK ...] --config FILE [--budget-minutes N]
-[--out DIR]``."""
+[--out DIR] [--models NAME ...]``."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 import warnings
@@ -64,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
                        help="stop adding origins once this much time has passed (per task)")
     parse.add_argument("--out", type=Path, default=None,
                        help="output directory (default results/<config name>)")
+    parse.add_argument("--models", nargs="+", default=None, metavar="NAME",
+                       help="run only these models of the config (default: all)")
     return parse
 
 
@@ -73,6 +76,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     _hide_remember_data_notice()
     config = load_config(args.config)
+    if args.models:
+        unknown = sorted(set(args.models) - {m.name for m in config.models})
+        if unknown:
+            raise SystemExit(f"--models: {unknown} not in {args.config}; it has "
+                             f"{[m.name for m in config.models]}")
+        config = dataclasses.replace(
+            config, models=tuple(m for m in config.models if m.name in args.models))
     out = args.out or REPO_ROOT / "results" / config.name
     panel = load_panel(config)
     tasks = list(TASKS) if "all" in args.tasks else list(dict.fromkeys(args.tasks))

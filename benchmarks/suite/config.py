@@ -137,6 +137,9 @@ def _model(table: dict[str, Any]) -> ModelSpec:
         raise ValueError(f"model {name!r}: unknown keys {sorted(table)}")
     if kind == "baseline":
         spec.setdefault("baseline", name)
+    for key in ("model", "tokenizer"):  # directories relative to the repository root
+        if key in spec and (REPO_ROOT / spec[key]).is_dir():
+            spec[key] = str(REPO_ROOT / spec[key])
     return ModelSpec(name=name, kind=kind, params=params, **spec)
 
 

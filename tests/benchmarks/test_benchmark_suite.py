@@ -102,6 +102,18 @@ def test_two_tasks_on_real_indices(tmp_path: Path, cn_index_file: Path, write_co
     assert "## price" in summary and "## volatility" in summary
 
 
+def test_models_option_runs_only_the_named_models(tmp_path: Path, cn_index_file: Path,
+                                                 write_config):
+    config = write_config(tmp_path / "cn.toml", cn_index_file,
+                          assets=["sh000001", "sh000300", "sz399001"])
+    out = tmp_path / "out"
+    assert main(["price", "--config", str(config), "--out", str(out),
+                 "--models", "kronos", "naive-last"]) == 0
+    assert list(pd.read_csv(out / "price.csv", index_col=0).index) == ["kronos", "naive-last"]
+    with pytest.raises(SystemExit, match=r"--models: \['kronos-9'\] not in"):
+        main(["price", "--config", str(config), "--models", "kronos-9"])
+
+
 def test_budget_stops_adding_origins(tmp_path: Path, synthetic_candles, write_config):
     config = load_config(write_config(tmp_path / "tiny.toml",
                                       synthetic_candles(tmp_path / "candles.parquet")))
