@@ -13,4 +13,12 @@ run price volatility --config benchmarks/configs/cn_daily.toml --out results/cn_
 run price --config benchmarks/configs/us_daily_context152.toml --out results/us_daily_context152
 run generation --config benchmarks/configs/generation.toml --out results/generation
 run investment --config benchmarks/configs/investment_us.toml --out results/investment_us --budget-minutes 35
+# The 0.2 bundled model (leak-free objective) beside 0.1 and with calibration; the baseline
+# rows above do not change. 0.1 is read from runs/previous-default (configs/default-model.toml
+# says how to extract it from git).
+kronos=(--models kronos kronos-cal kronos-0.1 naive-last)
+run price volatility --config benchmarks/configs/us_daily.toml --out results/us_daily_0.2 "${kronos[@]}"
+run price volatility --config benchmarks/configs/cn_daily.toml --out results/cn_daily_0.2 "${kronos[@]}"
+run price volatility --config benchmarks/configs/crypto_hourly.toml --out results/crypto_hourly_0.2 "${kronos[@]}"
+run price --config benchmarks/configs/us_daily_context152.toml --out results/us_daily_context152_0.2
 exit $status

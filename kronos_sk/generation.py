@@ -65,6 +65,13 @@ def sample_ids(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     return ids.clamp_(max=logits.shape[-1] - 1)
 
 
+def series_key(asset: object = None, column: object = None) -> str:
+    """The name that seeds a series' paths, the same from every face (pipeline, forecaster,
+    command line): its asset key (None for a lone series) and, for a frame forecast column
+    by column, the column."""
+    return repr((asset, column))
+
+
 def series_seeds(random_state: int | None, keys: Sequence[bytes | str]) -> list[int]:
     """One seed per series from `random_state` and a key naming the series.
 

@@ -19,7 +19,7 @@ from kronos_sk.checkpoints import load_predictor, load_tokenizer, model_context
 from kronos_sk.data import (FEATURE_COLUMNS, assemble_features, future_index, time_features,
                             validate_candles, validate_panel)
 from kronos_sk.generation import (DEFAULT_MAX_PATHS, MIN_CONTEXT_ROWS, check_sampling,
-                                  forecast_paths, series_seeds)
+                                  forecast_paths, series_key, series_seeds)
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
 
@@ -180,7 +180,7 @@ class KronosPipeline:
         contexts = [assemble_features(frame) for frame in frames]
         stamps = [time_features(frame.index) for frame in frames]
         future_stamps = np.stack([time_features(idx) for idx in futures])
-        keys = [f"{i}" if a is None else repr(a) for i, a in enumerate(assets)]
+        keys = [series_key(asset) for asset in assets]
         paths = forecast_paths(
             self.tokenizer, self.predictor, contexts, stamps, future_stamps,
             n_samples=n_samples, temperature=temperature, top_k=top_k, top_p=top_p,

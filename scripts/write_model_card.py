@@ -1,11 +1,12 @@
-"""Write the bundled model's card from a finished run and its evaluation.
+"""Write the bundled model's card from its training run and its benchmark runs.
 
-Reads ``RUN/recipe.json``, ``RUN/{tokenizer,predictor}/metrics.jsonl`` and
-``RUN/evaluation.json`` (from ``scripts/evaluate_default_model.py``) and writes the same
-Markdown to ``kronos_sk/pretrained/MODEL_CARD.md`` (shown by ``kronos-sk info``) and
-``docs/model-card.md``::
+Reads ``RUN/recipe.json`` and ``RUN/{tokenizer,predictor}/metrics.jsonl`` of the training
+run, and ``price.csv`` / ``volatility.csv`` of the benchmark runs in ``--results`` (the
+directories named in `BENCHMARKS`, each comparing the new model with the previous one
+in one run), and writes the same Markdown to ``kronos_sk/pretrained/MODEL_CARD.md`` (shown
+by ``kronos-sk info``) and ``docs/model-card.md``::
 
-    python scripts/write_model_card.py --run runs/default-model
+    python scripts/write_model_card.py --run runs/default-model-0.2 --results docs/benchmarks
 """
 
 from __future__ import annotations
@@ -14,10 +15,20 @@ import argparse
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from kronos_sk._files import write_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = (ROOT / "kronos_sk" / "pretrained" / "MODEL_CARD.md", ROOT / "docs" / "model-card.md")
+# Benchmark run directory -> (market, context) of its rows in the card.
+BENCHMARKS = {
+    "us_daily_0.2": ("US stocks, daily", "90 rows"),
+    "cn_daily_0.2": ("A-shares, daily", "90 rows"),
+    "crypto_hourly_0.2": ("crypto, hourly", "80 rows"),
+    "us_daily_context152_0.2": ("US stocks, daily", "152 rows"),
+}
+MODELS = {"kronos-0.1": "0.1", "kronos": "0.2", "kronos-cal": "0.2 + calibration"}
 
 
 def records(path: Path) -> tuple[list[dict], list[dict]]:
@@ -27,137 +38,143 @@ def records(path: Path) -> tuple[list[dict], list[dict]]:
 
 
 def number(value, digits: int = 3) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+    return "–" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
 
-def card(run: Path) -> str:
-    recipe = json.loads((run / "recipe.json").read_text())
-    evaluation = json.loads((run / "evaluation.json").read_text())
-    data = recipe["data"]
+def training_rows(run: Path, recipe: dict) -> list[str]:
+    lines = ["| | tokenizer | predictor |", "|---|---|---|"]
+    cells: dict[str, list[str]] = {}
+    for stage in ("tokenizer", "predictor"):
+        train, val = records(run / stage / "metrics.jsonl")
+        settings = recipe[stage]
+        best = min(val, key=lambda r: r["val_loss"]) if val else None
+        cells[stage] = [
+            f"{train[-1]['step']} steps, batch {settings['batch_size']}, lr {settings['lr']:g}, "
+            f"{settings['precision']}",
+            f"{train[0]['loss']:.3f} → {sum(r['loss'] for r in train[-10:]) / 10:.3f}",
+            "–" if best is None else f"{best['val_loss']:.3f} (step {best['step']})",
+            f"{sum(r['tokens_per_s'] for r in train) / len(train):,.0f}",
+            f"{(run / stage / 'best' / 'model.safetensors').stat().st_size / 1e6:.1f} MB",
+        ]
+    names = ("optimisation", "training loss (first → mean of last 10 logs)",
+             "best validation loss", "tokens/s (2 threads, shared machine)",
+             "weights (float32)")
+    for k, name in enumerate(names):
+        lines.append(f"| {name} | {cells['tokenizer'][k]} | {cells['predictor'][k]} |")
+    return lines
+
+
+def benchmark_rows(results: Path) -> list[str]:
     lines = [
-        "# Model card: the bundled kronos-sk default model",
+        "| market (context) | model | MAE / random walk | 80 % band covers | 90 % band covers "
+        "| CRPS | cross-sectional RankIC | reversion slope (realised) | mean abs return "
+        "(realised) | volatility MAE / naive-rv |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run, (market, context) in BENCHMARKS.items():
+        price_file = results / run / "price.csv"
+        if not price_file.is_file():
+            continue
+        price = pd.read_csv(price_file, index_col=0)
+        volatility_file = results / run / "volatility.csv"
+        volatility = (pd.read_csv(volatility_file, index_col=0)
+                      if volatility_file.is_file() else None)
+        walk = price.loc["naive-last", "mae_norm"]
+        for model, label in MODELS.items():
+            if model not in price.index:
+                continue
+            row = price.loc[model]
+            vol = "–"
+            if volatility is not None and model in volatility.index \
+                    and "naive-rv" in volatility.index:
+                vol = number(volatility.loc[model, "mae"] / volatility.loc["naive-rv", "mae"], 2)
+            lines.append(
+                f"| {market} ({context}) | {label} | {row['mae_norm'] / walk:.3f} | "
+                f"{number(row['coverage_80'], 2)} | {number(row['coverage_90'], 2)} | "
+                f"{number(row['crps'])} | {number(row['cs_rank_ic'])} | "
+                f"{number(row['reversion_slope'])} ({number(row['realised_slope'])}) | "
+                f"{number(row['abs_return'])} ({number(row['realised_abs_return'])}) | {vol} |")
+    return lines
+
+
+def card(run: Path, results: Path) -> str:
+    recipe = json.loads((run / "recipe.json").read_text())
+    data = recipe["data"]
+    gaps = data["max_gap_factor"]
+    lines = [
+        "# Model card: the bundled kronos-sk default model (0.2)",
         "",
-        "A small Kronos tokenizer + predictor pair pre-trained from scratch on the real K-line",
-        "panels of `../shared/data`, on one CPU thread, sized for fast zero-shot inference on a",
-        "CPU. `KronosForecaster()`, `KLineTokenizer()` and `kronos-sk` use it when no checkpoint",
-        "is given; it loads offline from `kronos_sk/pretrained/` (released checkpoint layout).",
-        "It is a small model trained briefly: a working default and a baseline, not a match for",
+        "A small Kronos tokenizer + predictor pair trained on the real K-line panels of",
+        "`../shared/data` on a 2-core CPU, sized for fast zero-shot inference on a CPU.",
+        "`KronosForecaster()`, `KLineTokenizer()` and `kronos-sk` use it when no checkpoint is",
+        "given; it loads offline from `kronos_sk/pretrained/` (released checkpoint layout). It",
+        "is a small model trained briefly: a working default and a baseline, not a match for",
         "the released Kronos models.",
+        "",
+        "## What changed from 0.1",
+        "",
+        "0.1 was trained with a leaky objective: each 152-row window was normalised with the",
+        "statistics of its first 128 rows and every position was scored, so 127 of the 151",
+        "targets had been normalised with statistics of themselves and of later rows. It",
+        "learned to pull every path back towards the window mean with too narrow a spread.",
+        "0.2 starts from the 0.1 weights and is trained further with the leak-free objective",
+        "(`kronos_sk.data.windows`): each window draws its own context length between",
+        f"{data['min_context']} and {data['lookback']} rows, is normalised with those rows'",
+        "statistics only, and only the later targets are scored. Its window is",
+        f"{data['lookback'] + data['horizon']} rows instead of 152.",
         "",
         "## Training data and preprocessing",
         "",
-        f"- Files: every panel in `../shared/data` (markets: {', '.join(data['markets'].values())}).",
-        f"- Windows: lookback {data['lookback']} + horizon {data['horizon']} rows, normalised with",
-        "  the mean and std of the lookback rows only, clipped to ±5; volume and amount masked",
-        f"  (zeroed) in {data['mask_fraction']:.0%} of windows; amount derived as volume × mean",
-        "  price where a file has none.",
-        f"- Segments: no window crosses a gap longer than {data['max_gap_factor']} median steps,",
-        "  a split/ex-rights jump (A-shares: |log return| > log 1.11; the file is unadjusted) or",
-        "  a bad row. With that gap factor the 5-minute A-share file breaks at every lunch break",
-        "  and night into 24-bar pieces, shorter than a window, so it contributed nothing (the",
-        "  corpus now takes a per-market gap factor for the next run).",
+        f"- Files: every panel in `../shared/data` (markets: "
+        f"{', '.join(data['markets'].values())}).",
+        f"- Windows: up to {data['lookback'] + data['horizon']} rows (shorter where a segment",
+        f"  ends sooner, down to {data['min_context'] + data['horizon']}), clipped to ±5 after",
+        f"  normalising; volume and amount masked (zeroed) in {data['mask_fraction']:.0%} of",
+        "  windows; amount derived as volume × mean price where a file has none.",
+        f"- Segments: no window crosses a gap longer than {gaps} median steps (per market), a",
+        "  split/ex-rights jump (A-shares: |log return| > log 1.11; the file is unadjusted) or a",
+        "  bad row. The 5-minute A-share file now bridges its lunch breaks, nights and",
+        "  weekends and contributes windows.",
         "- Validation: 2016-01-01 onwards of each daily market, the last 30 days of each",
         "  intraday file; training uses only the rows before.",
         "- Sampling weights per market: " + ", ".join(f"{m} {w:g}" for m, w in
                                                        data["weights"].items()) + ".",
         "",
-        "## Networks and training",
+        "## Training",
         "",
-        "| | tokenizer | predictor |",
-        "|---|---|---|",
-    ]
-    stages = {stage: recipe[stage] for stage in ("tokenizer", "predictor")}
-    model = {stage: stages[stage]["model"] for stage in stages}
-    sizes = {stage: (run / stage / "best" / "model.safetensors").stat().st_size
-             for stage in stages}
-    lines += [
-        f"| d_model / heads / ff | {model['tokenizer']['d_model']} / "
-        f"{model['tokenizer']['n_heads']} / {model['tokenizer']['ff_dim']} | "
-        f"{model['predictor']['d_model']} / {model['predictor']['n_heads']} / "
-        f"{model['predictor']['ff_dim']} |",
-        f"| layers | {model['tokenizer']['n_enc_layers'] - 1} encoder + "
-        f"{model['tokenizer']['n_dec_layers'] - 1} decoder blocks | "
-        f"{model['predictor']['n_layers']} blocks |",
-        f"| bits (coarse + fine) | {model['tokenizer']['s1_bits']} + "
-        f"{model['tokenizer']['s2_bits']} | {model['predictor']['s1_bits']} + "
-        f"{model['predictor']['s2_bits']} |",
-        f"| weights (float32) | {sizes['tokenizer'] / 1e6:.1f} MB | "
-        f"{sizes['predictor'] / 1e6:.1f} MB |",
-    ]
-    for stage in stages:
-        train, val = records(run / stage / "metrics.jsonl")
-        settings = stages[stage]
-        stages[stage] = (train, val, settings)
-    row = {}
-    for stage, (train, val, settings) in stages.items():
-        best = min(val, key=lambda r: r["val_loss"]) if val else None
-        row[stage] = (f"{train[-1]['step']} steps, batch {settings['batch_size']}, "
-                      f"lr {settings['lr']:g}, {settings['precision']}",
-                      f"{train[0]['loss']:.3f} → {sum(r['loss'] for r in train[-10:]) / 10:.3f}",
-                      "–" if best is None else f"{best['val_loss']:.3f} (step {best['step']})",
-                      f"{sum(r['tokens_per_s'] for r in train) / len(train):,.0f}")
-    for k, name in enumerate(("optimisation", "training loss (first → mean of last 10 logs)",
-                              "best validation loss", "tokens/s (1 thread)")):
-        lines.append(f"| {name} | {row['tokenizer'][k]} | {row['predictor'][k]} |")
-    lines += [
+        "Sizes as 0.1 (tokenizer d_model 128, 2 + 2 blocks; predictor d_model 256, 4 blocks,",
+        "4 heads, ff 512; 10 + 10 bits). The 0.2 stages:",
+        "",
+        *training_rows(run, recipe),
         "",
         "Tokenizer loss: MSE of the coarse and the full reconstruction plus the BSQ loss",
-        "(commitment and entropy terms, hence negative values). Predictor loss: mean of the",
-        "coarse and fine next-token cross-entropies (ln 1024 = 6.93 for a uniform guess), the",
-        "fine head conditioned on coarse ids sampled from the model's own distribution.",
-        "AdamW with warm-up and cosine decay, early stopping on the validation loss (it did not",
-        "trigger). Wall time on one CPU thread (the session's other core was in use part of the",
-        "time): tokenizer 13 min, predictor 43 min, plus about a minute per stage to index the",
-        "corpus and read the validation windows. Reproduce with",
-        "`kronos-sk pretrain --config configs/default-model.toml`.",
+        "(negative: its entropy terms). Predictor loss: mean of the coarse and fine",
+        "next-token cross-entropies of the scored targets (ln 1024 = 6.93 for a uniform",
+        "guess). AdamW, warm-up and cosine decay, early stopping on the validation loss.",
+        "Trained on the CPU (Intel Sapphire Rapids with AMX, bf16 autocast for the",
+        "predictor); no GPU was used. Reproduce with the commands at the top of",
+        "`configs/default-model.toml`.",
         "",
-        "## Tokenizer: reconstruction and codebook use (validation windows)",
+        "## Before and after: zero-shot on the benchmark validation periods",
         "",
-        "Errors in normalised units (the window's lookback std); perplexity of the empirical",
-        "id distribution out of 1024 ids per subtoken.",
+        "From `docs/benchmarks.md` (50 assets x 20 origins per market, 20 paths, the same",
+        "origins for every model of a row group). MAE of the mean path on z-scored prices",
+        "relative to the random walk's (1 = as good); band coverage of the normalised close",
+        "(nominal 0.80 / 0.90); reversion slope: least-squares slope of the predicted",
+        "horizon return on z = (last close - context mean) / context std, next to the",
+        "realised returns' slope (a model that reverts to the context mean has a clearly",
+        "more negative slope); volatility: MAE of the realized variance over the horizon",
+        "relative to the naive estimate (below 1 beats it).",
         "",
-        "| market | MAE | MSE | MAE coarse only | coarse ids used | coarse perplexity | "
-        "fine ids used | fine perplexity |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for market, values in evaluation["tokenizer"].items():
-        usage = evaluation["codebook"].get(market, {})
-        coarse, fine = usage.get("coarse", {}), usage.get("fine", {})
-        lines.append(
-            f"| {market} | {number(values.get('mae'))} | {number(values.get('mse'))} | "
-            f"{number(values.get('coarse_mae'))} | {number(coarse.get('used_fraction'), 2)} | "
-            f"{number(coarse.get('perplexity'), 0)} | {number(fine.get('used_fraction'), 2)} | "
-            f"{number(fine.get('perplexity'), 0)} |")
-    lines += [
-        "",
-        "## Zero-shot forecasts: IC and RankIC on validation windows",
-        "",
-        "Signal: the predicted horizon return (mean path's last close / last context close - 1,",
-        f"{evaluation['settings']['n_samples']} paths, temperature 1, top-p 0.9) against the",
-        "realised one; next to momentum (return over the lookback) and",
-        "short-term reversal (minus the last 5-bar return). Cross-sectional markets: mean IC",
-        "over origin dates (t-statistics are optimistic: horizons overlap); others: pooled.",
-        "",
-        "| market | windows | Kronos IC | Kronos RankIC | momentum RankIC | reversal RankIC |",
-        "|---|---|---|---|---|---|",
-    ]
-    for market, values in evaluation["forecast"].items():
-        kronos = values["kronos"]
-        lines.append(
-            f"| {market}{' (per date)' if values.get('cross_sectional') else ''} | "
-            f"{kronos.get('n', 0)} | {number(kronos.get('ic'))} | "
-            f"{number(kronos.get('rank_ic'))} | {number(values['momentum'].get('rank_ic'))} | "
-            f"{number(values['reversal'].get('rank_ic'))} |")
-    lines += [
-        "",
-        "These are a few hundred windows per market from one validation period: read them as",
-        "indications, not as a benchmark (see `docs/benchmarks.md` for the backtests).",
+        *benchmark_rows(results),
         "",
         "## Inference",
         "",
         f"Use a predictor window of {data['lookback'] + data['horizon']} tokens (the training",
-        "window; `max_context=None` picks it), any context length (the tokenizer sees all of it,",
-        "the predictor its last window) and sample several paths (`n_samples`, `top_p=0.9`).",
+        "window; `max_context=None` picks it) and any context from "
+        f"{data['min_context']} rows up; sample",
+        "several paths (`n_samples`). For calibrated intervals pass",
+        "`calibration=\"conformal\"` (see the user guide).",
         "",
     ]
     return "\n".join(lines)
@@ -165,9 +182,10 @@ def card(run: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="runs/default-model")
+    parser.add_argument("--run", default="runs/default-model-0.2")
+    parser.add_argument("--results", default="docs/benchmarks")
     args = parser.parse_args()
-    text = card(Path(args.run))
+    text = card(Path(args.run), Path(args.results))
     for target in TARGETS:
         write_atomically(target, lambda tmp: tmp.write_text(text))
         print(f"wrote {target}")

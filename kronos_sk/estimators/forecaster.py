@@ -17,7 +17,7 @@ from kronos_sk.data import (FEATURE_COLUMNS, PRICE_COLUMNS, SeriesWindows, assem
 from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT
 from kronos_sk.estimators._training import train_network
 from kronos_sk.estimators._weights import cached_predictor, cached_tokenizer
-from kronos_sk.generation import check_sampling, forecast_paths, series_seeds
+from kronos_sk.generation import check_sampling, forecast_paths, series_key, series_seeds
 from kronos_sk.nn.config import PredictorConfig, TokenizerConfig
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
@@ -606,7 +606,7 @@ class KronosForecaster(BaseForecaster):
                              "be after the last observation")
         H = max(len(grid) for _, grid in plans)
         future = np.stack([time_features(_extend(grid, H)) for _, grid in plans])
-        keys = [repr((key, column)) for key, column, _ in self._contexts]
+        keys = [series_key(key, column) for key, column, _ in self._contexts]
         paths = forecast_paths(
             self.tokenizer_, self.predictor_,
             [assemble_features(c) for _, _, c in self._contexts],

@@ -324,8 +324,8 @@ class CorpusBatches:
     def _make_sampler(self, rank: int, world_size: int) -> WindowSampler:
         d = self.data
         return WindowSampler(self.corpus, d.lookback, d.horizon, self.batch_size,
-                             min_context=d.min_context, seed=self.seed, split="train", time_split=d.time_split(),
-                             assets_per_block=d.assets_per_block,
+                             min_context=d.min_context, seed=self.seed, split="train",
+                             time_split=d.time_split(), assets_per_block=d.assets_per_block,
                              steps_per_block=d.steps_per_block, mask_fraction=d.mask_fraction,
                              clip=d.clip, rank=rank, world_size=world_size)
 
