@@ -31,7 +31,9 @@ class KronosForecaster(BaseForecaster):
     low, close, volume, amount): `predict` is their mean; `predict_quantiles`,
     `predict_interval`, `predict_var` and `predict_proba` (an skpro `Empirical` over the
     paths) all describe the same paths, and `sample` returns them. All series of a panel are
-    generated in one batched call, whatever their lengths.
+    generated in one batched call, whatever their lengths, and once per fh: the last paths
+    are kept until the next fit, update or parameter change, so that several methods on one
+    fh cost one generation.
 
     Parameters
     ----------
@@ -185,7 +187,8 @@ class KronosForecaster(BaseForecaster):
         # The kept paths are a cache (up to n_series x n_samples x horizon x 6 floats):
         # pickles and deep copies leave them out and sample again on demand.
         state = self.__dict__.copy()
-        state.pop("_kept_paths", None)
+        if "_kept_paths" in state:
+            state["_kept_paths"] = {}
         return state
 
     # ------------------------------------------------------------------ checks and data
@@ -284,7 +287,7 @@ class KronosForecaster(BaseForecaster):
         # Drawn once per fit, so every prediction method describes the same paths.
         self._path_seed = (self.random_state if self.random_state is not None
                       else int(np.random.SeedSequence().entropy % 2**63))
-        self._kept_paths = None  # sampled from the previous context
+        self._kept_paths = {}  # see _paths
 
     def _load_networks(self) -> tuple[KronosTokenizer, KronosPredictor]:
         model = self.model if self.model is not None else default_checkpoint("predictor")
@@ -335,7 +338,7 @@ class KronosForecaster(BaseForecaster):
 
     def _pretrain(self, y, X=None, fh=None):
         self._check_params()
-        self._kept_paths = None
+        self._kept_paths = {}
         self._mode, self._mapping = self._layout(y)
         contexts = self._series(y)
         self.loss_curve_ = []
@@ -349,7 +352,7 @@ class KronosForecaster(BaseForecaster):
         return self
 
     def _pretrain_update(self, y, X=None, fh=None):
-        self._kept_paths = None
+        self._kept_paths = {}
         self._mode, self._mapping = self._layout(y)
         self._fine_tune(self._windows(self._series(y)))
         self.pretrain_loss_curve_ = self.pretrain_loss_curve_ + self.loss_curve_
@@ -423,16 +426,19 @@ class KronosForecaster(BaseForecaster):
         settings, so every prediction method on one fh reads one generation: the last one
         is kept under a key of the latter two and dropped when the context changes (fit,
         update, pretrain; set_params resets the whole estimator). Both arrays are read-only.
+        The cache is a dict made by fit and filled in place: predicting leaves every
+        attribute of the estimator as it was (sktime's contract for predict methods).
         """
         key = (self.tokenizer_, self.predictor_, self._path_seed, self._max_context,
                self.n_samples, self.temperature, self.top_k, self.top_p, self.sliding,
                self.max_paths, self.freq, str(absolute.dtype), tuple(absolute))
-        kept = getattr(self, "_kept_paths", None)
-        if kept is not None and kept[0] == key:
-            return kept[1], kept[2]
+        kept = self._kept_paths
+        if kept.get("key") == key:
+            return kept["paths"], kept["steps"]
+        kept.clear()  # free the previous paths before sampling the next
         paths, steps = self._generate(absolute)
         paths.flags.writeable = steps.flags.writeable = False
-        self._kept_paths = (key, paths, steps)
+        kept.update(key=key, paths=paths, steps=steps)
         return paths, steps
 
     def _generate(self, absolute: pd.Index) -> tuple[np.ndarray, np.ndarray]:
@@ -616,7 +622,6 @@ def _extend(grid: pd.DatetimeIndex, length: int) -> pd.DatetimeIndex:
     step = grid[-1] - grid[-2] if len(grid) > 1 else pd.Timedelta(days=1)
     return grid.append(pd.DatetimeIndex([grid[-1] + step * k
                                          for k in range(1, length - len(grid) + 1)]))
-
 
 
 def _without_freq(index: pd.Index) -> pd.Index:
