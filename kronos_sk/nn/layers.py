@@ -11,6 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# Attention scores of a shared-prefix cache are materialised; at most this many at a time.
+SCORE_BLOCK = 2 ** 23
+
 
 class Linear(nn.Linear):
     """`nn.Linear` whose (out, in) weight is stored input-major, i.e. as the transpose of a
@@ -141,13 +144,26 @@ class SharedPrefixCache:
         """
         if causal and mask is None:
             raise ValueError("causal attention over a shared prefix needs an explicit mask")
-        P, n_heads, Tq, head_dim = q.shape
-        G, n_prefix = self.group, self.prefix_k.shape[2]
-        B = P // G
+        n_prefix = self.prefix_k.shape[2]
         first = min(self.start, n_prefix)
-        kp, vp = self.prefix_k[:, :, first:], self.prefix_v[:, :, first:]  # (B, nh, Tp, hd)
         own = slice(max(0, self.start - n_prefix), self.own.length)
-        ko, vo = self.own.k[:, :, own], self.own.v[:, :, own]  # (P, nh, To, hd)
+        keys = (self.prefix_k[:, :, first:], self.prefix_v[:, :, first:],  # (B, nh, Tp, hd)
+                self.own.k[:, :, own], self.own.v[:, :, own])  # (B * group, nh, To, hd)
+        P, n_heads, Tq, _ = q.shape
+        n_keys = keys[0].shape[2] + keys[2].shape[2]
+        # The scores are materialised: a long window of queries goes in blocks.
+        block = max(1, SCORE_BLOCK // (P * n_heads * n_keys))
+        if Tq <= block:
+            return self._attend(q, mask, *keys)
+        per_query = mask is not None and mask.shape[-2] > 1
+        return torch.cat([self._attend(q[:, :, i:i + block],
+                                       mask[..., i:i + block, :] if per_query else mask, *keys)
+                          for i in range(0, Tq, block)], 2)
+
+    def _attend(self, q, mask, kp, vp, ko, vo) -> torch.Tensor:
+        P, n_heads, Tq, head_dim = q.shape
+        G = self.group
+        B = P // G
         dtype = torch.promote_types(q.dtype, torch.float32)  # softmax in float32 for bf16
         q = q.to(dtype) * head_dim ** -0.5
         grouped = q.reshape(B, G, n_heads, Tq, head_dim).transpose(1, 2).reshape(
@@ -162,7 +178,7 @@ class SharedPrefixCache:
         wp = wp.reshape(B, G, n_heads, Tq, -1).transpose(1, 2).reshape(B, n_heads, G * Tq, -1)
         y = (wp @ vp.to(dtype)).reshape(B, n_heads, G, Tq, head_dim).transpose(1, 2).reshape(
             P, n_heads, Tq, head_dim)
-        return (y + wo @ vo.to(dtype)).to(self.prefix_v.dtype)
+        return (y + wo @ vo.to(dtype)).to(vp.dtype)
 
 
 class Attention(nn.Module):

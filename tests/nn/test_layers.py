@@ -99,3 +99,18 @@ def test_shared_prefix_cache_attends_like_a_copy_of_the_prefix_per_row():
         shared.attend(q, causal=True)
     with pytest.raises(RuntimeError, match="overflow"):
         shared.append(torch.randn(B * G, nh, 2, hd), torch.randn(B * G, nh, 2, hd))
+
+
+def test_shared_prefix_cache_attends_in_blocks_of_queries(monkeypatch):
+    import kronos_sk.nn.layers as layers
+    torch.manual_seed(5)
+    B, G, nh, Tp, hd, Tq = 2, 3, 2, 7, 4, 9
+    prefix = KVCache.empty(B, nh, Tp, hd, torch.float32, "cpu")
+    prefix.append(torch.randn(B, nh, Tp, hd), torch.randn(B, nh, Tp, hd))
+    shared = SharedPrefixCache(prefix, G, capacity=Tq)
+    shared.append(torch.randn(B * G, nh, Tq, hd), torch.randn(B * G, nh, Tq, hd))
+    q = torch.randn(B * G, nh, Tq, hd)
+    mask = attention_mask(torch.rand(B * G, Tp + Tq) > 0.2, Tq, causal=True)
+    whole = shared.attend(q, mask)
+    monkeypatch.setattr(layers, "SCORE_BLOCK", 2 * B * G * nh * (Tp + Tq))  # 2 queries a block
+    torch.testing.assert_close(shared.attend(q, mask), whole)
