@@ -16,6 +16,7 @@ batching
     python benchmarks/bench_panel.py                      # both sections, full size
     python benchmarks/bench_panel.py --sections full-call
     python benchmarks/bench_panel.py --tiny               # a seconds-long check of the script
+    python benchmarks/bench_panel.py --assets 30          # override a size of both sections
     python benchmarks/bench_panel.py --random-small       # batching with Kronos-small weights
 
 Run it with this tree first on PYTHONPATH (e.g. `PYTHONPATH=. python benchmarks/...`) when
@@ -204,6 +205,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true",
                         help=f"{TINY['assets']} assets x {TINY['rows']} rows, horizon "
                              f"{TINY['horizon']}, {TINY['samples']} paths: checks the script")
+    for name in ("assets", "rows", "horizon", "samples"):
+        parser.add_argument(f"--{name}", type=int, help=f"override the sections' {name}")
     parser.add_argument("--model", help="batching: predictor checkpoint")
     parser.add_argument("--tokenizer", help="batching: tokenizer checkpoint")
     parser.add_argument("--max-context", type=int, default=None)
@@ -213,10 +216,15 @@ def main() -> None:
     warnings.simplefilter("ignore")
     print(machine())
     sections = args.sections.split(",")
+
+    def size(default: dict) -> dict:
+        chosen = TINY if args.tiny else default
+        return {k: getattr(args, k) or v for k, v in chosen.items()}
+
     if "full-call" in sections:
-        full_call(TINY if args.tiny else FULL_CALL, args.baseline)
+        full_call(size(FULL_CALL), args.baseline)
     if "batching" in sections:
-        batching(TINY if args.tiny else BATCHING, args)
+        batching(size(BATCHING), args)
 
 
 if __name__ == "__main__":
