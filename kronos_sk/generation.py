@@ -246,7 +246,8 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
             dep_cache = _for_paths(dep_cache, S, room)
         else:
             caches = _empty_caches(predictor.transformer, P, M, dtype_like)
-            dep_cache = _context_cache(P, dep_attn, 0, 1, M, dtype_like)
+            dep_cache = KVCache.empty(P, dep_attn.n_heads, M, dep_attn.head_dim,
+                                      dtype_like.dtype, device)
         positions = torch.arange(room, device=device)
         if key_valid is not None:
             positions = positions + key_valid[:, start:first].sum(1, keepdim=True)
