@@ -1,18 +1,26 @@
-"""Training throughput: predictor tokens/s and peak memory, fp32 versus bf16 autocast.
+"""Training throughput: predictor tokens/s against the reference training step, same run.
 
-At the Kronos-small size and at the bundled default model's size (its configs), one run
-times `steps` optimizer steps of each (after warm-up steps) on real windows from
-../shared/data, then prints bf16/fp32 ratios. It also times the window sampler alone, to
-show that the input pipeline is not the bottleneck.
+One optimizer step (tokenize the window with the frozen tokenizer, forward, cross-entropy,
+backward, AdamW) of this project's predictor against the same step of the reference model
+code that sktime 1.2 vendors (`sktime.libs.kronos`: `KronosTokenizer.encode(half=True)`,
+`Kronos`, `DualHead.compute_loss`), at the same size, batch, window length and precision,
+with the same weights and windows. Sizes: Kronos-small and the bundled default model. The
+windows are real (../shared/data), drawn by the `WindowSampler` the recipes use. Also times
+the sampler alone, to show that the input pipeline is not the bottleneck.
 
     python benchmarks/bench_training.py
-    python benchmarks/bench_training.py --steps 5 --batch-size 16
+    python benchmarks/bench_training.py --steps 5 --length 152 --precision fp32 bf16
+
+The reference needs `einops` and `huggingface_hub` (``pip install einops huggingface_hub``).
+bf16 is timed only on a CPU with native bf16 (AVX-512 BF16 or AMX); elsewhere it runs ~80x
+slower than fp32 and says nothing about either implementation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
 import time
 
 import torch
@@ -23,39 +31,70 @@ from kronos_sk.data import CandleCorpus, TimeSplit, WindowSampler
 from kronos_sk.nn.config import PredictorConfig, TokenizerConfig
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
+from kronos_sk.runtime import native_bf16
 from kronos_sk.training import predictor_loss
 
-LOOKBACK, HORIZON = 128, 24
+HORIZON = 24
 
 
-def sampler(batch_size: int) -> WindowSampler:
+def sampler(batch_size: int, length: int) -> WindowSampler:
     files = [SHARED_DATA / "us_stocks_daily_2008_2017.parquet",
              SHARED_DATA / "crypto_binance_1h_2024-01_2024-07.parquet"]
     corpus = CandleCorpus(files, max_gap_factor=15.0)
-    return WindowSampler(corpus, LOOKBACK, HORIZON, batch_size,
+    return WindowSampler(corpus, length - HORIZON, HORIZON, batch_size,
                          time_split=TimeSplit(cutoff="2016-01-01"), assets_per_block=64,
                          steps_per_block=1000)
 
 
 def sizes() -> dict[str, tuple[TokenizerConfig, PredictorConfig]]:
     out = {"Kronos-small": (TokenizerConfig(), PredictorConfig())}
-    card = DEFAULT_MODEL_DIR / "predictor" / "config.json"
-    if card.is_file():
-        tok = json.loads((DEFAULT_MODEL_DIR / "tokenizer" / "config.json").read_text())
-        out["default model"] = (TokenizerConfig.from_dict(tok),
-                                PredictorConfig.from_dict(json.loads(card.read_text())))
+    tok = json.loads((DEFAULT_MODEL_DIR / "tokenizer" / "config.json").read_text())
+    pred = json.loads((DEFAULT_MODEL_DIR / "predictor" / "config.json").read_text())
+    out["default model"] = (TokenizerConfig.from_dict(tok), PredictorConfig.from_dict(pred))
     return out
 
 
-def time_training(tokenizer, config, batches, precision: str, steps: int, warmup: int):
-    torch.manual_seed(0)
-    model = KronosPredictor(config).train()
+def reference_modules(tokenizer: KronosTokenizer, predictor: KronosPredictor):
+    """The vendored reference tokenizer and predictor with the same weights."""
+    from sktime.libs.kronos.kronos import Kronos, KronosTokenizer as ReferenceTokenizer
+
+    t, p = tokenizer.config, predictor.config
+    reference_tokenizer = ReferenceTokenizer(
+        t.d_in, t.d_model, t.n_heads, t.ff_dim, t.n_enc_layers, t.n_dec_layers, 0.0, 0.0, 0.0,
+        t.s1_bits, t.s2_bits, t.beta, t.gamma0, t.gamma, t.zeta, t.group_size)
+    reference_tokenizer.load_state_dict(tokenizer.state_dict())
+    reference = Kronos(p.s1_bits, p.s2_bits, p.n_layers, p.d_model, p.n_heads, p.ff_dim,
+                       0.0, 0.0, 0.0, 0.0, p.learn_te)
+    reference.load_state_dict(predictor.state_dict())
+    return reference_tokenizer.eval(), reference
+
+
+def ours_step(tokenizer, model):
+    def loss(batch):
+        return predictor_loss(model, tokenizer, batch["values"], batch["stamps"],
+                              batch["context"])[0]
+    return loss
+
+
+def reference_step(tokenizer, model):
+    """The reference fine-tuning loss: all targets scored, as the released recipe does."""
+    def loss(batch):
+        with torch.no_grad():
+            s1, s2 = tokenizer.encode(batch["values"], half=True)
+        s1_logits, s2_logits = model(s1[:, :-1], s2[:, :-1], batch["stamps"][:, :-1])
+        return model.head.compute_loss(s1_logits, s2_logits, s1[:, 1:], s2[:, 1:])[0]
+    return loss
+
+
+def time_training(model, loss_fn, batches, precision: str, steps: int, warmup: int):
+    """Tokens/s and added peak MiB of `steps` optimizer steps after `warmup` steps."""
+    model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def step(batch):
         with autocast:
-            loss, _ = predictor_loss(model, tokenizer, batch["values"], batch["stamps"])
+            loss = loss_fn(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -73,41 +112,47 @@ def time_training(tokenizer, config, batches, precision: str, steps: int, warmup
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--length", type=int, default=512, help="window rows")
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"],
+                        choices=["fp32", "bf16"])
     args = parser.parse_args()
-    source = sampler(args.batch_size)
+    source = sampler(args.batch_size, args.length)
     source.batch(0)  # loads the first block
-    n = 200
+    n = 100
     start = time.perf_counter()
     for k in range(1, n + 1):
         source.batch(k)
-    loader_rate = n * args.batch_size / (time.perf_counter() - start)
+    loader_rate = n * args.batch_size * (args.length - 1) / (time.perf_counter() - start)
     raw = [source.batch(k) for k in range(args.warmup + args.steps)]
-    batches = [{"values": torch.from_numpy(b["values"]), "stamps": torch.from_numpy(b["stamps"])}
+    batches = [{key: torch.from_numpy(b[key]) for key in ("values", "stamps", "context")}
                for b in raw]
-    length = LOOKBACK + HORIZON
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; windows of {length} "
-          f"rows, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}")
-    print(f"window sampler: {loader_rate:,.0f} windows/s = "
-          f"{loader_rate * (length - 1):,.0f} tokens/s\n")
-    print(f"{'model':14} {'params':>8} | {'fp32 tok/s':>10} {'MiB':>6} | {'bf16 tok/s':>10} "
-          f"{'MiB':>6} | {'bf16/fp32':>9} | {'loader/train':>12}")
+    precisions = [p for p in args.precision if p == "fp32" or native_bf16()]
+    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__} "
+          f"(CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: "
+          f"{native_bf16()}), {torch.get_num_threads()} threads; windows of {args.length} rows, "
+          f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup}")
+    print(f"window sampler: {loader_rate:,.0f} tokens/s\n")
+    print(f"{'model':14} {'params':>7} {'prec':>5} | {'ours tok/s':>10} {'MiB':>6} | "
+          f"{'reference':>10} {'MiB':>6} | {'ours/ref':>8}")
     for name, (tok_config, pred_config) in sizes().items():
-        torch.manual_seed(0)
-        tokenizer = KronosTokenizer(tok_config).eval()
-        n_params = sum(p.numel() for p in KronosPredictor(pred_config).parameters())
-        fp32, fp32_mb = time_training(tokenizer, pred_config, batches, "fp32", args.steps,
-                                      args.warmup)
-        bf16, bf16_mb = time_training(tokenizer, pred_config, batches, "bf16", args.steps,
-                                      args.warmup)
-        loader_tokens = loader_rate * (length - 1)
-        print(f"{name:14} {n_params / 1e6:7.1f}M | {fp32:10,.0f} {fp32_mb:6.0f} | "
-              f"{bf16:10,.0f} {bf16_mb:6.0f} | {bf16 / fp32:8.2f}x | "
-              f"{loader_tokens / max(fp32, bf16):11.0f}x", flush=True)
-    print("\nloader/train: how many times faster the sampler feeds tokens than the faster "
-          "precision consumes them (> 1: not the bottleneck).")
+        for precision in precisions:
+            torch.manual_seed(0)
+            tokenizer = KronosTokenizer(tok_config).eval()
+            predictor = KronosPredictor(pred_config)
+            ref_tokenizer, reference = reference_modules(tokenizer, predictor)
+            n_params = sum(p.numel() for p in predictor.parameters())
+            ours, ours_mb = time_training(predictor, ours_step(tokenizer, predictor), batches,
+                                          precision, args.steps, args.warmup)
+            ref, ref_mb = time_training(reference, reference_step(ref_tokenizer, reference),
+                                        batches, precision, args.steps, args.warmup)
+            print(f"{name:14} {n_params / 1e6:6.1f}M {precision:>5} | {ours:10,.0f} "
+                  f"{ours_mb:6.0f} | {ref:10,.0f} {ref_mb:6.0f} | {ours / ref:7.2f}x",
+                  flush=True)
+    print("\nours/ref: tokens/s of this project's training step over the reference's "
+          "(target >= 1.5x at fp32).")
 
 
 if __name__ == "__main__":

@@ -126,7 +126,8 @@ def load_state(module: nn.Module, weights: dict[str, torch.Tensor], source: str)
 
 
 def _load(cls: type[ModuleT], config_cls, name_or_path, device, precision) -> ModuleT:
-    device, dtype = resolve_device(device), resolve_dtype(precision)
+    device = resolve_device(device)
+    dtype = resolve_dtype(precision, device)
     directory = resolve_checkpoint(name_or_path)
     config = config_cls.from_dict(read_config(directory), source=str(directory / CONFIG_FILE))
     module = cls(config)

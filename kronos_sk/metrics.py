@@ -41,6 +41,7 @@ __all__ = [
     "horizon_return",
     "return_ic",
     "return_rank_ic",
+    "reversion_slope",
     "cross_sectional_rank_ic",
     "ic_summary",
     "panel_rank_ic",
@@ -221,6 +222,38 @@ def horizon_return(closes: Any, last_close: Any) -> np.ndarray:
     """
     closes = np.asarray(closes, dtype=np.float64)
     return closes[..., -1] / np.asarray(last_close, dtype=np.float64) - 1.0
+
+
+def reversion_slope(returns: Any, last_close: Any, context_mean: Any,
+                    context_std: Any) -> float:
+    """Least-squares slope of H-step returns on the context z-score of the last close.
+
+    ``z = (last_close - context_mean) / context_std`` says how far a context ended above its
+    own mean. A forecaster that pulls every path back towards the context mean has a clearly
+    negative slope of its predicted returns on z; comparing it with the slope of the
+    realised returns shows how much reversion the data supports.
+
+    Parameters
+    ----------
+    returns : array-like of shape (n,)
+        Predicted or realised H-step returns (see `horizon_return`).
+    last_close, context_mean, context_std : array-like of shape (n,)
+        Last close, mean and population std of the close over each context.
+
+    Returns
+    -------
+    float
+        ``cov(z, returns) / var(z)``; NaN for fewer than two finite pairs or constant z.
+    """
+    returns = np.asarray(returns, dtype=np.float64)
+    z = ((np.asarray(last_close, dtype=np.float64) - np.asarray(context_mean, dtype=np.float64))
+         / np.asarray(context_std, dtype=np.float64))
+    keep = np.isfinite(returns) & np.isfinite(z)
+    if keep.sum() < 2:
+        return float("nan")
+    z, returns = z[keep] - z[keep].mean(), returns[keep] - returns[keep].mean()
+    variance = float(np.dot(z, z))
+    return float(np.dot(z, returns) / variance) if variance > 0 else float("nan")
 
 
 def _pooled(pred_return: Any, true_return: Any, method: str) -> float:

@@ -409,3 +409,14 @@ def test_predictive_score_lower_when_synthetic_carries_the_dynamics():
     assert predictive_score(real, real, **kwargs) == tstr_same  # seeded
     with pytest.raises(ValueError, match="target"):
         predictive_score(real, noise, target=3)
+
+
+def test_reversion_slope_by_hand():
+    # z = (last - mean) / std = [-1, 0, 1, 2]; returns fall 0.05 per unit of z plus a level.
+    last, mean, std = np.array([9.0, 10.0, 11.0, 12.0]), np.full(4, 10.0), np.ones(4)
+    returns = np.array([0.06, 0.01, -0.04, -0.09])
+    assert metrics.reversion_slope(returns, last, mean, std) == pytest.approx(-0.05)
+    # Not 4 pairs but 3 finite ones: the NaN return is left out, the slope stays.
+    returns[1] = np.nan
+    assert metrics.reversion_slope(returns, last, mean, std) == pytest.approx(-0.05)
+    assert np.isnan(metrics.reversion_slope([0.1, 0.2], [10.0, 10.0], [9.0, 9.0], [1.0, 1.0]))

@@ -9,6 +9,10 @@ one batched call per origin); the forecasts are compared with what happened:
 - cross-sectional RankIC: per origin, Spearman across assets of predicted and realised
   returns, summarised by `ic_summary` (mean, ICIR, t-statistic, hit rate);
 - MAE / MSE of prices normalised with each context's mean and std;
+- reversion signature: the slope of the predicted H-step return on the context z-score of
+  the last close (`reversion_slope`), next to the realised returns' slope, and the mean
+  absolute predicted and realised returns; a forecaster that pulls paths back to the
+  context mean has a slope well below the realised one;
 - for probabilistic models (Kronos): CRPS, pinball loss (levels 0.1..0.9) and coverage of
   central 50/80/90 % intervals of the normalised close, from the sampled paths.
 
@@ -33,7 +37,8 @@ from sktime.forecasting.base import BaseForecaster
 from kronos_sk.data.normalize import normalising_scale
 from kronos_sk.metrics import (coverage_table, crps_from_samples, cross_sectional_rank_ic,
                                horizon_return, ic_summary, normalised_errors, pinball_loss,
-                               price_ic, price_rank_ic, return_ic, return_rank_ic)
+                               price_ic, price_rank_ic, return_ic, return_rank_ic,
+                               reversion_slope)
 
 from .config import BenchmarkConfig
 from .data import PRICE_COLUMNS, Panel, Windows
@@ -76,6 +81,7 @@ class Collected:
         frame["realised_return"] = horizon_return(true[..., CLOSE], last)
         daily = ic_summary(cross_sectional_rank_ic(frame, min_assets=min_assets))
         errors = normalised_errors(pred, true, mean, std)
+        signature = (last, mean[:, CLOSE], std[:, CLOSE])
         scores = {
             "price_ic": price_ic(pred, true), "price_rank_ic": price_rank_ic(pred, true),
             "return_ic": return_ic(frame["predicted_return"], frame["realised_return"]),
@@ -84,6 +90,10 @@ class Collected:
             "cs_rank_ic": daily["mean"], "cs_icir": daily["icir"],
             "cs_t_stat": daily["t_stat"], "cs_hit_rate": daily["hit_rate"],
             "mae_norm": errors["mae"], "mse_norm": errors["mse"],
+            "reversion_slope": reversion_slope(frame["predicted_return"], *signature),
+            "realised_slope": reversion_slope(frame["realised_return"], *signature),
+            "abs_return": float(frame["predicted_return"].abs().mean()),
+            "realised_abs_return": float(frame["realised_return"].abs().mean()),
             "crps": np.nan, "pinball": np.nan,
             **{f"coverage_{round(100 * level)}": np.nan for level in COVERAGE_LEVELS}}
         if self.samples:

@@ -286,7 +286,8 @@ class CandleCorpus:
     def window_counts(
         self, length: int, *, time_split: TimeSplit | Mapping[str, TimeSplit], split: Split
     ) -> np.ndarray:
-        """Estimated number of windows of `length` rows per asset in one split, from the index.
+        """Estimated windows per asset in one split, from the index: rows with at least
+        `length` rows left in their segment (a window there may be longer, up to the rows left).
 
         Exact for segments cut by timestamp gaps; rows are assumed evenly spread in time within
         a segment that the split boundary cuts, and jumps and bad rows (known only on load) are

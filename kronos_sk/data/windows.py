@@ -1,9 +1,16 @@
 """Training and validation windows drawn from a
 [`CandleCorpus`][kronos_sk.data.corpus.CandleCorpus].
 
-A window is ``lookback + horizon`` consecutive rows of one segment of one asset, all in the
-same split. It is normalised with the mean and population std of its lookback rows only, so
-no statistic sees the horizon it is asked to forecast.
+A window is up to ``lookback + horizon`` consecutive rows of one segment of one asset, all in
+the same split; where fewer rows are left in a segment (a short segment, or its end), the
+window is shorter, down to ``min_context + horizon`` rows, and padded at its end.
+
+Each window gets its own context length ``c``, drawn uniformly in
+``[min_context, min(lookback, length - horizon)]``. The whole window is normalised with the mean
+and population std of its first ``c`` rows only, and the training objective scores only the
+targets at positions ``c`` and later. So no scored target is normalised with statistics of
+itself or of later rows, exactly as at inference, and training covers every context length
+from `min_context` to `lookback` that a user may give.
 
 Every batch is a dict of numpy arrays:
 
@@ -12,7 +19,11 @@ Every batch is a dict of numpy arrays:
 - ``"stamps"``: (B, L, 5) int64, calendar features from
 [`time_features`][kronos_sk.data.calendar.time_features]
   (wall-clock time of each file's zone).
-- ``"mean"``, ``"std"``: (B, 6) float32, lookback statistics; ``values * scale + mean``,
+- ``"context"``: (B,) int64, the rows whose statistics normalised each window; the
+  objective scores targets at positions ``context`` and later.
+- ``"length"``: (B,) int64, the real rows of each window; later rows repeat the last real
+  one and are never scored.
+- ``"mean"``, ``"std"``: (B, 6) float32, context statistics; ``values * scale + mean``,
   with `scale` from [`normalising_scale`][kronos_sk.data.normalize.normalising_scale],
   undoes the normalisation up to clipping.
 - ``"asset"``, ``"market"``: (B,) object arrays of names.
@@ -35,7 +46,8 @@ Batch = dict[str, np.ndarray]
 
 _VOLUME_COLUMNS = (FEATURE_COLUMNS.index("volume"), FEATURE_COLUMNS.index("amount"))
 # Independent random streams for block choice and batch draws (SeedSequence entropy words).
-_BLOCK_STREAM, _BATCH_STREAM = 0, 1
+_BLOCK_STREAM, _BATCH_STREAM, _VALIDATION_STREAM = 0, 1, 2
+DEFAULT_MIN_CONTEXT = 32
 _CACHED_BLOCKS = 2  # the current block and the previous one, for ranks slightly out of step
 _VALIDATION_CHUNK = 64  # assets read together while iterating validation windows
 
@@ -50,14 +62,17 @@ class _Pool:
         Calendar features; all are below 256, so a byte each keeps a block small.
     starts : ndarray of shape (W,), int64
         First row of every window, grouped by asset.
+    lengths : ndarray of shape (W,), int64
+        Rows of every window (the full window length, or fewer at a segment's end).
     bounds : ndarray of shape (A + 1,), int64
         Asset ``a`` owns ``starts[bounds[a]:bounds[a + 1]]``.
     assets, markets : ndarray of shape (A,), object
     """
 
-    def __init__(self, frames: Sequence[pd.DataFrame], starts: Sequence[np.ndarray]) -> None:
-        lengths = [len(frame) for frame in frames]
-        offsets = np.r_[0, np.cumsum(lengths)][:-1]
+    def __init__(self, frames: Sequence[pd.DataFrame],
+                 windows: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        starts = [start for start, _ in windows]
+        offsets = np.r_[0, np.cumsum([len(frame) for frame in frames])][:-1]
         self.values = np.concatenate(
             [frame[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32) for frame in frames])
         self.stamps = np.concatenate(
@@ -65,52 +80,76 @@ class _Pool:
              for frame in frames])
         self.starts = np.concatenate(
             [start + offset for start, offset in zip(starts, offsets)]).astype(np.int64)
+        self.lengths = np.concatenate([length for _, length in windows]).astype(np.int64)
         self.bounds = np.r_[0, np.cumsum([len(start) for start in starts])].astype(np.int64)
         self.assets = np.array([frame.attrs["asset"] for frame in frames], dtype=object)
         self.markets = np.array([frame.attrs["market"] for frame in frames], dtype=object)
 
 
 def _window_starts(
-    frame: pd.DataFrame, length: int, validation_start: int, split: Split, stride: int = 1
-) -> np.ndarray:
-    """Rows of `frame` where a window of `length` rows in `split` may start.
+    frame: pd.DataFrame, length: int, min_length: int, validation_start: int, split: Split,
+    stride: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `frame` where a window in `split` may start, and each window's length.
 
-    With ``stride > 1``, only every stride-th start counted back from the end of each segment
-    (the last window of a segment ends on its last row).
+    A window has `length` rows, or all rows left in its segment (and split) where fewer are
+    left, but at least `min_length`. With ``stride > 1``, only every stride-th full window
+    counted back from the end of each segment (the last one ends on its last row), plus one
+    window from the start of a segment too short for a full one.
     """
     rows = len(frame)
     segment = frame["segment"].to_numpy()
+    new_segment = np.r_[True, segment[1:] != segment[:-1]] if rows else np.zeros(0, bool)
     segment_end = np.r_[np.flatnonzero(np.diff(segment)) + 1, rows][segment]
     ticks = pd.DatetimeIndex(frame["timestamp"]).as_unit("ns").asi8
     first_validation = np.searchsorted(ticks, validation_start)
     row = np.arange(rows)
     if split == "train":
-        usable = row + length <= np.minimum(segment_end, first_validation)
+        limit = np.minimum(segment_end, first_validation)
+        usable = row + min_length <= limit
     else:
-        usable = (row >= first_validation) & (row + length <= segment_end)
-    usable &= (segment_end - length - row) % stride == 0
-    return np.flatnonzero(usable)
+        limit = segment_end
+        usable = (row >= first_validation) & (row + min_length <= limit)
+    full = row + length <= limit
+    if stride > 1:
+        first = new_segment | (row == first_validation)
+        usable &= np.where(full, (limit - length - row) % stride == 0, first)
+    starts = np.flatnonzero(usable)
+    return starts, np.minimum(length, limit[starts] - starts)
 
 
 def _gather(
-    pool: _Pool, rows: np.ndarray, owners: np.ndarray, lookback: int, length: int,
+    pool: _Pool, windows: np.ndarray, owners: np.ndarray, contexts: np.ndarray, length: int,
     masked: np.ndarray, clip: float,
 ) -> Batch:
-    """Cut the windows starting at `rows` out of the pool and normalise them."""
-    index = rows[:, None] + np.arange(length)  # (B, L)
+    """Cut `windows` (positions in the pool) out and normalise each by its context rows."""
+    rows, lengths = pool.starts[windows], pool.lengths[windows]
+    index = rows[:, None] + np.minimum(np.arange(length), lengths[:, None] - 1)  # (B, L)
     raw = pool.values[index]  # (B, L, 6), a copy
     for column in _VOLUME_COLUMNS:
         raw[masked, :, column] = 0.0
-    context = raw[:, :lookback]
-    normalizer = Normalizer(context.mean(axis=1), context.std(axis=1), clip)
+    in_context = (np.arange(length) < contexts[:, None])[..., None]  # (B, L, 1)
+    count = contexts[:, None].astype(np.float64)
+    mean = np.where(in_context, raw, 0.0).sum(axis=1) / count
+    spread = np.where(in_context, raw - mean[:, None], 0.0)
+    std = np.sqrt((spread ** 2).sum(axis=1) / count)
+    normalizer = Normalizer(mean.astype(np.float32), std.astype(np.float32), clip)
     return {
         "values": normalizer.transform(raw),
         "stamps": pool.stamps[index].astype(np.int64),
+        "context": contexts.astype(np.int64),
+        "length": lengths.copy(),
         "mean": normalizer.mean,
         "std": normalizer.std,
         "asset": pool.assets[owners],
         "market": pool.markets[owners],
     }
+
+
+def _draw_contexts(rng: np.random.Generator, lengths: np.ndarray, min_context: int,
+                   lookback: int, horizon: int) -> np.ndarray:
+    """Context rows per window, uniform in ``[min_context, min(lookback, length - horizon)]``."""
+    return rng.integers(min_context, np.minimum(lookback, lengths - horizon) + 1)
 
 
 class WindowSampler:
@@ -120,9 +159,13 @@ class WindowSampler:
     ----------
     corpus : CandleCorpus
     lookback, horizon : int
-        Rows of context and of target per window; each window has ``lookback + horizon``.
+        Longest context and fewest targets per window; a window has ``lookback + horizon``
+        rows, or fewer (at least ``min_context + horizon``) where its segment ends sooner.
     batch_size : int
         Windows per batch, per rank.
+    min_context : int, default=32
+        Shortest context drawn; each window's context is uniform in
+        ``[min_context, min(lookback, length - horizon)]`` (see the module docstring).
     seed : int, default=0
     split : {"train", "validation"}, default="train"
     time_split : TimeSplit or mapping of str to TimeSplit, default=TimeSplit()
@@ -169,6 +212,7 @@ class WindowSampler:
         horizon: int,
         batch_size: int,
         *,
+        min_context: int = DEFAULT_MIN_CONTEXT,
         seed: int = 0,
         split: Split = "train",
         time_split: TimeSplit | Mapping[str, TimeSplit] = TimeSplit(),
@@ -183,6 +227,7 @@ class WindowSampler:
                             ("batch_size", batch_size), ("assets_per_block", assets_per_block),
                             ("steps_per_block", steps_per_block), ("world_size", world_size)):
             _check_int(name, value, 1)
+        _check_min_context(min_context, lookback)
         _check_int("seed", seed, 0)
         _check_int("rank", rank, 0)
         if rank >= world_size:
@@ -195,21 +240,23 @@ class WindowSampler:
             raise ValueError(f"clip must be > 0, got {clip!r}")
         self.corpus = corpus
         self.lookback, self.horizon, self.batch_size = lookback, horizon, batch_size
+        self.min_context = min_context
         self.seed, self.split, self.time_split = seed, split, time_split
         self.assets_per_block, self.steps_per_block = assets_per_block, steps_per_block
         self.mask_fraction, self.clip = mask_fraction, clip
         self.rank, self.world_size = rank, world_size
 
         self._length = lookback + horizon
+        self._min_length = min_context + horizon
         self._validation_starts = corpus.validation_starts(time_split)
         market_weight = corpus.assets["market"].map(corpus.market_weights).to_numpy(float)
         weight = market_weight * corpus.window_counts(
-            self._length, time_split=time_split, split=split)
+            self._min_length, time_split=time_split, split=split)
         if not weight.sum() > 0:
             raise ValueError(
-                f"the corpus has no {split} windows of {self._length} rows (lookback + horizon) "
-                "in markets of positive weight; shorten the windows, raise max_gap_factor or "
-                "move the time split"
+                f"the corpus has no {split} windows of {self._min_length} rows "
+                "(min_context + horizon) in markets of positive weight; shorten the windows, "
+                "raise max_gap_factor or move the time split"
             )
         self._probability = weight / weight.sum()
         self._blocks: OrderedDict[int, tuple[_Pool, np.ndarray]] = OrderedDict()
@@ -222,8 +269,9 @@ class WindowSampler:
         owners = slots[rng.integers(len(slots), size=self.batch_size)]
         window = rng.integers(pool.bounds[owners], pool.bounds[owners + 1])
         masked = rng.random(self.batch_size) < self.mask_fraction
-        return _gather(pool, pool.starts[window], owners, self.lookback, self._length, masked,
-                       self.clip)
+        contexts = _draw_contexts(rng, pool.lengths[window], self.min_context, self.lookback,
+                                  self.horizon)
+        return _gather(pool, window, owners, contexts, self._length, masked, self.clip)
 
     def _block(self, block: int) -> tuple[_Pool, np.ndarray]:
         """The loaded assets of `block` and its slots (pool asset per draw, with repeats)."""
@@ -235,15 +283,16 @@ class WindowSampler:
                            p=self._probability)
         positions, slots = np.unique(picks, return_inverse=True)
         frames = self.corpus.load_many(positions.tolist())
-        starts = [_window_starts(frame, self._length, self._validation_starts[p], self.split)
-                  for frame, p in zip(frames, positions)]
-        pool = _Pool(frames, starts)
+        windows = [_window_starts(frame, self._length, self._min_length,
+                                  self._validation_starts[p], self.split)
+                   for frame, p in zip(frames, positions)]
+        pool = _Pool(frames, windows)
         # Jumps and bad rows, seen only now, can leave a drawn asset without windows.
         slots = slots[np.diff(pool.bounds)[slots] > 0]
         if len(slots) == 0:
             raise ValueError(
                 f"block {block}: none of the {len(positions)} assets drawn has a {self.split} "
-                f"window of {self._length} rows once jumps and bad rows are cut out; raise "
+                f"window of {self._min_length} rows once jumps and bad rows are cut out; raise "
                 "assets_per_block or shorten the windows"
             )
         self._blocks[block] = (pool, slots)
@@ -255,42 +304,49 @@ class WindowSampler:
 class SeriesWindows:
     """Random training windows cut from series held in memory (estimators' fit and pretrain).
 
-    Same batch format and normalisation as [`WindowSampler`][kronos_sk.data.windows.WindowSampler]
-    (lookback statistics only,
-    optional volume masking); ``batch(step, rank, world_size)`` is a pure function of its
-    arguments, so training resumes exactly.
+    Same batch format, drawn contexts and normalisation as
+    [`WindowSampler`][kronos_sk.data.windows.WindowSampler] (statistics of each window's
+    context only, optional volume masking); ``batch(step, rank, world_size)`` is a pure
+    function of its arguments, so training resumes exactly.
 
     Parameters
     ----------
     series : sequence of (values, stamps) pairs
         values (T_i, 6) float array in ``FEATURE_COLUMNS`` order, stamps (T_i, 5) int array.
-        Series shorter than a window are skipped.
+        Series shorter than ``min_context + horizon`` rows are skipped.
     lookback, horizon, batch_size : int
+    min_context : int, default=32
     seed : int, default=0
     mask_fraction : float, default=0.0
     clip : float, default=DEFAULT_CLIP
     """
 
     def __init__(self, series: Sequence[tuple[np.ndarray, np.ndarray]], lookback: int,
-                 horizon: int, batch_size: int, *, seed: int = 0, mask_fraction: float = 0.0,
-                 clip: float = DEFAULT_CLIP) -> None:
+                 horizon: int, batch_size: int, *, min_context: int = DEFAULT_MIN_CONTEXT,
+                 seed: int = 0, mask_fraction: float = 0.0, clip: float = DEFAULT_CLIP) -> None:
         _check_int("lookback", lookback, 1)
         _check_int("horizon", horizon, 1)
         _check_int("batch_size", batch_size, 1)
+        _check_min_context(min_context, lookback)
         self.lookback, self.horizon, self.batch_size = lookback, horizon, batch_size
+        self.min_context = min_context
         self.seed, self.mask_fraction, self.clip = seed, mask_fraction, clip
-        length = lookback + horizon
-        kept = [(np.asarray(v, np.float32), np.asarray(s)) for v, s in series if len(v) >= length]
+        length, min_length = lookback + horizon, min_context + horizon
+        kept = [(np.asarray(v, np.float32), np.asarray(s)) for v, s in series
+                if len(v) >= min_length]
         if not kept:
             longest = max((len(v) for v, _ in series), default=0)
-            raise ValueError(f"no series holds a window of lookback + horizon = {length} rows "
-                             f"(the longest has {longest})")
+            raise ValueError(f"no series holds a window of min_context + horizon = {min_length} "
+                             f"rows (the longest has {longest})")
         pool = _Pool.__new__(_Pool)
         pool.values = np.concatenate([v for v, _ in kept])
         pool.stamps = np.concatenate([s for _, s in kept]).astype(np.uint8)
         offsets = np.r_[0, np.cumsum([len(v) for v, _ in kept])]
-        starts = [offset + np.arange(len(v) - length + 1) for offset, (v, _) in zip(offsets, kept)]
+        starts = [offset + np.arange(len(v) - min_length + 1)
+                  for offset, (v, _) in zip(offsets, kept)]
         pool.starts = np.concatenate(starts).astype(np.int64)
+        pool.lengths = np.concatenate(
+            [np.minimum(length, len(v) - np.arange(len(v) - min_length + 1)) for v, _ in kept])
         pool.bounds = np.r_[0, np.cumsum([len(x) for x in starts])].astype(np.int64)
         pool.assets = np.arange(len(kept)).astype(object)
         pool.markets = np.full(len(kept), "memory", dtype=object)
@@ -307,8 +363,10 @@ class SeriesWindows:
         window = rng.integers(self.n_windows, size=self.batch_size)
         owners = np.searchsorted(self._pool.bounds, window, side="right") - 1
         masked = rng.random(self.batch_size) < self.mask_fraction
-        return _gather(self._pool, self._pool.starts[window], owners, self.lookback,
-                       self.lookback + self.horizon, masked, self.clip)
+        contexts = _draw_contexts(rng, self._pool.lengths[window], self.min_context,
+                                  self.lookback, self.horizon)
+        return _gather(self._pool, window, owners, contexts, self.lookback + self.horizon,
+                       masked, self.clip)
 
 
 def validation_batches(
@@ -318,6 +376,7 @@ def validation_batches(
     batch_size: int,
     *,
     time_split: TimeSplit | Mapping[str, TimeSplit],
+    min_context: int = DEFAULT_MIN_CONTEXT,
     stride: int | None = None,
     max_windows: int | None = None,
     clip: float = DEFAULT_CLIP,
@@ -330,6 +389,10 @@ def validation_batches(
     lookback, horizon, batch_size : int
     time_split : TimeSplit or mapping of str to TimeSplit
         As for [`WindowSampler`][kronos_sk.data.windows.WindowSampler].
+    min_context : int, default=32
+        As for [`WindowSampler`][kronos_sk.data.windows.WindowSampler]; the contexts are
+        drawn the same way, from a generator of fixed seed, so every call yields the same
+        batches.
     stride : int, default=None
         Rows between window starts within a segment, counted back from its last row so that
         the last window ends there; None means `horizon` (the horizons tile the segment).
@@ -349,31 +412,34 @@ def validation_batches(
     for name, value in (("lookback", lookback), ("horizon", horizon),
                         ("batch_size", batch_size)):
         _check_int(name, value, 1)
+    _check_min_context(min_context, lookback)
     stride = horizon if stride is None else stride
     _check_int("stride", stride, 1)
     if max_windows is not None:
         _check_int("max_windows", max_windows, 1)
-    length = lookback + horizon
+    length, min_length = lookback + horizon, min_context + horizon
     validation_start = corpus.validation_starts(time_split)
     last = np.array([stamp.value for stamp in corpus.assets["last"]], dtype=np.int64)
     positions = np.flatnonzero(last >= validation_start)
     chunks = _chunks(positions, corpus.assets["path"].to_numpy())
 
-    def windows() -> Iterator[tuple[list[pd.DataFrame], list[np.ndarray]]]:
+    def windows() -> Iterator[tuple[list[pd.DataFrame], list[tuple[np.ndarray, np.ndarray]]]]:
         for chunk in chunks:
             frames = corpus.load_many(chunk.tolist())
-            yield frames, [_window_starts(frame, length, validation_start[p], "validation", stride)
+            yield frames, [_window_starts(frame, length, min_length, validation_start[p],
+                                          "validation", stride)
                            for frame, p in zip(frames, chunk)]
 
     def parts() -> Iterator[Batch]:
         keep = None
         if max_windows is not None:
-            counts = [len(s) for _, starts in windows() for s in starts]
+            counts = [len(s) for _, found in windows() for s, _ in found]
             markets = corpus.assets["market"].to_numpy()[positions]
             keep = _even_selection(np.repeat(markets, counts), max_windows)
         seen = 0
-        for frames, starts in windows():
-            pool = _Pool(frames, starts)
+        rng = np.random.default_rng(_VALIDATION_STREAM)
+        for frames, found in windows():
+            pool = _Pool(frames, found)
             chosen = np.arange(len(pool.starts))
             if keep is not None:
                 chosen = chosen[keep[seen: seen + len(chosen)]]
@@ -381,7 +447,9 @@ def validation_batches(
             owners = np.repeat(np.arange(len(frames)), np.diff(pool.bounds))
             for i in range(0, len(chosen), batch_size):
                 window = chosen[i: i + batch_size]
-                yield _gather(pool, pool.starts[window], owners[window], lookback, length,
+                contexts = _draw_contexts(rng, pool.lengths[window], min_context, lookback,
+                                          horizon)
+                yield _gather(pool, window, owners[window], contexts, length,
                               np.zeros(len(window), bool), clip)
 
     return _rebatch(parts(), batch_size)
@@ -431,6 +499,12 @@ def _rebatch(parts: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
             buffer = [rest] if size else []
     if size:
         yield {key: np.concatenate([b[key] for b in buffer]) for key in buffer[0]}
+
+
+def _check_min_context(min_context: object, lookback: int) -> None:
+    _check_int("min_context", min_context, 1)
+    if min_context > lookback:
+        raise ValueError(f"min_context must be <= lookback = {lookback}, got {min_context}")
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

@@ -42,7 +42,8 @@ class _CheckpointCache:
             precision: str | torch.dtype) -> torch.nn.Module:
         # Resolving may download a hub id: do it outside the lock.
         directory = resolve_checkpoint(name_or_path).resolve()
-        device, dtype = resolve_device(device), resolve_dtype(precision)
+        device = resolve_device(device)
+        dtype = resolve_dtype(precision, device)
         stamp = tuple(_mtime_ns(directory / name) for name in (CONFIG_FILE, WEIGHTS_FILE))
         key = (str(directory), stamp, device, dtype)
         with self._lock:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 from sktime.forecasting.base import BaseForecaster, ForecastingHorizon
 
 from kronos_sk._sktime_notices import no_remember_data_notice
+from kronos_sk.calibration import PathCalibration
 from kronos_sk.checkpoints import default_checkpoint, model_context
 from kronos_sk.data import (FEATURE_COLUMNS, PRICE_COLUMNS, SeriesWindows, assemble_features,
                             canonical_columns, time_features, validate_candles)
+from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT
 from kronos_sk.estimators._training import train_network
 from kronos_sk.estimators._weights import cached_predictor, cached_tokenizer
 from kronos_sk.generation import check_sampling, forecast_paths, series_seeds
@@ -19,6 +23,8 @@ from kronos_sk.nn.tokenizer import KronosTokenizer
 from kronos_sk.runtime import resolve_device
 
 FIT_STRATEGIES = ("zero-shot", "fine-tune", "from-scratch")
+CALIBRATIONS = (None, "conformal")
+MIN_CALIBRATION_CONTEXT = 16  # fewest context rows of a calibration backtest
 # Integer and period indexes get calendar stamps counted from this Monday (see the docs).
 SYNTHETIC_ORIGIN = pd.Timestamp("2000-01-03")
 CLOSE = FEATURE_COLUMNS.index("close")
@@ -89,6 +95,19 @@ class KronosForecaster(BaseForecaster):
         `TokenizerConfig` fields for "from-scratch", likewise.
     max_paths : int, default=256
         At most this many paths (series x samples) are generated at once.
+    calibration : {None, "conformal"}, default=None
+        "conformal": at fit, backtest the model on the last `calibration_origins` origins
+        inside `y` (every series, pooled, in one batched generation) and learn a spread
+        scale per horizon step of close and volume
+        ([`PathCalibration`][kronos_sk.calibration.PathCalibration]); every output then
+        describes the calibrated paths. The median path does not move.
+    calibration_origins : int, default=8
+        Backtest origins per series; fit costs about this many predictions more.
+    calibration_stride : int or None, default=None
+        Rows between backtest origins; None: the calibrated horizon (non-overlapping).
+    calibration_rate : float, default=0.05
+        Step of the adaptive-conformal correction applied by `update` when the truth of the
+        last prediction arrives.
 
     Attributes
     ----------
@@ -101,6 +120,10 @@ class KronosForecaster(BaseForecaster):
         The columns of `y` that are forecast, in order.
     loss_curve_ : list of float
         Training losses of the last fit or pretrain that trained.
+    calibration_ : PathCalibration or None
+        The learned spread scales (``calibration="conformal"``), refreshed by `update`.
+    calibration_seconds_ : float
+        Wall time of the calibration backtests at fit.
 
     Notes
     -----
@@ -155,7 +178,8 @@ class KronosForecaster(BaseForecaster):
                  random_state=None, precision="float32", sliding="exact", freq=None,
                  lookback=64, horizon=16, max_steps=100, batch_size=16, learning_rate=1e-4,
                  finetune_tokenizer=False, model_config=None, tokenizer_config=None,
-                 max_paths=256):
+                 max_paths=256, calibration=None, calibration_origins=8,
+                 calibration_stride=None, calibration_rate=0.05):
         self.model = model
         self.tokenizer = tokenizer
         self.fit_strategy = fit_strategy
@@ -178,6 +202,10 @@ class KronosForecaster(BaseForecaster):
         self.model_config = model_config
         self.tokenizer_config = tokenizer_config
         self.max_paths = max_paths
+        self.calibration = calibration
+        self.calibration_origins = calibration_origins
+        self.calibration_stride = calibration_stride
+        self.calibration_rate = calibration_rate
         # remember_data is set explicitly in _config (self._y is the context), so sktime's
         # notice about that config's changing default does not apply here.
         with no_remember_data_notice():
@@ -205,6 +233,18 @@ class KronosForecaster(BaseForecaster):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {CALIBRATIONS}, "
+                             f"got {self.calibration!r}")
+        for name, value in (("calibration_origins", self.calibration_origins),
+                            ("calibration_stride", self.calibration_stride)):
+            if value is None and name == "calibration_stride":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.calibration_rate > 0:
+            raise ValueError(f"calibration_rate must be positive, got "
+                             f"{self.calibration_rate!r}")
         resolve_device(self.device)
 
     def _resolved_context(self) -> int:
@@ -272,15 +312,60 @@ class KronosForecaster(BaseForecaster):
         self.columns_ = list(y.columns)
         self._set_context(y)
         if self.state == "pretrained":  # keep what pretrain learned
-            return self
-        if self.fit_strategy == "from-scratch":
+            pass
+        elif self.fit_strategy == "from-scratch":
             self._train_from_scratch()
-            return self
-        self.tokenizer_, self.predictor_ = self._load_networks()
-        self.loss_curve_ = []
-        if self.fit_strategy == "fine-tune":
-            self._fine_tune(self._windows(self._contexts))
+        else:
+            self.tokenizer_, self.predictor_ = self._load_networks()
+            self.loss_curve_ = []
+            if self.fit_strategy == "fine-tune":
+                self._fine_tune(self._windows(self._contexts))
+        self._calibrate(fh)
         return self
+
+    def _calibrate(self, fh) -> None:
+        """Learn `calibration_` from backtests at the last origins inside the context."""
+        self.calibration_, self.calibration_seconds_ = None, 0.0
+        if self.calibration is None:
+            return
+        start = time.perf_counter()
+        horizon = self.horizon
+        if fh is not None and fh.is_relative:
+            horizon = int(max(fh.to_pandas()))
+        contexts, stamps, futures, truths, keys = self._backtests(horizon)
+        paths = forecast_paths(
+            self.tokenizer_, self.predictor_, contexts, stamps, np.stack(futures),
+            n_samples=self.n_samples, temperature=self.temperature, top_k=self.top_k,
+            top_p=self.top_p, max_context=self._max_context,
+            seeds=series_seeds(self._path_seed, keys), sliding=self.sliding,
+            max_paths=self.max_paths)
+        self.calibration_ = PathCalibration.fit(paths, np.stack(truths))
+        self.calibration_seconds_ = time.perf_counter() - start
+
+    def _backtests(self, horizon: int) -> tuple[list, list, list, list, list]:
+        """Contexts, their stamps, future stamps, truths and seed keys of the calibration
+        backtests: origin k of a series ends its context `horizon + k * stride` rows before
+        the series' end, and the next `horizon` rows are the truth."""
+        stride = self.calibration_stride or horizon
+        contexts, stamps, futures, truths, keys = [], [], [], [], []
+        for key, column, candles in self._contexts:
+            values, calendar = assemble_features(candles), time_features(candles.index)
+            for k in range(self.calibration_origins):
+                origin = len(candles) - horizon - k * stride
+                if origin < MIN_CALIBRATION_CONTEXT:
+                    break
+                contexts.append(values[:origin])
+                stamps.append(calendar[:origin])
+                futures.append(calendar[origin:origin + horizon])
+                truths.append(values[origin:origin + horizon])
+                keys.append(repr(("calibration", key, column, k)))
+        if not contexts:
+            raise ValueError(
+                f"calibration='conformal' needs series of at least "
+                f"{MIN_CALIBRATION_CONTEXT + horizon} rows ({MIN_CALIBRATION_CONTEXT} of context "
+                f"+ a horizon of {horizon}); the longest has "
+                f"{max(len(c) for _, _, c in self._contexts)}")
+        return contexts, stamps, futures, truths, keys
 
     def _set_context(self, y: pd.DataFrame) -> None:
         self._contexts = self._series(y)
@@ -302,7 +387,9 @@ class KronosForecaster(BaseForecaster):
         if length < 2:
             raise ValueError("training needs series of at least 2 rows")
         horizon = min(self.horizon, length - 1)
-        return SeriesWindows(series, length - horizon, horizon, self.batch_size,
+        lookback = length - horizon
+        return SeriesWindows(series, lookback, horizon, self.batch_size,
+                             min_context=min(DEFAULT_MIN_CONTEXT, lookback),
                              seed=self._training_seed(), mask_fraction=0.05)
 
     def _training_seed(self) -> int:
@@ -359,8 +446,29 @@ class KronosForecaster(BaseForecaster):
         return self
 
     def _update(self, y, X=None, update_params=True):
+        self._adapt_calibration(y)
         self._set_context(self._y)  # the base class has appended y to self._y
         return self
+
+    def _adapt_calibration(self, y: pd.DataFrame) -> None:
+        """The adaptive-conformal step: score the kept paths of the last prediction against
+        the rows that have now arrived, for the series whose whole forecast grid they hold."""
+        kept = getattr(self, "_kept_paths", {})
+        if getattr(self, "calibration_", None) is None or "raw" not in kept:
+            return
+        raw, grids = kept["raw"], kept["grids"]
+        arrived = {(key, column): candles for key, column, candles in self._series(y)}
+        rows, truths = [], []
+        for i, (key, column, _) in enumerate(self._contexts):
+            candles = arrived.get((key, column))
+            if candles is not None and candles.index[:len(grids[i])].equals(grids[i]):
+                rows.append(i)
+                truths.append(assemble_features(candles.iloc[:len(grids[i])]))
+        H = min(len(grids[i]) for i in rows) if rows else 0
+        if H:
+            self.calibration_ = self.calibration_.update(
+                raw[rows, :, :H], np.stack([t[:H] for t in truths]),
+                rate=self.calibration_rate)
 
     # ------------------------------------------------------------------ predict
     def _check_fh(self, fh, pred_int=False):
@@ -429,19 +537,24 @@ class KronosForecaster(BaseForecaster):
         The cache is a dict made by fit and filled in place: predicting leaves every
         attribute of the estimator as it was (sktime's contract for predict methods).
         """
+        calibration = getattr(self, "calibration_", None)
         key = (self.tokenizer_, self.predictor_, self._path_seed, self._max_context,
                self.n_samples, self.temperature, self.top_k, self.top_p, self.sliding,
                self.max_paths, self.freq, str(absolute.dtype), tuple(absolute))
         kept = self._kept_paths
-        if kept.get("key") == key:
-            return kept["paths"], kept["steps"]
-        kept.clear()  # free the previous paths before sampling the next
-        paths, steps = self._generate(absolute)
-        paths.flags.writeable = steps.flags.writeable = False
-        kept.update(key=key, paths=paths, steps=steps)
-        return paths, steps
+        if kept.get("key") != key:
+            kept.clear()  # free the previous paths before sampling the next
+            raw, steps, grids = self._generate(absolute)
+            raw.flags.writeable = steps.flags.writeable = False
+            # generated paths, steps, future grids (calibration updates score them)
+            kept.update(key=key, raw=raw, steps=steps, grids=grids)
+        if "paths" not in kept or kept["calibrated_by"] is not calibration:
+            paths = kept["raw"] if calibration is None else calibration.apply(kept["raw"])
+            paths.flags.writeable = False
+            kept.update(paths=paths, calibrated_by=calibration)  # the paths as returned
+        return kept["paths"], kept["steps"]
 
-    def _generate(self, absolute: pd.Index) -> tuple[np.ndarray, np.ndarray]:
+    def _generate(self, absolute: pd.Index) -> tuple[np.ndarray, np.ndarray, list]:
         plans = [self._targets(absolute, candles, original)
                  for (_, _, candles), original in zip(self._contexts, self._original_indexes())]
         steps = np.stack([steps for steps, _ in plans])
@@ -459,7 +572,7 @@ class KronosForecaster(BaseForecaster):
             top_p=self.top_p, max_context=self._max_context,
             seeds=series_seeds(self._path_seed, keys), sliding=self.sliding,
             max_paths=self.max_paths)
-        return paths, steps
+        return paths, steps, [grid for _, grid in plans]
 
     def _original_indexes(self) -> list[pd.Index]:
         y = self._y

@@ -7,6 +7,12 @@ A batch source has a method ``batch(index) -> {"values": ..., "stamps": ...}``:
 - ``values``: (batch_size, L, d_in) float32 normalised candles (numpy array or tensor);
 - ``stamps``: (batch_size, L, 5) int64 calendar stamps (minute, hour, weekday, day, month);
   the tokenizer task does not read them.
+- ``context``: (batch_size,) int64, predictor task only: each window was normalised with the
+  statistics of its first ``context`` rows, and only targets from there on are scored (see
+  [`predictor_token_losses`][kronos_sk.training.losses.predictor_token_losses]), so that no
+  scored target is normalised with statistics of itself or of later rows;
+- ``length``: (batch_size,) int64, optional: real rows per window; later rows are padding
+  that no loss term reads.
 
 It must be stateless: micro-batch ``index`` is a pure function of ``index``. Optimizer step
 ``s`` reads micro-batches ``s * grad_accum_steps + m`` for ``m < grad_accum_steps``, so the
@@ -39,6 +45,7 @@ import math
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -54,6 +61,7 @@ from tqdm.auto import tqdm
 from kronos_sk import checkpoints
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
+from kronos_sk.runtime import slow_bf16_warning
 from kronos_sk.training import distributed
 from kronos_sk.training.config import TrainConfig
 from kronos_sk.training.losses import predictor_loss, tokenizer_loss
@@ -217,6 +225,9 @@ class Trainer:
                 and not torch.cuda.is_bf16_supported():
             raise ValueError(f"precision = 'bf16' but {torch.cuda.get_device_name(self.device)} "
                              "lacks bfloat16; set precision = 'fp32'")
+        if cfg.precision == "bf16" and (message := slow_bf16_warning(self.device)):
+            warnings.warn(message + " (set precision = 'fp32')", UserWarning, stacklevel=3)
+            logger.warning(message)
         if cfg.early_stopping_patience is not None and self.validation is None:
             raise ValueError("early_stopping_patience needs validation batches; pass "
                              "validation or set early_stopping_patience = None")
@@ -328,9 +339,9 @@ class Trainer:
               ) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
         if cfg.task == "tokenizer":
-            return tokenizer_loss(model, batch["values"], cfg.quant_weight)
+            return tokenizer_loss(model, batch["values"], cfg.quant_weight, batch.get("length"))
         return predictor_loss(model, self.tokenizer, batch["values"], batch["stamps"],
-                              cfg.teacher_forcing)
+                              batch["context"], batch.get("length"), cfg.teacher_forcing)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16,
@@ -347,7 +358,8 @@ class Trainer:
     def _to_device(self, raw: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
         """Check shapes and move a batch dict to the training device."""
         d_in = (self.module if self.tokenizer is None else self.tokenizer).config.d_in
-        needed = ("values",) if self.config.task == "tokenizer" else ("values", "stamps")
+        needed = (("values",) if self.config.task == "tokenizer"
+                  else ("values", "stamps", "context"))
         missing = [key for key in needed if key not in raw]
         if missing:
             raise ValueError(f"{where} lacks {missing}; a batch needs {list(needed)}")
@@ -362,6 +374,15 @@ class Trainer:
                                  f"matching values {tuple(values.shape)}, got "
                                  f"{tuple(stamps.shape)}")
             batch["stamps"] = stamps
+        rows = values.shape[1]
+        for key, low in (("context", 1), ("length", 2)):
+            if key not in raw or (key == "context" and self.config.task == "tokenizer"):
+                continue
+            counts = torch.as_tensor(raw[key]).to(self.device, torch.long)
+            if counts.shape != values.shape[:1] or bool(((counts < low) | (counts > rows)).any()):
+                raise ValueError(f"{where}: {key} must be ({values.shape[0]},) integers in "
+                                 f"[{low}, {rows}], got {raw[key]!r}")
+            batch[key] = counts
         return batch
 
     # ------------------------------------------------------------- evaluation

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from kronos_sk.nn.tokenizer import KronosTokenizer
 
 
-def tokenizer_loss(tokenizer: nn.Module, values: torch.Tensor,
-                   quant_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+def tokenizer_loss(tokenizer: nn.Module, values: torch.Tensor, quant_weight: float = 1.0,
+                   length: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Reconstruction plus quantizer loss: ``mse_coarse + mse_full + quant_weight * bsq``.
 
     Parameters
@@ -20,6 +20,9 @@ def tokenizer_loss(tokenizer: nn.Module, values: torch.Tensor,
         (B, L, d_in) normalised candles, float32.
     quant_weight : float, default=1.0
         The paper's lambda on the BSQ loss (commitment and entropy terms).
+    length : torch.Tensor, default=None
+        (B,) int64 real rows per window; the reconstruction errors of later rows (padding)
+        are left out (None: all rows count).
 
     Returns
     -------
@@ -30,8 +33,12 @@ def tokenizer_loss(tokenizer: nn.Module, values: torch.Tensor,
     """
     out = tokenizer(values)
     target = values.float()
-    mse_coarse = F.mse_loss(out.recon_coarse.float(), target)
-    mse_full = F.mse_loss(out.recon_full.float(), target)
+    weight = torch.ones(values.shape[:2], device=values.device)
+    if length is not None:
+        weight = (torch.arange(values.shape[1], device=values.device) < length[:, None]).float()
+    weight = (weight / (weight.sum() * values.shape[-1]))[..., None]
+    mse_coarse = (weight * (out.recon_coarse.float() - target) ** 2).sum()
+    mse_full = (weight * (out.recon_full.float() - target) ** 2).sum()
     quant = out.quantizer.total.float()
     loss = mse_coarse + mse_full + quant_weight * quant
     return loss, _detached(loss=loss, mse_coarse=mse_coarse, mse_full=mse_full, quant=quant,
@@ -39,16 +46,22 @@ def tokenizer_loss(tokenizer: nn.Module, values: torch.Tensor,
                            codebook_entropy=out.quantizer.codebook_entropy)
 
 
-def predictor_loss(predictor: nn.Module, tokenizer: KronosTokenizer, values: torch.Tensor,
-                   stamps: torch.Tensor, teacher_forcing: bool = False,
-                   ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Next-token cross-entropy of coarse and fine ids, averaged: ``(ce_coarse + ce_fine) / 2``.
+def predictor_token_losses(predictor: nn.Module, tokenizer: KronosTokenizer,
+                           values: torch.Tensor, stamps: torch.Tensor, context: torch.Tensor,
+                           length: torch.Tensor | None = None, teacher_forcing: bool = False,
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-target coarse and fine cross-entropy, and which targets the objective scores.
 
     The window is tokenized by the frozen `tokenizer`; tokens 0..L-2 (with their stamps) are
     the inputs and tokens 1..L-1 the targets. The fine head is conditioned on coarse ids
     sampled from the predictor's own coarse distribution (paper section 4.2; this draws from
     torch's global RNG on CPU, the device's RNG on CUDA), or on the true next coarse ids with
     `teacher_forcing`.
+
+    A window normalised with the statistics of its first ``context`` rows scores only the
+    targets at positions ``context .. length - 1``: every scored target is normalised with
+    statistics of earlier rows only, as at inference. The tokenizer and predictor are causal,
+    so the rows after ``length`` (padding) reach no scored target either.
 
     Parameters
     ----------
@@ -59,14 +72,18 @@ def predictor_loss(predictor: nn.Module, tokenizer: KronosTokenizer, values: tor
         (B, L, d_in) normalised candles, float32, L >= 2.
     stamps : torch.Tensor
         (B, L, 5) int64 calendar stamps (minute, hour, weekday, day, month).
+    context : torch.Tensor
+        (B,) int64: the rows whose statistics normalised each window, in ``[1, L - 1]``.
+    length : torch.Tensor, default=None
+        (B,) int64 real rows per window (None: all L).
     teacher_forcing : bool, default=False
 
     Returns
     -------
-    loss : torch.Tensor
-        Scalar float32 tensor that carries the graph.
-    metrics : dict of str to float
-        Detached values: loss, ce_coarse, ce_fine.
+    ce_coarse, ce_fine : torch.Tensor
+        (B, L - 1) float32 cross-entropy of target positions 1..L-1, carrying the graph.
+    scored : torch.Tensor
+        (B, L - 1) bool: the targets the objective averages.
     """
     # Tokenize in float32 even under bf16 autocast: the targets must be the ids the
     # tokenizer gives at inference time, and a sign near zero may flip in bfloat16.
@@ -76,8 +93,36 @@ def predictor_loss(predictor: nn.Module, tokenizer: KronosTokenizer, values: tor
     s1_logits, s2_logits = predictor(
         s1_ids[:, :-1], s2_ids[:, :-1], stamps[:, :-1],
         s1_condition=s1_targets if teacher_forcing else None)  # (B, L-1, 2^s1), (B, L-1, 2^s2)
-    ce_coarse = F.cross_entropy(s1_logits.flatten(0, 1).float(), s1_targets.flatten())
-    ce_fine = F.cross_entropy(s2_logits.flatten(0, 1).float(), s2_targets.flatten())
+    ce_coarse = F.cross_entropy(s1_logits.transpose(1, 2).float(), s1_targets, reduction="none")
+    ce_fine = F.cross_entropy(s2_logits.transpose(1, 2).float(), s2_targets, reduction="none")
+    position = torch.arange(1, values.shape[1], device=values.device)
+    scored = position >= context[:, None]
+    if length is not None:
+        scored &= position < length[:, None]
+    return ce_coarse, ce_fine, scored
+
+
+def predictor_loss(predictor: nn.Module, tokenizer: KronosTokenizer, values: torch.Tensor,
+                   stamps: torch.Tensor, context: torch.Tensor,
+                   length: torch.Tensor | None = None, teacher_forcing: bool = False,
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Next-token cross-entropy of the scored targets, coarse and fine averaged.
+
+    ``(ce_coarse + ce_fine) / 2`` over the targets that
+    [`predictor_token_losses`][kronos_sk.training.losses.predictor_token_losses] scores
+    (same parameters).
+
+    Returns
+    -------
+    loss : torch.Tensor
+        Scalar float32 tensor that carries the graph.
+    metrics : dict of str to float
+        Detached values: loss, ce_coarse, ce_fine.
+    """
+    ce_coarse, ce_fine, scored = predictor_token_losses(
+        predictor, tokenizer, values, stamps, context, length, teacher_forcing)
+    weight = scored.float() / scored.sum().clamp(min=1)
+    ce_coarse, ce_fine = (ce_coarse * weight).sum(), (ce_fine * weight).sum()
     loss = (ce_coarse + ce_fine) / 2
     return loss, _detached(loss=loss, ce_coarse=ce_coarse, ce_fine=ce_fine)
 

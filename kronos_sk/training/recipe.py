@@ -66,7 +66,7 @@ import torch
 
 from kronos_sk.data import CandleCorpus, TimeSplit, WindowSampler, validation_batches
 from kronos_sk.data.normalize import DEFAULT_CLIP
-from kronos_sk.data.windows import Batch
+from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT, Batch
 from kronos_sk.training import distributed
 from kronos_sk.training.config import TrainConfig, _coerce
 from kronos_sk.training.engine import METRICS_FILE, STATE_FILE, run_training
@@ -103,7 +103,12 @@ class DataSettings:
         Market -> largest close-to-close ``|log return|`` inside a segment (markets left out:
         no limit); ``log(1.11)`` cuts the unadjusted A-share file at ex-rights jumps.
     lookback, horizon : int, default=256, 32
-        Rows of context and of target per window.
+        Longest context and fewest targets per window: a window has ``lookback + horizon``
+        rows, fewer where its segment ends sooner.
+    min_context : int, default=32
+        Shortest context: each window's context length is drawn uniformly between
+        `min_context` and `lookback`; it is normalised with those rows' statistics and only
+        the later targets are scored (see `kronos_sk.data.windows`).
     mask_fraction : float, default=0.05
         Share of training windows whose volume and amount are zeroed.
     assets_per_block, steps_per_block : int, default=64, 200
@@ -120,6 +125,7 @@ class DataSettings:
     max_abs_log_return: dict[str, float] = field(default_factory=dict)
     lookback: int = 256
     horizon: int = 32
+    min_context: int = DEFAULT_MIN_CONTEXT
     mask_fraction: float = 0.05
     assets_per_block: int = 64
     steps_per_block: int = 200
@@ -138,6 +144,9 @@ class DataSettings:
             if f.name != "sources":
                 setattr(self, f.name,
                         _coerce(f"data.{f.name}", getattr(self, f.name), hints[f.name]))
+        if self.min_context > self.lookback:
+            raise ValueError(f"data.min_context ({self.min_context}) must be <= data.lookback "
+                             f"({self.lookback})")
         self.time_split()  # name a bad split rule now, not at the first batch
 
     def time_split(self) -> dict[str, TimeSplit]:
@@ -311,8 +320,8 @@ class CorpusBatches:
 
     def _make_sampler(self, rank: int, world_size: int) -> WindowSampler:
         d = self.data
-        return WindowSampler(self.corpus, d.lookback, d.horizon, self.batch_size, seed=self.seed,
-                             split="train", time_split=d.time_split(),
+        return WindowSampler(self.corpus, d.lookback, d.horizon, self.batch_size,
+                             min_context=d.min_context, seed=self.seed, split="train", time_split=d.time_split(),
                              assets_per_block=d.assets_per_block,
                              steps_per_block=d.steps_per_block, mask_fraction=d.mask_fraction,
                              clip=d.clip, rank=rank, world_size=world_size)
@@ -331,9 +340,10 @@ def read_validation(corpus: CandleCorpus, data: DataSettings, batch_size: int,
     """
     batches = list(validation_batches(corpus, data.lookback, data.horizon, batch_size,
                                       time_split=data.time_split(),
+                                      min_context=data.min_context,
                                       max_windows=batch_size * n_batches, clip=data.clip))
     if not batches:
-        raise ValueError(f"no validation windows of {data.lookback + data.horizon} rows; give "
+        raise ValueError(f"no validation windows of {data.min_context + data.horizon} rows; give "
                          "data.split rules that leave each market validation rows")
     return batches
 
@@ -439,7 +449,7 @@ def _prepare_resume(recipe: Recipe, config: TrainConfig, is_main: bool) -> bool:
 
 
 def _log_corpus(corpus: CandleCorpus, data: DataSettings) -> None:
-    length = data.lookback + data.horizon
+    length = data.min_context + data.horizon
     counts = corpus.window_counts(length, time_split=data.time_split(), split="train")
     markets = corpus.assets["market"].to_numpy()
     weight = np.array([corpus.market_weights[m] for m in markets]) * counts

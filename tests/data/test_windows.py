@@ -21,6 +21,9 @@ GAP_AT, JUMP_AT, BAD_AT = 40, 60, 30
 LOOKBACK, HORIZON = 12, 4
 LENGTH = LOOKBACK + HORIZON
 EVERYTHING = TimeSplit(cutoff="2000-01-01")  # every row is validation
+# The shortest context equal to the longest: every window has LENGTH rows and a LOOKBACK-row
+# context, so the tests below can name each window's rows in advance.
+FULL = {"min_context": LOOKBACK}
 CUTOFF = "2024-03-15"  # day 74: after it, daily rows from 74 (AAA: 54); hourly rows all before
 
 
@@ -68,9 +71,10 @@ def corpus(tmp_path):
 
 
 def recovered(batch, b, column):
-    """Raw values of one column of window b, where the normalisation was not clipped."""
+    """Raw values of one column of window b's real rows, where the normalisation was not
+    clipped."""
     i = FEATURE_COLUMNS.index(column)
-    values = batch["values"][b, :, i].astype(float)
+    values = batch["values"][b, :batch["length"][b], i].astype(float)
     raw = values * (float(batch["std"][b, i]) + 1e-5) + float(batch["mean"][b, i])
     return raw, np.abs(values) < 5.0
 
@@ -87,7 +91,7 @@ class Locator:
             frame = self.corpus.load(key)
             self.frames[key] = frame, time_features(pd.DatetimeIndex(frame["timestamp"]))
         frame, features = self.frames[key]
-        stamps = batch["stamps"][b]
+        stamps = batch["stamps"][b, :batch["length"][b]]
         close, unclipped = recovered(batch, b, "close")
         for start in np.flatnonzero((features == stamps[0]).all(axis=1)):
             rows = np.arange(start, start + len(stamps))
@@ -104,18 +108,19 @@ def windows(batches):
 
 
 def test_batch_format(corpus):
-    batch = WindowSampler(corpus, LOOKBACK, HORIZON, 8).batch(0)
+    batch = WindowSampler(corpus, LOOKBACK, HORIZON, 8, **FULL).batch(0)
     shapes = {key: (array.shape, array.dtype.kind) for key, array in batch.items()}
     assert shapes == {
         "values": ((8, LENGTH, 6), "f"), "stamps": ((8, LENGTH, 5), "i"),
-        "mean": ((8, 6), "f"), "std": ((8, 6), "f"), "asset": ((8,), "O"), "market": ((8,), "O"),
+        "context": ((8,), "i"), "length": ((8,), "i"), "mean": ((8, 6), "f"), "std": ((8, 6), "f"), "asset": ((8,), "O"), "market": ((8,), "O"),
     }
     assert batch["values"].dtype == np.float32 and batch["stamps"].dtype == np.int64
     assert np.isfinite(batch["values"]).all() and np.abs(batch["values"]).max() <= 5.0
+    assert (batch["context"] == LOOKBACK).all() and (batch["length"] == LENGTH).all()
 
 
 def test_validation_windows_with_stride_one_are_exactly_those_inside_segments(corpus):
-    found = windows(validation_batches(corpus, LOOKBACK, HORIZON, 64, stride=1,
+    found = windows(validation_batches(corpus, LOOKBACK, HORIZON, 64, **FULL, stride=1,
                                        time_split=EVERYTHING))
     locate, starts = Locator(corpus), {}
     for b in range(len(found["asset"])):
@@ -135,7 +140,7 @@ def test_validation_windows_with_stride_one_are_exactly_those_inside_segments(co
 
 
 def test_stamps_are_wall_clock_time_of_the_files_zone(corpus):
-    first = next(iter(validation_batches(corpus, LOOKBACK, HORIZON, 1000, stride=1,
+    first = next(iter(validation_batches(corpus, LOOKBACK, HORIZON, 1000, **FULL, stride=1,
                                          time_split=EVERYTHING)))
     btc = np.flatnonzero(first["asset"] == "BTC")[0]
     # 2024-01-01 00:00 in Shanghai, a Monday; in UTC it would still be Sunday, 16:00.
@@ -144,8 +149,10 @@ def test_stamps_are_wall_clock_time_of_the_files_zone(corpus):
 
 
 def test_train_windows_never_cross_a_segment_or_the_cutoff(corpus):
-    sampler = WindowSampler(corpus, LOOKBACK, HORIZON, 32, time_split=TimeSplit(cutoff=CUTOFF),
-                            steps_per_block=3, assets_per_block=4)
+    # Short contexts: windows as short as 8 rows, at segment ends and in short segments.
+    sampler = WindowSampler(corpus, LOOKBACK, HORIZON, 32, min_context=4,
+                            time_split=TimeSplit(cutoff=CUTOFF), steps_per_block=3,
+                            assets_per_block=4)
     cutoff, locate = pd.Timestamp(CUTOFF), Locator(corpus)
     for step in range(12):
         batch = sampler.batch(step)
@@ -157,7 +164,7 @@ def test_train_windows_never_cross_a_segment_or_the_cutoff(corpus):
 
 
 def test_validation_sampler_draws_only_after_the_cutoff(corpus):
-    sampler = WindowSampler(corpus, LOOKBACK, HORIZON, 64, split="validation",
+    sampler = WindowSampler(corpus, LOOKBACK, HORIZON, 64, **FULL, split="validation",
                             time_split=TimeSplit(cutoff=CUTOFF))
     batch = sampler.batch(0)
     assert set(batch["asset"]) <= {"AAA", "BBB", "CCC"}  # hourly data ends before the cutoff
@@ -168,7 +175,7 @@ def test_validation_sampler_draws_only_after_the_cutoff(corpus):
 
 
 def test_statistics_come_from_the_lookback_rows_only(corpus):
-    batch = WindowSampler(corpus, LOOKBACK, HORIZON, 4, mask_fraction=0.0).batch(3)
+    batch = WindowSampler(corpus, LOOKBACK, HORIZON, 4, **FULL, mask_fraction=0.0).batch(3)
     locate = Locator(corpus)
     for b in range(4):
         frame, rows = locate(batch, b)
@@ -191,7 +198,7 @@ def test_changing_the_horizon_leaves_the_lookback_unchanged(tmp_path):
         (tmp_path / directory).mkdir()
     first, second = (
         WindowSampler(CandleCorpus(write(tmp_path / d / "m.parquet", frame)), LOOKBACK, HORIZON,
-                      2, mask_fraction=0.0).batch(0)
+                      2, **FULL, mask_fraction=0.0).batch(0)
         for d, frame in (("a", original), ("b", changed))
     )
     np.testing.assert_array_equal(first["values"][:, :LOOKBACK], second["values"][:, :LOOKBACK])
@@ -208,7 +215,7 @@ def assert_same_batch(one, other):
 
 def test_a_fresh_sampler_resumes_any_step_exactly(corpus):
     def make():
-        return WindowSampler(corpus, LOOKBACK, HORIZON, 16, seed=7, steps_per_block=4,
+        return WindowSampler(corpus, LOOKBACK, HORIZON, 16, **FULL, seed=7, steps_per_block=4,
                              assets_per_block=3, mask_fraction=0.3)
 
     sampler = make()
@@ -218,31 +225,31 @@ def test_a_fresh_sampler_resumes_any_step_exactly(corpus):
         assert_same_batch(resumed.batch(step), history[step])
     assert_same_batch(sampler.batch(1), history[1])  # block 0 was evicted and is read again
     assert not np.array_equal(history[0]["values"], history[1]["values"])
-    other_seed = WindowSampler(corpus, LOOKBACK, HORIZON, 16, seed=8, steps_per_block=4,
+    other_seed = WindowSampler(corpus, LOOKBACK, HORIZON, 16, **FULL, seed=8, steps_per_block=4,
                                assets_per_block=3, mask_fraction=0.3)
     assert not np.array_equal(other_seed.batch(0)["values"], history[0]["values"])
 
 
 def test_ranks_draw_different_windows_from_the_same_block(corpus):
-    ranks = [WindowSampler(corpus, LOOKBACK, HORIZON, 16, rank=r, world_size=2,
+    ranks = [WindowSampler(corpus, LOOKBACK, HORIZON, 16, **FULL, rank=r, world_size=2,
                            assets_per_block=2) for r in (0, 1)]
     first, second = (sampler.batch(5) for sampler in ranks)
     assert not np.array_equal(first["stamps"], second["stamps"])
     assert set(first["asset"]) | set(second["asset"]) <= set(corpus.assets["asset"])
     assert len(set(first["asset"]) | set(second["asset"])) <= 2  # one block of two assets
     with pytest.raises(ValueError, match="rank must be < world_size"):
-        WindowSampler(corpus, LOOKBACK, HORIZON, 16, rank=2, world_size=2)
+        WindowSampler(corpus, LOOKBACK, HORIZON, 16, **FULL, rank=2, world_size=2)
 
 
 def test_about_mask_fraction_of_windows_lose_volume_and_amount(corpus):
-    sampler = WindowSampler(corpus, LOOKBACK, HORIZON, 64, mask_fraction=0.25)
+    sampler = WindowSampler(corpus, LOOKBACK, HORIZON, 64, **FULL, mask_fraction=0.25)
     found = windows(sampler.batch(step) for step in range(100))
     masked = (found["std"][:, 4:] == 0).all(axis=1)
     assert (found["values"][masked][:, :, 4:] == 0).all()
     assert (found["mean"][masked][:, 4:] == 0).all()
     n, p = len(masked), 0.25
     assert abs(masked.sum() - n * p) < 5 * math.sqrt(n * p * (1 - p))  # 5 standard deviations
-    unmasked = WindowSampler(corpus, LOOKBACK, HORIZON, 64, mask_fraction=0.0).batch(0)
+    unmasked = WindowSampler(corpus, LOOKBACK, HORIZON, 64, **FULL, mask_fraction=0.0).batch(0)
     assert (unmasked["std"][:, 4:] > 0).all()
 
 
@@ -253,18 +260,19 @@ def test_market_weights_scale_each_markets_share_of_windows(tmp_path, corpus):
     counts = corpus.window_counts(lookback + horizon, time_split=TimeSplit(), split="train")
     daily = counts[corpus.assets["market"].to_numpy() == "daily"].sum()
     weighted = CandleCorpus(tmp_path, weights={"daily": 3.0, "hourly": 1.0})
-    sampler = WindowSampler(weighted, lookback, horizon, 64, steps_per_block=1)
+    sampler = WindowSampler(weighted, lookback, horizon, 64, min_context=lookback,
+                            steps_per_block=1)
     share = np.mean(windows(sampler.batch(step) for step in range(40))["market"] == "daily")
     # Over seeds the share has a standard deviation of about 0.015.
     assert share == pytest.approx(3 * daily / (3 * daily + counts.sum() - daily), abs=0.05)
     silent = CandleCorpus(tmp_path, weights={"hourly": 0.0})
-    batch = WindowSampler(silent, LOOKBACK, HORIZON, 256).batch(0)
+    batch = WindowSampler(silent, LOOKBACK, HORIZON, 256, **FULL).batch(0)
     assert set(batch["market"]) == {"daily"}
 
 
 def test_validation_batches_tile_each_segment_from_its_end(corpus):
     cutoff = pd.Timestamp(CUTOFF)
-    calls = [list(validation_batches(corpus, LOOKBACK, HORIZON, 3,
+    calls = [list(validation_batches(corpus, LOOKBACK, HORIZON, 3, **FULL,
                                      time_split=TimeSplit(cutoff=CUTOFF))) for _ in range(2)]
     for one, other in zip(*calls, strict=True):
         assert_same_batch(one, other)
@@ -282,22 +290,25 @@ def test_validation_batches_tile_each_segment_from_its_end(corpus):
 
 
 def test_max_windows_is_shared_evenly_across_markets(tmp_path, corpus):
-    found = windows(validation_batches(corpus, LOOKBACK, HORIZON, 4, time_split=EVERYTHING,
+    found = windows(validation_batches(corpus, LOOKBACK, HORIZON, 4, **FULL, time_split=EVERYTHING,
                                        max_windows=10))
     assert (found["market"] == "daily").sum() == 5 and (found["market"] == "hourly").sum() == 5
     # With a cutoff, only the daily market has validation windows: it gets the whole budget.
-    daily_only = windows(validation_batches(corpus, LOOKBACK, HORIZON, 4,
+    daily_only = windows(validation_batches(corpus, LOOKBACK, HORIZON, 4, **FULL,
                                             time_split=TimeSplit(cutoff=CUTOFF), max_windows=10))
     assert len(daily_only["asset"]) == 10 and set(daily_only["market"]) == {"daily"}
-    everything = windows(validation_batches(corpus, LOOKBACK, HORIZON, 4, time_split=EVERYTHING))
-    capped = windows(validation_batches(corpus, LOOKBACK, HORIZON, 4, time_split=EVERYTHING,
-                                        max_windows=10_000))
+    everything = windows(validation_batches(corpus, LOOKBACK, HORIZON, 4, **FULL,
+                                            time_split=EVERYTHING))
+    capped = windows(validation_batches(corpus, LOOKBACK, HORIZON, 4, **FULL,
+                                        time_split=EVERYTHING, max_windows=10_000))
     assert_same_batch(capped, everything)
 
 
 def test_windows_longer_than_any_segment_are_refused(corpus):
     with pytest.raises(ValueError, match="no train windows"):
-        WindowSampler(corpus, 140, 20, 4)
+        WindowSampler(corpus, 140, 20, 4, min_context=140)
+    with pytest.raises(ValueError, match="min_context must be <= lookback"):
+        WindowSampler(corpus, LOOKBACK, HORIZON, 4, min_context=LOOKBACK + 1)
 
 
 def test_real_index_file_train_and_validation_windows(cn_index_file: Path):
@@ -306,10 +317,11 @@ def test_real_index_file_train_and_validation_windows(cn_index_file: Path):
     # inside segments (the default of 5 would cut at every long holiday).
     corpus = CandleCorpus(path, max_gap_factor=15)
     split = TimeSplit(cutoff="2016-01-01")
-    batch = WindowSampler(corpus, 120, 20, 32, time_split=split).batch(0)
+    batch = WindowSampler(corpus, 120, 20, 32, min_context=120, time_split=split).batch(0)
     assert batch["values"].shape == (32, 140, 6) and batch["stamps"].shape == (32, 140, 5)
     assert np.isfinite(batch["values"]).all() and np.isfinite(batch["std"]).all()
-    validation = next(iter(validation_batches(corpus, 120, 20, 32, time_split=split)))
+    validation = next(iter(validation_batches(corpus, 120, 20, 32, min_context=120,
+                                              time_split=split)))
     assert validation["values"].shape == (32, 140, 6)
     locate = Locator(corpus)
     for sample, in_validation in ((batch, False), (validation, True)):
@@ -320,3 +332,31 @@ def test_real_index_file_train_and_validation_windows(cn_index_file: Path):
                 assert stamps.min() >= pd.Timestamp("2016-01-01")
             else:
                 assert stamps.max() < pd.Timestamp("2016-01-01")
+
+
+def test_each_window_is_normalised_by_its_own_drawn_context(corpus):
+    sampler = WindowSampler(corpus, LOOKBACK, HORIZON, 64, min_context=3, mask_fraction=0.0)
+    batch, locate = sampler.batch(2), Locator(corpus)
+    contexts, lengths = batch["context"], batch["length"]
+    assert ((contexts >= 3) & (contexts <= np.minimum(LOOKBACK, lengths - HORIZON))).all()
+    assert len(set(contexts.tolist())) > 5  # drawn, not fixed
+    for b in range(0, 64, 4):
+        frame, rows = locate(batch, b)
+        raw = frame[list(FEATURE_COLUMNS)].to_numpy()[rows][:contexts[b]]
+        np.testing.assert_allclose(batch["mean"][b], raw.mean(axis=0), rtol=1e-5)
+        np.testing.assert_allclose(batch["std"][b], raw.std(axis=0), rtol=1e-3, atol=1e-6)
+
+
+def test_short_segments_give_shorter_windows_padded_with_their_last_row(corpus):
+    # AAA's first segment has 40 rows: windows of 50 rows fit only in its 60-row second one.
+    sampler = WindowSampler(corpus, 40, 10, 64, min_context=8, steps_per_block=1)
+    found = windows(sampler.batch(step) for step in range(20))
+    short = np.flatnonzero(found["length"] < 50)
+    assert len(short) and (found["length"] >= 18).all()
+    locate = Locator(corpus)
+    for b in short[:10]:
+        frame, rows = locate(found, b)
+        assert len(set(frame["segment"].to_numpy()[rows])) == 1
+        n = found["length"][b]
+        assert (found["values"][b, n:] == found["values"][b, n - 1]).all()
+        assert (found["stamps"][b, n:] == found["stamps"][b, n - 1]).all()

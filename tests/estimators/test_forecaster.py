@@ -354,3 +354,83 @@ def test_volatility_of_flat_series_from_their_sampled_values():
         rv = (np.diff(np.log(closes), axis=1) ** 2).sum(axis=1)
         assert table.loc[(None, column), "mean"] == pytest.approx(rv.mean(), rel=1e-12)
         assert table.loc[(None, column), "q0.5"] == pytest.approx(np.median(rv), rel=1e-12)
+
+
+def calibrated(**params) -> KronosForecaster:
+    settings = dict(n_samples=21, calibration="conformal", calibration_origins=6,
+                    calibration_stride=2, horizon=4)
+    return fixture_forecaster(**{**settings, **params})
+
+
+def test_calibrated_outputs_describe_one_set_of_paths_around_the_same_median(candles):
+    fh = candles.index[120:124]
+    plain = fixture_forecaster(n_samples=21).fit(candles.iloc[:120])
+    forecaster = calibrated().fit(candles.iloc[:120])
+    scales = forecaster.calibration_.price_scale
+    assert scales.shape == (4,) and not np.allclose(scales, 1.0)
+    assert forecaster.calibration_.n_windows == 6 and forecaster.calibration_seconds_ > 0
+    paths = forecaster.sample(fh)
+    pd.testing.assert_frame_equal(forecaster.predict(fh), paths.groupby(level=1).mean(),
+                                  check_names=False, check_freq=False)
+    variance = paths.astype(np.float64).groupby(level=1).var(ddof=0)
+    np.testing.assert_allclose(forecaster.predict_var(fh).to_numpy(), variance.to_numpy(),
+                               rtol=1e-6)
+    quantiles = forecaster.predict_quantiles(fh, alpha=[0.05, 0.25, 0.5, 0.75, 0.95])
+    close = quantiles["close"].to_numpy()
+    assert (np.diff(close, axis=1) >= 0).all()  # monotone in alpha
+    np.testing.assert_allclose(close[:, 2], plain.predict_quantiles(fh, alpha=[0.5])[
+        ("close", 0.5)].to_numpy(), rtol=1e-6)  # the median (21 paths: one of them) stays
+    interval = forecaster.predict_interval(fh, coverage=0.9)
+    np.testing.assert_allclose(interval[("close", 0.9, "lower")], quantiles[("close", 0.05)])
+    proba = forecaster.predict_proba(fh)
+    np.testing.assert_allclose(proba.mean().to_numpy(), forecaster.predict(fh).to_numpy(),
+                               rtol=1e-5)
+    width = (quantiles[("close", 0.95)] - quantiles[("close", 0.05)]).to_numpy()
+    plain_q = plain.predict_quantiles(fh, alpha=[0.05, 0.95])
+    plain_width = (plain_q[("close", 0.95)] - plain_q[("close", 0.05)]).to_numpy()
+    np.testing.assert_allclose(width / plain_width, scales, rtol=0.15)
+    def envelope(paths):  # per row: whether high and low bound open and close
+        return ((paths["high"] >= paths[["open", "close"]].max(axis=1))
+                & (paths["low"] <= paths[["open", "close"]].min(axis=1))).to_numpy()
+
+    np.testing.assert_array_equal(envelope(paths), envelope(plain.sample(fh)))
+
+
+def test_calibration_backtests_see_only_rows_before_their_origin(candles):
+    forecaster = calibrated().fit(candles.iloc[:120])
+    contexts, _, _, truths, _ = forecaster._backtests(4)
+    values = candles.iloc[:120].to_numpy(np.float32)
+    assert [len(c) for c in contexts] == [116, 114, 112, 110, 108, 106]
+    for context, truth in zip(contexts, truths):
+        np.testing.assert_array_equal(np.concatenate([context, truth]),
+                                      values[:len(context) + 4])
+    # Rows after an origin change only that origin's truth: its context, hence its paths,
+    # are those of a series cut at the origin.
+    changed = candles.iloc[:120].copy()
+    changed.iloc[110:] *= 1.5
+    cut = calibrated().fit(changed)._backtests(4)[0]
+    for original, other in zip(contexts[3:], cut[3:]):
+        np.testing.assert_array_equal(original, other)
+
+
+def test_update_refreshes_the_calibration_from_the_arrived_truth(candles, generations):
+    forecaster = calibrated().fit(candles.iloc[:120])
+    before = forecaster.calibration_
+    forecaster.predict_interval(fh=candles.index[120:124], coverage=0.8)
+    calls = len(generations)
+    forecaster.update(candles.iloc[120:124])
+    assert len(generations) == calls  # the kept paths are scored, nothing is sampled
+    after = forecaster.calibration_
+    assert after.n_windows == before.n_windows + 1
+    assert not np.array_equal(after.price_scale, before.price_scale)
+    np.testing.assert_allclose(np.log(after.price_scale / before.price_scale), 0, atol=0.05)
+
+
+def test_calibration_parameters_are_checked_at_fit(candles):
+    for params, match in (({"calibration": "isotonic"}, "calibration must be one of"),
+                          ({"calibration_origins": 0}, "calibration_origins must be"),
+                          ({"calibration_rate": 0}, "calibration_rate must be positive")):
+        with pytest.raises(ValueError, match=match):
+            calibrated(**params).fit(candles.iloc[:120])
+    with pytest.raises(ValueError, match="needs series of at least 20 rows"):
+        calibrated().fit(candles.iloc[:18])

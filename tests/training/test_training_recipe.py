@@ -23,6 +23,7 @@ out_dir = "runs/tiny"
 sources = ["data"]
 lookback = {LOOKBACK}
 horizon = {HORIZON}
+min_context = 8
 assets_per_block = 4
 steps_per_block = 3
 max_gap_factor = 15.0

@@ -24,7 +24,7 @@ VALIDATION_OFFSET = 1_000_000
 
 @dataclass(frozen=True)
 class SineCandles:
-    """Noisy sine-wave OHLCVA windows, normalised per window as Kronos expects.
+    """Noisy sine-wave OHLCVA windows, each normalised by its context rows as Kronos expects.
 
     `batch(index, rank=, world_size=)` is a pure function of its arguments: each rank gets
     its own windows, and batch k never depends on which batches came before.
@@ -50,9 +50,13 @@ class SineCandles:
         volume = 1000.0 + 200.0 * np.abs(close - open_) + rng.normal(0.0, 10.0, size=(B, L))
         amount = volume * (open_ + high + low + close) / 4
         values = np.stack([open_, high, low, close, volume, amount], axis=-1)  # (B, L, 6)
-        values = (values - values.mean(1, keepdims=True)) / (values.std(1, keepdims=True) + 1e-5)
+        # Each window normalised by the statistics of its own context, as the objective needs.
+        context = rng.integers(L // 4, L - 1, size=B)
+        values = np.stack([(v - v[:c].mean(0)) / (v[:c].std(0) + 1e-5)
+                           for v, c in zip(values, context)])
         return {"values": np.clip(values, -5, 5).astype(np.float32),
-                "stamps": self._stamps(rng.integers(0, 10 ** 6, size=B), L)}
+                "stamps": self._stamps(rng.integers(0, 10 ** 6, size=B), L),
+                "context": context}
 
     def validation(self) -> Iterator[dict[str, np.ndarray]]:
         """Held-out batches, the same ones at every call."""
