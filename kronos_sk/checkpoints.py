@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from kronos_sk._files import write_atomically
 from kronos_sk.nn.config import PredictorConfig, TokenizerConfig
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
@@ -32,9 +33,6 @@ _DERIVED_BUFFERS = ("rotary.inv_freq", "bsq.basis", "bsq.group_basis")
 DEFAULT_MODEL_DIR = Path(__file__).parent / "pretrained"
 # The released Kronos-small and Kronos-base windows (Kronos-mini: 2048); config.json omits it.
 RELEASED_CONTEXT = 512
-
-ModuleT = TypeVar("ModuleT", KronosTokenizer, KronosPredictor)
-
 
 class CheckpointError(ValueError):
     """A checkpoint directory is missing, incomplete, corrupt or inconsistent."""
@@ -108,29 +106,91 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{file}: not a readable safetensors file ({error})") from None
 
 
-def load_state(module: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
-    """Copy `weights` into `module`, naming any missing, unexpected or misshapen key."""
-    expected = module.state_dict()
-    unexpected = sorted(set(weights) - set(expected))
+def _read_header(directory: Path) -> dict[str, tuple[int, ...]]:
+    """Key -> shape from the safetensors header, without reading any tensor."""
+    file = directory / WEIGHTS_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing; a checkpoint directory needs {WEIGHTS_FILE}")
+    try:
+        with safe_open(file, framework="pt") as opened:
+            return {key: tuple(opened.get_slice(key).get_shape()) for key in opened.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{file}: not a readable safetensors file ({error})") from None
+
+
+def _check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]],
+                  source: str) -> None:
+    """Name any missing, unexpected or misshapen key of `found` against `expected`."""
+    unexpected = sorted(set(found) - set(expected))
     if unexpected:
         raise CheckpointError(f"{source}: unexpected key(s) {unexpected[:5]} for this config")
-    missing = sorted(k for k in set(expected) - set(weights) if not k.endswith(_DERIVED_BUFFERS))
+    missing = sorted(k for k in set(expected) - set(found) if not k.endswith(_DERIVED_BUFFERS))
     if missing:
         raise CheckpointError(f"{source}: missing key(s) {missing[:5]}")
+    for key, shape in found.items():
+        if shape != expected[key]:
+            raise CheckpointError(f"{source}: key '{key}' has shape {shape} but the config needs "
+                                  f"{expected[key]}")
+
+
+def load_state(module: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `weights` into `module`, naming any missing, unexpected or misshapen key.
+
+    A tensor whose kind differs from the module's (integers for float weights, or the
+    reverse) or that holds NaN or infinity is refused; a float tensor of another precision
+    (float16, bfloat16, float64) is cast with a warning, since its values carry that precision.
+    """
+    expected = module.state_dict()
+    _check_shapes({k: tuple(v.shape) for k, v in expected.items()},
+                  {k: tuple(v.shape) for k, v in weights.items()}, source)
+    recast = []
     for key, tensor in weights.items():
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise CheckpointError(
-                f"{source}: key '{key}' has shape {tuple(tensor.shape)} but the config needs "
-                f"{tuple(expected[key].shape)}")
+        wanted = expected[key].dtype
+        if tensor.is_floating_point() != wanted.is_floating_point:
+            raise CheckpointError(f"{source}: key '{key}' is {tensor.dtype} but the model needs "
+                                  f"{wanted}; this is not a Kronos checkpoint")
+        if tensor.is_floating_point():
+            bad = tensor.numel() - int(torch.isfinite(tensor).sum())
+            if bad:
+                raise CheckpointError(f"{source}: key '{key}' holds {bad} NaN or infinite "
+                                      f"value(s) of {tensor.numel()}; the weights are corrupt")
+            if tensor.dtype != wanted:
+                recast.append(key)
+    if recast:
+        warnings.warn(f"{source}: {len(recast)} tensor(s) stored as "
+                      f"{weights[recast[0]].dtype} (first '{recast[0]}') are cast to "
+                      f"{expected[recast[0]].dtype}; they keep the stored precision",
+                      UserWarning, stacklevel=3)
     module.load_state_dict(weights, strict=False)
 
 
-def _load(cls: type[ModuleT], config_cls, name_or_path, device, precision) -> ModuleT:
+def check_checkpoint(kind: str, name_or_path: str | os.PathLike,
+                     ) -> tuple[Path, TokenizerConfig | PredictorConfig]:
+    """Validate a "tokenizer" or "predictor" checkpoint without allocating its weights.
+
+    The config must be valid and every key and shape of the safetensors header must be the
+    ones it implies. Returns the directory and the config.
+    """
+    cls, config_cls = {"tokenizer": (KronosTokenizer, TokenizerConfig),
+                       "predictor": (KronosPredictor, PredictorConfig)}[kind]
+    directory = resolve_checkpoint(name_or_path)
+    try:
+        config = config_cls.from_dict(read_config(directory),
+                                      source=str(directory / CONFIG_FILE))
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
+    with torch.device("meta"):  # shapes only: no memory, whatever sizes the config names
+        skeleton = cls(config)
+    _check_shapes({k: tuple(v.shape) for k, v in skeleton.state_dict().items()},
+                  _read_header(directory), str(directory / WEIGHTS_FILE))
+    return directory, config
+
+
+def _load(kind: str, name_or_path, device, precision) -> KronosTokenizer | KronosPredictor:
     device = resolve_device(device)
     dtype = resolve_dtype(precision, device)
-    directory = resolve_checkpoint(name_or_path)
-    config = config_cls.from_dict(read_config(directory), source=str(directory / CONFIG_FILE))
-    module = cls(config)
+    directory, config = check_checkpoint(kind, name_or_path)
+    module = (KronosTokenizer if kind == "tokenizer" else KronosPredictor)(config)
     load_state(module, _read_weights(directory), str(directory / WEIGHTS_FILE))
     return module.to(device=device, dtype=dtype).eval()
 
@@ -141,7 +201,7 @@ def load_tokenizer(name_or_path: str | os.PathLike, device: str | torch.device =
 
     `device` may be "auto"; `precision` is "float32" or "bfloat16".
     """
-    return _load(KronosTokenizer, TokenizerConfig, name_or_path, device, precision)
+    return _load("tokenizer", name_or_path, device, precision)
 
 
 def load_predictor(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -150,7 +210,7 @@ def load_predictor(name_or_path: str | os.PathLike, device: str | torch.device =
 
     `device` may be "auto"; `precision` is "float32" or "bfloat16".
     """
-    return _load(KronosPredictor, PredictorConfig, name_or_path, device, precision)
+    return _load("predictor", name_or_path, device, precision)
 
 
 def save_checkpoint(module: KronosTokenizer | KronosPredictor,
@@ -158,11 +218,11 @@ def save_checkpoint(module: KronosTokenizer | KronosPredictor,
     """Write `config.json` and `model.safetensors` (float32, released names) to `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / CONFIG_FILE).write_text(json.dumps(module.config.to_dict(), indent=2,
-                                                    sort_keys=True) + "\n")
+    text = json.dumps(module.config.to_dict(), indent=2, sort_keys=True) + "\n"
+    write_atomically(directory / CONFIG_FILE, lambda tmp: tmp.write_text(text))
     state = {key: value.detach().to("cpu").contiguous()
              for key, value in module.state_dict().items()}
     state = {key: value.float() if value.is_floating_point() else value
              for key, value in state.items()}
-    save_file(state, directory / WEIGHTS_FILE)
+    write_atomically(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
     return directory

@@ -17,14 +17,17 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from kronos_sk._files import write_atomically
 from kronos_sk._version import __version__
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+SAMPLE_SUFFIXES = (".parquet", ".pq", ".csv")
 DEMO_FILE = ("backtesting", "test/GOOG.csv")  # real daily GOOG candles shipped in `backtesting`
 
 
@@ -50,31 +53,82 @@ def positive_int(text: str) -> int:
     return value
 
 
+def check_outputs(paths: list[Path], overwrite: bool) -> None:
+    """Refuse, before any computation, outputs that exist (unless `overwrite`) or that cannot
+    be written (a file where a directory must be, a directory where the file goes, no write
+    permission)."""
+    for path in paths:
+        if path.is_dir():
+            raise UsageError(f"output {str(path)!r} is a directory; name a file")
+        if path.exists() and not overwrite:
+            raise UsageError(f"output {str(path)!r} already exists; pass --overwrite to replace "
+                             "it, or choose another --out")
+        parent = path.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UsageError(f"cannot write {str(path)!r}: {str(parent)!r} is a file, not a "
+                             "directory")
+        try:  # a real write: permission bits do not stop root, a read-only mount does
+            tempfile.TemporaryFile(dir=parent).close()
+        except OSError as error:
+            raise UsageError(f"cannot write {str(path)!r}: {str(parent)!r} is not writable "
+                             f"({error.strerror})") from None
+
+
+def _forecast_outputs(out: str, chart: bool) -> list[Path]:
+    names = ("forecast.csv", "forecast.png") if chart else ("forecast.csv",)
+    return [Path(out) / name for name in names]
+
+
 def read_candles(path: str) -> pd.DataFrame:
     """Read a CSV or Parquet file of candles; timestamps in a named column or the first one.
 
     A file with an ``asset`` column is returned as an (asset, timestamp) panel.
     """
     file = Path(path)
+    if file.is_dir():
+        raise UsageError(f"input {path!r} is a directory; give a .csv or .parquet file")
     if not file.is_file():
         raise UsageError(f"input file {path!r} does not exist")
     if file.suffix.lower() in (".parquet", ".pq"):
-        frame = pd.read_parquet(file)
+        read, kind = pd.read_parquet, "Parquet"
     elif file.suffix.lower() in (".csv", ".txt"):
-        frame = pd.read_csv(file)
+        read, kind = pd.read_csv, "CSV"
     else:
         raise UsageError(f"input file {path!r}: expected a .csv or .parquet file")
+    try:
+        frame = read(file)
+    except (ValueError, OSError) as error:  # pandas and pyarrow parse errors are ValueErrors
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise UsageError(f"input file {path!r}: not a readable {kind} file ({reason})") from None
     names = {str(c).strip().lower(): c for c in frame.columns}
     stamp = next((names[n] for n in ("timestamp", "timestamps", "date", "datetime", "time")
                   if n in names), frame.columns[0])
-    try:
-        frame[stamp] = pd.to_datetime(frame[stamp])
-    except (ValueError, TypeError) as error:
-        raise UsageError(f"input file {path!r}: column {stamp!r} is not a timestamp "
-                         f"({error}); name the timestamp column 'timestamp'") from None
+    frame[stamp] = _timestamps(frame[stamp], f"input file {path!r}: column {stamp!r}")
     if "asset" in names:
         return frame.set_index([names["asset"], stamp]).sort_index()
     return frame.set_index(stamp)
+
+
+def _timestamps(column: pd.Series, where: str) -> pd.Series:
+    """Parse a timestamp column; a cell that is no timestamp is named by row and value.
+
+    Timestamps that parse one by one but mix time zones are returned as objects, for the
+    candle validator to name the first row in another zone.
+    """
+    try:
+        return pd.to_datetime(column)
+    except (ValueError, TypeError, OverflowError):
+        pass
+    parsed = []
+    for pos, value in enumerate(column):
+        try:
+            parsed.append(pd.Timestamp(value))
+        except (ValueError, TypeError, OverflowError):
+            raise UsageError(f"{where}: row {pos} holds {value!r}, which is not a timestamp; "
+                             "name the timestamp column 'timestamp'") from None
+    return pd.Series(parsed, index=column.index, dtype=object)
 
 
 def demo_candles() -> tuple[str, pd.DataFrame]:
@@ -103,14 +157,13 @@ def _sample(args: argparse.Namespace, candles: pd.DataFrame):
         random_state=args.seed, sliding=args.sliding)
 
 
-def _write_forecast(candles: pd.DataFrame, forecast, out: Path, title: str,
-                    chart: bool) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
+def _write_forecast(candles: pd.DataFrame, forecast, outputs: list[Path],
+                    title: str) -> None:
+    outputs[0].parent.mkdir(parents=True, exist_ok=True)
     table = pd.concat([forecast.mean(), forecast.quantiles(QUANTILES, columns=["close"])],
                       axis=1)
-    table.to_csv(out / "forecast.csv")
-    written = [out / "forecast.csv"]
-    if chart:
+    write_atomically(outputs[0], table.to_csv)
+    if len(outputs) > 1:
         from kronos_sk.data import validate_candles, validate_panel
         from kronos_sk.plotting import plot_forecast
         if isinstance(candles.index, pd.MultiIndex):
@@ -119,33 +172,40 @@ def _write_forecast(candles: pd.DataFrame, forecast, out: Path, title: str,
             title = f"{title} ({first}; {len(forecast.assets)} assets in the CSV)"
         else:
             context = validate_candles(candles)
-        plot_forecast(context, forecast, title=title, path=out / "forecast.png")
-        written.append(out / "forecast.png")
-    return written
+        plot_forecast(context, forecast, title=title, path=outputs[1])
 
 
 def _forecast(args: argparse.Namespace) -> None:
+    outputs = _forecast_outputs(args.out, not args.no_chart)
+    check_outputs(outputs, args.overwrite)
     candles = read_candles(args.input)
     forecast = _sample(args, candles)
     title = f"{Path(args.input).name}: {args.horizon} steps, {args.samples} paths"
-    written = _write_forecast(candles, forecast, Path(args.out), title, not args.no_chart)
-    print("wrote " + ", ".join(str(p) for p in written))
+    _write_forecast(candles, forecast, outputs, title)
+    print("wrote " + ", ".join(str(p) for p in outputs))
 
 
 def _demo(args: argparse.Namespace) -> None:
+    outputs = _forecast_outputs(args.out, True)
+    check_outputs(outputs, args.overwrite)
     name, candles = demo_candles()
     candles = candles.iloc[-args.lookback:]
     args.freq = args.freq or "B"
     forecast = _sample(args, candles)
     title = f"{name}: {args.horizon} business days, {args.samples} paths, bundled model"
-    written = _write_forecast(candles, forecast, Path(args.out), title, True)
+    _write_forecast(candles, forecast, outputs, title)
     last, mean = candles["Close"].iloc[-1], forecast.mean()["close"]
     print(f"{name}: last close {last:.2f} on {candles.index[-1]:%Y-%m-%d}; mean forecast "
           f"{mean.iloc[-1]:.2f} on {mean.index[-1]:%Y-%m-%d}")
-    print("wrote " + ", ".join(str(p) for p in written))
+    print("wrote " + ", ".join(str(p) for p in outputs))
 
 
 def _sample_command(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    if out.suffix.lower() not in SAMPLE_SUFFIXES:
+        raise UsageError(f"--out {args.out!r}: expected a file ending in "
+                         f"{', '.join(SAMPLE_SUFFIXES)} (Parquet, or CSV for .csv)")
+    check_outputs([out], args.overwrite)
     forecast = _sample(args, read_candles(args.input))
     B, S, H, F = forecast.paths.shape
     rows = {"asset": np.repeat(np.array(forecast.assets, dtype=object), S * H),
@@ -156,75 +216,96 @@ def _sample_command(args: argparse.Namespace) -> None:
         frame[column] = forecast.paths[..., k].reshape(-1)
     if forecast.assets == [None]:
         frame = frame.drop(columns="asset")
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".csv":
-        frame.to_csv(out, index=False)
+        write_atomically(out, lambda tmp: frame.to_csv(tmp, index=False))
     else:
-        frame.to_parquet(out)
+        write_atomically(out, frame.to_parquet)
     print(f"wrote {out}: {B} series x {S} paths x {H} steps")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     import warnings
 
-    from sktime.forecasting.model_evaluation import evaluate
     from sktime.performance_metrics.forecasting import MeanAbsolutePercentageError
     from sktime.performance_metrics.forecasting.probabilistic import (EmpiricalCoverage,
                                                                       PinballLoss)
     from sktime.split import ExpandingWindowSplitter
 
     from kronos_sk.checkpoints import default_checkpoint
+    from kronos_sk.data import canonical_columns
     from kronos_sk.estimators import KronosForecaster
+    if args.out:
+        if Path(args.out).suffix.lower() != ".csv":
+            raise UsageError(f"--out {args.out!r}: the per-fold scores are written as CSV; "
+                             "name a .csv file")
+        check_outputs([Path(args.out)], args.overwrite)
     candles = read_candles(args.input)
     if isinstance(candles.index, pd.MultiIndex):
         raise UsageError("evaluate backtests one series; give a file without an asset column")
-    names = {str(c).strip().lower(): c for c in candles.columns}
-    if "close" not in names:
+    # Forecast from the candles, as `forecast` does; only the close is scored.
+    fields = {canonical: user for user, canonical in canonical_columns(candles.columns).items()}
+    if "close" not in fields:
         raise UsageError(f"input file {args.input!r}: no close column; found "
                          f"{list(candles.columns)}")
-    close = candles[names["close"]]
+    has_candles = {"open", "high", "low"} <= set(fields)
+    y = candles[list(fields.values()) if has_candles else [fields["close"]]]
+    close = fields["close"]
     forecaster = KronosForecaster(
         model=str(args.model or default_checkpoint("predictor")),
         tokenizer=str(args.tokenizer or default_checkpoint("tokenizer")),
         n_samples=args.samples, top_p=args.top_p, temperature=args.temperature,
         max_context=args.max_context, random_state=args.seed, freq=args.freq)
-    fh = list(range(1, args.horizon + 1))
-    step = max(1, (len(candles) - args.initial) // args.folds)
-    if args.initial + args.horizon > len(candles):
+    step = max(1, (len(y) - args.initial) // args.folds)
+    if args.initial + args.horizon > len(y):
         raise UsageError(f"--initial {args.initial} + --horizon {args.horizon} exceeds the "
-                         f"{len(candles)} rows of {args.input!r}")
-    cv = ExpandingWindowSplitter(initial_window=args.initial, step_length=step, fh=fh)
+                         f"{len(y)} rows of {args.input!r}")
+    cv = ExpandingWindowSplitter(initial_window=args.initial, step_length=step,
+                                 fh=list(range(1, args.horizon + 1)))
+    rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = evaluate(forecaster, cv, close.rename("close"), strategy="update",
-                           scoring=[MeanAbsolutePercentageError(), PinballLoss(),
-                                    EmpiricalCoverage(coverage=0.9)], error_score="raise")
-    columns = [c for c in results.columns if c.startswith("test_") or c == "cutoff"]
-    print(results[columns].to_string(index=False))
-    print("mean: " + ", ".join(f"{c[5:]} {results[c].mean():.4g}" for c in columns
+        for train, test in cv.split(y.index):
+            forecaster.fit(y.iloc[train])
+            future, truth = y.index[test], y[close].iloc[test]  # the rows that followed
+            rows.append({
+                "test_MeanAbsolutePercentageError": MeanAbsolutePercentageError()(
+                    truth, forecaster.predict(fh=future)[close]),
+                "test_PinballLoss": PinballLoss()(
+                    truth, forecaster.predict_quantiles(fh=future)[[close]]),
+                "test_EmpiricalCoverage": EmpiricalCoverage(coverage=0.9)(
+                    truth, forecaster.predict_interval(fh=future, coverage=0.9)[[close]]),
+                "cutoff": y.index[train[-1]]})
+    results = pd.DataFrame(rows)
+    print(f"{'candles' if has_candles else 'close only'} ({', '.join(map(str, y.columns))}); "
+          "scores of the close")
+    print(results.to_string(index=False))
+    print("mean: " + ", ".join(f"{c[5:]} {results[c].mean():.4g}" for c in results.columns
                                if c.startswith("test_")))
     if args.out:
-        results[columns].to_csv(args.out, index=False)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(args.out, lambda tmp: results.to_csv(tmp, index=False))
         print(f"wrote {args.out}")
 
 
 def _info(args: argparse.Namespace) -> None:
-    from kronos_sk.checkpoints import (DEFAULT_MODEL_DIR, default_checkpoint, read_config,
-                                       resolve_checkpoint)
+    from kronos_sk.checkpoints import DEFAULT_MODEL_DIR, check_checkpoint, default_checkpoint
     card = DEFAULT_MODEL_DIR / "MODEL_CARD.md"
     if args.model is None and args.tokenizer is None and card.is_file():
         print(card.read_text())
         return
     for kind, path in (("predictor", args.model), ("tokenizer", args.tokenizer)):
-        directory = resolve_checkpoint(path) if path else default_checkpoint(kind)
+        # Validated as loading would (config and safetensors header), before anything prints.
+        directory, config = check_checkpoint(kind, path or default_checkpoint(kind))
         print(f"{kind}: {directory}")
-        for key, value in sorted(read_config(directory).items()):
+        for key, value in sorted(config.to_dict().items()):
             print(f"  {key} = {value}")
 
 
 def _train(args: argparse.Namespace) -> None:
     from kronos_sk.training.recipe import finetune, parse_overrides, pretrain
+    if not Path(args.config).is_file():
+        raise UsageError(f"recipe file {args.config!r} does not exist")
     run = pretrain if args.command == "pretrain" else finetune
     for stage, path in run(args.config, parse_overrides(args.overrides)).items():
         print(f"{stage}: {path}")
@@ -249,6 +330,8 @@ def _model_options(parser: argparse.ArgumentParser, samples: int) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace output files that already exist (default: refuse)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -292,9 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.set_defaults(run=_sample_command)
 
     evaluate = commands.add_parser(
-        "evaluate", help="backtest the close forecasts on one file (expanding window)",
-        description="Expanding-window backtest of the close: MAPE of the mean, pinball loss "
-                    "and 90%% interval coverage per fold.")
+        "evaluate", help="backtest the forecasts of one file's close (expanding window)",
+        description="Expanding-window backtest: each fold forecasts from the candles, as "
+                    "forecast does, and scores the close of the rows that followed: MAPE of "
+                    "the mean, pinball loss and 90%% interval coverage per fold.")
     evaluate.add_argument("--input", required=True)
     evaluate.add_argument("--horizon", type=positive_int, default=10)
     evaluate.add_argument("--initial", type=positive_int, default=256,
@@ -328,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     from kronos_sk.checkpoints import CheckpointError
     try:
         args.run(args)
+    except OSError as error:  # a file that vanished, a full disk, a read-only place
+        where = f": {error.filename}" if error.filename else ""
+        print(f"kronos-sk {args.command}: error: {error.strerror or error}{where}",
+              file=sys.stderr)
+        return 2
     except (UsageError, CheckpointError, ValueError, TypeError, ImportError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"kronos-sk {args.command}: error: {message}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 `forecast_paths` is the whole forecasting procedure: normalise each context with its own
 statistics, tokenize it, sample `n_samples` token paths per series with a key/value cache,
-decode them and undo the normalisation. Every path is returned.
+decode them and undo the normalisation. Every path is returned, made valid by
+`make_candles_valid` (the decoder does not know that high bounds open and close).
 
 The samples of a series share its context: its keys and values are computed and stored once
 per series (`SharedPrefixCache`), and each path adds only its own generated tokens.
@@ -366,6 +367,26 @@ def _check_lengths(contexts, context_stamps, horizon: int, max_context: int):
     return contexts, context_stamps
 
 
+def make_candles_valid(values: np.ndarray) -> np.ndarray:
+    """Make decoded candles valid in place and return them.
+
+    The tokenizer decodes each feature separately, so a sampled high can fall below the open
+    or close, and a volume slightly below zero. Here ``high = max(high, open, close)``,
+    ``low = min(low, open, close)`` and volume and amount are clipped at 0; open and close
+    are never changed.
+
+    Parameters
+    ----------
+    values : ndarray of shape (..., d_in)
+        Features in `FEATURE_COLUMNS` order (open, high, low, close, volume, amount).
+    """
+    open_, close = values[..., 0], values[..., 3]
+    np.maximum(values[..., 1], np.maximum(open_, close), out=values[..., 1])
+    np.minimum(values[..., 2], np.minimum(open_, close), out=values[..., 2])
+    np.maximum(values[..., 4:], 0.0, out=values[..., 4:])
+    return values
+
+
 def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
                    contexts: Sequence[np.ndarray], context_stamps: Sequence[np.ndarray],
                    future_stamps: np.ndarray, *, n_samples: int = 1, temperature: float = 1.0,
@@ -405,6 +426,7 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
     Returns
     -------
     ndarray of shape (B, n_samples, H, d_in), float32, on the CPU.
+        Valid candles: see `make_candles_valid`.
     """
     check_sampling(n_samples, temperature, top_k, top_p, max_context, sliding)
     future_stamps = np.asarray(future_stamps)
@@ -442,5 +464,5 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         decoded = decode_paths(tokenizer, s1, s2, coarse, fine, valid=valid_t,
                                n_samples=n_samples, max_context=max_context)
         decoded = decoded.float().cpu().numpy().reshape(len(rows), n_samples, H, -1)
-        out[lo:lo + len(rows)] = part.inverse_transform(decoded)
+        out[lo:lo + len(rows)] = make_candles_valid(part.inverse_transform(decoded))
     return out

@@ -18,7 +18,8 @@ import torch
 from kronos_sk.checkpoints import load_predictor, load_tokenizer, model_context
 from kronos_sk.data import (FEATURE_COLUMNS, assemble_features, future_index, time_features,
                             validate_candles, validate_panel)
-from kronos_sk.generation import DEFAULT_MAX_PATHS, check_sampling, forecast_paths, series_seeds
+from kronos_sk.generation import (DEFAULT_MAX_PATHS, MIN_CONTEXT_ROWS, check_sampling,
+                                  forecast_paths, series_seeds)
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
 
@@ -70,14 +71,15 @@ class ForecastPaths:
 
 def _split_input(candles: Candles) -> tuple[list, list[pd.DataFrame]]:
     """Validate the user's candles; return (asset names, one validated frame per series)."""
+    # Too-short series are named here, by asset, rather than by position in the batch.
     if isinstance(candles, pd.DataFrame) and isinstance(candles.index, pd.MultiIndex):
-        panel = validate_panel(candles)
+        panel = validate_panel(candles, min_rows=MIN_CONTEXT_ROWS)
         level = panel.index.names[0] if panel.index.names[0] is not None else 0
         assets = list(panel.index.get_level_values(0).unique())
         frames = [panel.xs(asset, level=level) for asset in assets]
         return assets, frames
     if isinstance(candles, pd.DataFrame):
-        return [None], [validate_candles(candles)]
+        return [None], [validate_candles(candles, min_rows=MIN_CONTEXT_ROWS)]
     if isinstance(candles, Mapping):
         items = list(candles.items())
     elif isinstance(candles, Sequence) and not isinstance(candles, (str, bytes)):
@@ -87,7 +89,9 @@ def _split_input(candles: Candles) -> tuple[list, list[pd.DataFrame]]:
                         f"or dict of DataFrames, got {type(candles).__name__}")
     if not items:
         raise ValueError("candles: no series given")
-    return [k for k, _ in items], [validate_candles(f, name=f"candles[{k!r}]") for k, f in items]
+    return [k for k, _ in items], [validate_candles(f, name=f"candles[{k!r}]",
+                                                    min_rows=MIN_CONTEXT_ROWS)
+                                   for k, f in items]
 
 
 class KronosPipeline:
@@ -153,7 +157,8 @@ class KronosPipeline:
             columns; several series (lengths may differ); or an (asset, timestamp) panel.
         horizon : int or None, default=None
             Number of future rows; their timestamps continue each series at `freq`
-            (default: the index's frequency). Or give `future` instead.
+            (default: the index's frequency, else the step and calendar the history shows,
+            see `kronos_sk.data.future_index`). Or give `future` instead.
         future : DatetimeIndex or list of them, default=None
             The future timestamps themselves (one index for all series, or one per series);
             use it for irregular calendars (sessions, lunch breaks, holidays).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from kronos_sk._files import write_atomically
 from kronos_sk.pipeline import ForecastPaths
 
 
@@ -102,7 +103,7 @@ def plot_forecast(candles: pd.DataFrame, forecast: ForecastPaths, *, series: int
     _time_axis(axes[-1, 0], context.index.append(index))
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110))
     return fig
 
 
@@ -125,5 +126,5 @@ def plot_paths(candles: pd.DataFrame, forecast: ForecastPaths, *, series: int = 
     _time_axis(ax, context.index.append(forecast.index[series]))
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110))
     return fig

@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from kronos_sk._files import write_atomically
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = (ROOT / "kronos_sk" / "pretrained" / "MODEL_CARD.md", ROOT / "docs" / "model-card.md")
 
@@ -167,7 +169,7 @@ def main() -> None:
     args = parser.parse_args()
     text = card(Path(args.run))
     for target in TARGETS:
-        target.write_text(text)
+        write_atomically(target, lambda tmp: tmp.write_text(text))
         print(f"wrote {target}")
 
 

@@ -43,3 +43,9 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def us_stocks_daily_file() -> Path:
+    """The real US stock trading-day file in ../shared/data; skip when it is absent."""
+    return shared_data("us_stocks_daily_2008_2017.parquet")

@@ -143,3 +143,53 @@ def test_model_context_of_the_bundled_and_other_models(tmp_path, monkeypatch, co
     monkeypatch.setattr(checkpoints, "DEFAULT_MODEL_DIR", bundled)
     assert checkpoints.model_context(bundled / "predictor") == 152
     assert checkpoints.model_context(compat_dir / "model") == checkpoints.RELEASED_CONTEXT
+
+
+def rewrite_weights(directory, change):
+    weights = load_file(directory / "model.safetensors")
+    save_file({key: change(tensor) for key, tensor in weights.items()},
+              directory / "model.safetensors")
+
+
+def test_non_finite_weights_are_refused_by_key(model_copy):
+    rewrite_weights(model_copy, lambda t: torch.full_like(t, torch.nan)
+                    if t.is_floating_point() else t)
+    with pytest.raises(CheckpointError, match=r"key '.*' holds \d+ NaN or infinite value"):
+        load_predictor(model_copy)
+    rewrite_weights(model_copy, torch.zeros_like)
+    weights = load_file(model_copy / "model.safetensors")
+    weights["norm.weight"][3] = torch.inf
+    save_file(weights, model_copy / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"'norm.weight' holds 1 NaN or infinite"):
+        load_predictor(model_copy)
+
+
+def test_integer_weights_are_refused_and_half_precision_is_announced(model_copy, compat_dir):
+    rewrite_weights(model_copy, lambda t: t.to(torch.int64) if t.is_floating_point() else t)
+    with pytest.raises(CheckpointError, match="is torch.int64 but the model needs torch.float32"):
+        load_predictor(model_copy)
+    shutil.copy(compat_dir / "model" / "model.safetensors", model_copy)
+    rewrite_weights(model_copy, lambda t: t.half() if t.is_floating_point() else t)
+    with pytest.warns(UserWarning, match="stored as torch.float16.*cast to torch.float32"):
+        predictor = load_predictor(model_copy)
+    stored = load_file(model_copy / "model.safetensors")["norm.weight"]
+    assert torch.equal(predictor.norm.weight.detach(), stored.float())
+
+
+def test_config_sizes_are_bounded_before_anything_is_allocated(model_copy):
+    config = json.loads((model_copy / "config.json").read_text())
+    (model_copy / "config.json").write_text(json.dumps({**config, "s1_bits": 17}))
+    with pytest.raises(ValueError, match="'s1_bits' = 17 exceeds 16"):
+        load_predictor(model_copy)
+
+
+def test_check_checkpoint_compares_the_header_without_reading_weights(model_copy):
+    from kronos_sk.checkpoints import check_checkpoint
+    directory, config = check_checkpoint("predictor", model_copy)
+    assert directory == model_copy and config.d_model == 32
+    # Within the bounds but gigabytes of weights: refused from the header, in an instant.
+    config = json.loads((model_copy / "config.json").read_text())
+    big = {**config, "d_model": 8192, "n_heads": 8, "ff_dim": 65536}
+    (model_copy / "config.json").write_text(json.dumps(big))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: key '.*' has shape"):
+        check_checkpoint("predictor", model_copy)

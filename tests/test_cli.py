@@ -107,3 +107,126 @@ def test_help_is_available_for_every_command(capsys):
             main([command, "--help"])
         assert exit_info.value.code == 0
     assert "usage: kronos-sk finetune" in capsys.readouterr().out
+
+
+def test_info_validates_the_checkpoint(tmp_path, capsys):
+    import json
+    import shutil
+    model = tmp_path / "model"
+    shutil.copytree(FIXTURES / "model", model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "s1_bits": 30}))
+    assert main(["info", "--model", str(model), "--tokenizer", MODEL[3]]) == 2
+    captured = capsys.readouterr()
+    assert "'s1_bits' = 30 exceeds" in captured.err and "s1_bits" not in captured.out
+    (model / "config.json").write_text(json.dumps({**config, "s1_bits": 5}))
+    assert main(["info", "--model", str(model), "--tokenizer", MODEL[3]]) == 2
+    assert "has shape" in capsys.readouterr().err
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    """Exit status and stderr of one command; stderr must be at most one line."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) <= 1, err
+    return code, err
+
+
+def test_existing_outputs_are_refused_unless_overwrite(tmp_path, capsys):
+    forecast = ["forecast", "--input", str(FIXTURES / "candles.csv"), "--horizon", "2",
+                "--samples", "2", "--out", str(tmp_path), *MODEL]
+    (tmp_path / "forecast.png").write_text("my chart")
+    code, err = run_cli(forecast, capsys)
+    assert code == 2 and "forecast.png' already exists; pass --overwrite" in err
+    assert (tmp_path / "forecast.png").read_text() == "my chart"
+    assert not (tmp_path / "forecast.csv").exists()
+    assert run_cli([*forecast, "--overwrite"], capsys)[0] == 0
+    assert (tmp_path / "forecast.png").stat().st_size > 10_000
+    # Atomic writes leave no temporary file behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forecast.csv", "forecast.png"]
+
+
+def test_outputs_are_checked_before_anything_is_computed(tmp_path, capsys):
+    # The model does not exist either: the output is named first, so nothing was loaded.
+    bad_model = ["--model", str(tmp_path / "nowhere"), "--tokenizer", str(tmp_path / "nowhere")]
+    (tmp_path / "taken.csv").write_text("x")
+    cases = [
+        (["forecast", "--out", str(tmp_path / "taken.csv")], "is a file, not a directory"),
+        (["sample", "--out", str(tmp_path / "paths.txt")], "expected a file ending in .parquet"),
+        (["sample", "--out", str(tmp_path)], "expected a file ending in .parquet"),
+        (["sample", "--out", str(tmp_path / "taken.csv" / "paths.csv")], "is a file, not a"),
+        (["sample", "--out", str(tmp_path / "taken.csv")], "already exists"),
+        (["evaluate", "--out", str(tmp_path / "taken.csv")], "already exists"),
+        (["evaluate", "--out", str(tmp_path / "scores.parquet")], "name a .csv file"),
+    ]
+    for command, message in cases:
+        code, err = run_cli([command[0], "--input", str(FIXTURES / "candles.csv"), "--horizon",
+                             "2", *command[1:], *bad_model], capsys)
+        assert code == 2 and message in err, (command, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.csv"]
+
+
+def test_panel_problems_name_the_asset(tmp_path, capsys):
+    candles = pd.read_csv(FIXTURES / "candles.csv")
+    short = pd.concat([candles.iloc[:100].assign(asset="A"), candles.iloc[100:101].assign(
+        asset="B")])
+    short.to_csv(tmp_path / "short.csv", index=False)
+    unnamed = pd.concat([candles.iloc[:100].assign(asset="A"), candles.iloc[100:200].assign(
+        asset=None)])
+    unnamed.to_csv(tmp_path / "unnamed.csv", index=False)
+    for name, message in (("short.csv", "asset 'B' has 1 rows"),
+                          ("unnamed.csv", "the asset name at row 100")):
+        code, err = run_cli(["forecast", "--input", str(tmp_path / name), "--horizon", "2",
+                             "--freq", "5min", "--out", str(tmp_path / "out"), *MODEL], capsys)
+        assert code == 2 and message in err, err
+
+
+def test_input_problems_are_named_precisely(tmp_path, capsys):
+    candles = pd.read_csv(FIXTURES / "candles.csv").iloc[:100]
+    mixed = candles.copy()
+    mixed.loc[50, "timestamps"] += "+00:00"
+    mixed.to_csv(tmp_path / "mixed.csv", index=False)
+    for given, message in ((str(tmp_path), "is a directory; give a .csv or .parquet file"),
+                           (str(tmp_path / "mixed.csv"),
+                            "mixes time zones: row 50 (2025-03-04 09:45:00+00:00) is in time "
+                            "zone UTC but row 0 (2025-03-03 09:35:00) is tz-naive")):
+        code, err = run_cli(["forecast", "--input", given, "--horizon", "2", "--out",
+                             str(tmp_path / "out"), *MODEL], capsys)
+        assert code == 2 and message in err, err
+
+
+def test_forecast_of_real_trading_days_has_no_weekend_rows(tmp_path, us_stocks_daily_file):
+    frame = pd.read_parquet(us_stocks_daily_file)
+    frame = frame[frame["asset"] == frame["asset"].iloc[0]].drop(columns="asset").iloc[-120:]
+    frame.to_csv(tmp_path / "one_stock.csv", index=False)
+    assert main(["forecast", "--input", str(tmp_path / "one_stock.csv"), "--horizon", "10",
+                 "--samples", "2", "--no-chart", "--out", str(tmp_path), *MODEL]) == 0
+    table = pd.read_csv(tmp_path / "forecast.csv", index_col=0, parse_dates=True)
+    assert len(table) == 10 and (table.index.dayofweek < 5).all()
+
+
+def test_evaluate_forecasts_from_the_candles_as_forecast_does(tmp_path, capsys):
+    import warnings
+
+    from sktime.performance_metrics.forecasting import MeanAbsolutePercentageError
+
+    from kronos_sk.estimators import KronosForecaster
+    out = tmp_path / "scores.csv"
+    assert main(["evaluate", "--input", str(FIXTURES / "candles.csv"), "--horizon", "3",
+                 "--initial", "400", "--folds", "2", "--samples", "5", "--seed", "7",
+                 "--out", str(out), *MODEL]) == 0
+    assert "candles (open, high, low, close, volume, amount); scores of the close" in \
+        capsys.readouterr().out
+    scores = pd.read_csv(out)
+    # The first fold by hand: the six-column candles up to row 400, then the next 3 closes.
+    candles = pd.read_csv(FIXTURES / "candles.csv", index_col=0, parse_dates=True)
+    forecaster = KronosForecaster(model=MODEL[1], tokenizer=MODEL[3], max_context=128,
+                                  n_samples=5, top_p=0.9, random_state=7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        predicted = forecaster.fit(candles.iloc[:400]).predict(fh=candles.index[400:403])
+    expected = MeanAbsolutePercentageError()(candles["close"].iloc[400:403], predicted["close"])
+    assert scores["test_MeanAbsolutePercentageError"][0] == pytest.approx(expected, rel=1e-6)

@@ -1,9 +1,11 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from kronos_sk.checkpoints import load_predictor, load_tokenizer
-from kronos_sk.data import time_features
+from kronos_sk.data import time_features, validate_candles
+from kronos_sk.data.schema import FEATURE_COLUMNS
 from kronos_sk.generation import (filter_logits, forecast_paths, generate_tokens,
                                   generate_tokens_recompute, path_uniforms, sample_ids,
                                   series_seeds)
@@ -216,3 +218,21 @@ def test_horizon_beyond_the_window_warns(compat_modules, compat_candles):
     with pytest.warns(UserWarning, match="horizon 10 exceeds max_context 8"):
         paths = forecast_paths(tokenizer, predictor, contexts, stamps, future, max_context=8)
     assert np.isfinite(paths).all()
+
+
+def test_sampled_candles_are_valid(compat_modules, compat_candles):
+    # The tiny random fixture model decodes wild highs and lows, and an all-zero volume
+    # context gives volumes around zero: every sampled candle must still be valid.
+    tokenizer, predictor = compat_modules
+    contexts, stamps, future = _fixture_inputs(compat_candles)
+    contexts[1] = contexts[1].copy()
+    contexts[1][:, 4:] = 0.0
+    paths = forecast_paths(tokenizer, predictor, contexts, stamps, future, n_samples=20,
+                           temperature=1.5, max_context=128, random_state=0)
+    open_, high, low, close = (paths[..., i] for i in range(4))
+    assert (high >= np.maximum(open_, close)).all() and (low <= np.minimum(open_, close)).all()
+    assert (paths[..., 4:] >= 0).all()
+    frame = pd.DataFrame(paths.reshape(-1, 6), columns=list(FEATURE_COLUMNS),
+                         index=pd.date_range("2024-01-01", periods=paths[..., 0].size,
+                                             freq="min"))
+    validate_candles(frame)  # the library's own validator accepts them

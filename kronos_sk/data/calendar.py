@@ -8,6 +8,11 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
+# History needed before its calendar is trusted: two weeks show which weekdays trade (one
+# holiday does not remove a weekday), two days show an intraday session's times.
+WEEKDAY_HISTORY = pd.Timedelta(days=14)
+SESSION_HISTORY = pd.Timedelta(days=2)
+
 
 def time_features(index: pd.DatetimeIndex) -> np.ndarray:
     """Calendar features of each timestamp, as the model's time embedding expects them.
@@ -54,7 +59,8 @@ def future_index(
     freq : str, DateOffset, Timedelta or None, default=None
         Step between timestamps. None means ``index.freq``, else ``pd.infer_freq(index)``,
         else the most common positive step between consecutive timestamps, provided it
-        covers at least half of the steps.
+        covers at least half of the steps; the future rows then follow the observed
+        calendar (see Notes).
 
     Returns
     -------
@@ -68,9 +74,12 @@ def future_index(
 
     Notes
     -----
-    Inference knows nothing of trading calendars: daily stock data with holidays gets a
-    one-day step (weekends included) and intraday data gets bars through the night. For
-    those, pass ``freq`` (e.g. ``"B"``) or the future timestamps themselves.
+    Without `freq` and ``index.freq``, the future follows the calendar of the history:
+    a step of at most a day skips the weekdays that two weeks or more of history never
+    show (daily stock data gets no weekend rows), and an intraday step that divides a day
+    keeps only the times of day that two days or more of history show (sessions, lunch
+    breaks, no bars at night). Holidays ahead are not known; pass the future timestamps
+    themselves for those.
 
     Examples
     --------
@@ -83,8 +92,53 @@ def future_index(
         raise ValueError(f"horizon must be a positive int, got {horizon!r}")
     if len(index) == 0:
         raise ValueError("future_index needs at least one timestamp")
-    step = to_offset(freq) if freq is not None else _infer_step(index)
-    return pd.date_range(index[-1] + step, periods=int(horizon), freq=step, unit=index.unit)
+    if freq is not None or index.freq is not None:
+        step = _offset(freq) if freq is not None else index.freq
+        return pd.date_range(index[-1] + step, periods=int(horizon), freq=step, unit=index.unit)
+    return _observed_calendar(index, int(horizon), _infer_step(index))
+
+
+def _offset(freq: str | pd.DateOffset | pd.Timedelta) -> pd.DateOffset:
+    try:
+        return to_offset(freq)
+    except (TypeError, ValueError):
+        raise ValueError(f"freq {freq!r} is not a pandas frequency; use one such as '5min', "
+                         "'h', 'D' or 'B'") from None
+
+
+def _observed_calendar(index: pd.DatetimeIndex, horizon: int,
+                       step: pd.DateOffset | pd.Timedelta) -> pd.DatetimeIndex:
+    """`horizon` steps after ``index[-1]`` on the weekdays and times of day `index` shows."""
+    try:
+        span = pd.Timedelta(step)
+    except (TypeError, ValueError):  # a calendar offset (month, business day): as it is
+        span = None
+    history = index[-1] - index[0]
+    day = pd.Timedelta(days=1)
+    weekdays = set(index.dayofweek) if span is not None and span <= day and \
+        history >= WEEKDAY_HISTORY else None
+    times = set(_time_of_day(index)) if span is not None and span < day and \
+        day % span == pd.Timedelta(0) and history >= SESSION_HISTORY else None
+    found = pd.DatetimeIndex([], tz=index.tz).as_unit(index.unit)
+    last = index[-1]
+    while len(found) < horizon:
+        # Enough candidates for a week of steps at least: every observed weekday and time
+        # of day comes round within a week, since the grid starts on an observed row.
+        size = max(4 * horizon, int(pd.Timedelta(days=8) / span) if span is not None else 0)
+        candidates = pd.date_range(last + step, periods=size, freq=step, unit=index.unit)
+        keep = np.ones(len(candidates), dtype=bool)
+        if weekdays is not None:
+            keep &= np.isin(candidates.dayofweek, list(weekdays))
+        if times is not None:
+            keep &= np.isin(_time_of_day(candidates), list(times))
+        found = found.append(candidates[keep])
+        last = candidates[-1]
+    return found[:horizon]
+
+
+def _time_of_day(index: pd.DatetimeIndex) -> np.ndarray:
+    """Time since local midnight of each timestamp, in ticks of the index's unit."""
+    return (index - index.normalize()).asi8
 
 
 def _infer_step(index: pd.DatetimeIndex) -> pd.DateOffset | pd.Timedelta:

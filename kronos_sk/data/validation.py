@@ -118,7 +118,7 @@ def validate_panel(
     TypeError, ValueError
         As for [`validate_candles`][kronos_sk.data.validation.validate_candles]; TypeError also for
         an index that is not a 2-level
-        MultiIndex.
+        MultiIndex; ValueError also for a missing (NaN) asset name.
     """
     _check_is_frame(frame, name)
     index = frame.index
@@ -134,7 +134,12 @@ def validate_panel(
     if not isinstance(stamps, pd.DatetimeIndex):
         _raise_not_datetime(stamps, index, name, "timestamp level")
 
-    groups, assets = pd.factorize(index.get_level_values(0), use_na_sentinel=False)
+    keys = index.get_level_values(0)
+    if keys.hasnans:
+        pos = int(keys.isna().argmax())
+        raise ValueError(f"{name}: the asset name at {_row(index, pos)} is missing; drop or "
+                         "name those rows")
+    groups, assets = pd.factorize(keys)
     rows_per_asset = np.bincount(groups)
     if (rows_per_asset < min_rows).any():
         short = int((rows_per_asset < min_rows).argmax())
@@ -237,12 +242,24 @@ def _is_real_dtype(dtype: object) -> bool:
 def _non_numeric_message(column: pd.Series, index: pd.Index, name: str) -> str:
     message = f"{name}: column {column.name!r} has non-numeric dtype {column.dtype}"
     for pos, value in enumerate(column):
-        is_number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
         is_missing = pd.api.types.is_scalar(value) and pd.isna(value)
-        if not is_number and not is_missing:
+        if not is_missing and not _is_number(value):
             message += f"; {_row(index, pos)} holds {value!r}"
             break
     return message + "; convert it with pd.to_numeric or astype('float64')"
+
+
+def _is_number(value: object) -> bool:
+    """A real number, or text that reads as one (a CSV column with one bad cell is text)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
 
 
 def _raise_not_datetime(stamps: pd.Index, index: pd.Index, name: str, what: str) -> NoReturn:

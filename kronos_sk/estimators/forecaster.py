@@ -233,6 +233,11 @@ class KronosForecaster(BaseForecaster):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        seed = self.random_state
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or not 0 <= seed < 2**32):
+            raise ValueError(f"random_state must be None or an integer in [0, 2**32), got "
+                             f"{seed!r}")
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {CALIBRATIONS}, "
                              f"got {self.calibration!r}")
@@ -285,6 +290,11 @@ class KronosForecaster(BaseForecaster):
         """Split `y` into (instance key, flat column or None, candles) triples."""
         if isinstance(y.index, pd.MultiIndex):
             levels = list(range(y.index.nlevels - 1))
+            missing = y.index.droplevel(-1).to_frame().isna().any(axis=1).to_numpy()
+            if missing.any():  # groupby would drop those rows without a word
+                pos = int(missing.argmax())
+                raise ValueError(f"y: the series name at row {pos} {y.index[pos]} is missing; "
+                                 "drop or name those rows")
             groups = [(key if len(levels) > 1 else key[0], frame.droplevel(levels))
                       for key, frame in y.groupby(level=levels, sort=False)]
         else:
@@ -444,6 +454,21 @@ class KronosForecaster(BaseForecaster):
         self._fine_tune(self._windows(self._series(y)))
         self.pretrain_loss_curve_ = self.pretrain_loss_curve_ + self.loss_curve_
         return self
+
+    def update(self, y, X=None, update_params=True):
+        """Append new rows of `y` to the context (sktime's `update`).
+
+        Rows already seen may be passed again (sktime's backtests resend the whole window),
+        but `y` must reach the cutoff: ending before it would move the cutoff back.
+        """
+        if self.is_fitted and isinstance(y, (pd.Series, pd.DataFrame)) and len(y):
+            times = (y.index.get_level_values(-1) if isinstance(y.index, pd.MultiIndex)
+                     else y.index)
+            if times.max() < self.cutoff[0]:
+                raise ValueError(f"update: y ends at {times.max()}, before the cutoff "
+                                 f"{self.cutoff[0]} (the last row already seen); pass the rows "
+                                 "that follow it")
+        return super().update(y, X=X, update_params=update_params)
 
     def _update(self, y, X=None, update_params=True):
         self._adapt_calibration(y)

@@ -8,6 +8,13 @@ from typing import Any, TypeVar
 
 ConfigT = TypeVar("ConfigT", bound="_ConfigBase")
 
+# Largest size a config may name: far above the released models (10 + 10 bits, d_model in
+# the hundreds), but a config.json is untrusted input and "s1_bits": 30 alone would build a
+# 2**30-row embedding, 137 GB, before any weight is read.
+LIMITS = {"d_in": 64, "d_model": 16384, "n_heads": 256, "ff_dim": 65536, "n_layers": 256,
+          "n_enc_layers": 256, "n_dec_layers": 256, "s1_bits": 16, "s2_bits": 16,
+          "group_size": 16}
+
 
 class _ConfigBase:
     @classmethod
@@ -44,6 +51,10 @@ class _ConfigBase:
             if getattr(self, name) <= 0:
                 raise ValueError(
                     f"{source}: key '{name}' must be positive, got {getattr(self, name)}")
+        for name, limit in LIMITS.items():
+            if getattr(self, name, 0) > limit:
+                raise ValueError(f"{source}: key '{name}' = {getattr(self, name)} exceeds "
+                                 f"{limit}, the largest size a Kronos config may name")
 
 
 @dataclass

@@ -21,30 +21,27 @@ import argparse
 import logging
 import sys
 
-from kronos_sk.training.recipe import finetune, parse_overrides, pretrain
-
-COMMANDS = {"pretrain": pretrain, "finetune": finetune}
+COMMANDS = ("finetune", "pretrain")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments, run the recipe, print the best checkpoint of each stage."""
+    """Parse the arguments, run the recipe, print the best checkpoint of each stage.
+
+    Returns the exit status: 0, or 2 after a one-line message on bad usage or input.
+    """
     parser = argparse.ArgumentParser(prog="python -m kronos_sk.training",
                                      description="Train a Kronos tokenizer and predictor.")
-    parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("command", choices=COMMANDS)
     parser.add_argument("--config", required=True, help="recipe TOML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override one setting, e.g. "
                         "predictor.max_steps=100 (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        overrides = parse_overrides(args.overrides)
-    except ValueError as error:
-        parser.error(str(error))
-    best = COMMANDS[args.command](args.config, overrides)
-    for stage, path in best.items():
-        print(f"{stage}: {path}")
-    return 0
+    # The `kronos-sk` command runs the recipe and reports any failure in one line, exit 2.
+    from kronos_sk.cli import main as cli_main
+    return cli_main([args.command, "--config", args.config,
+                     *(f"--set={item}" for item in args.overrides)])
 
 
 if __name__ == "__main__":

@@ -100,7 +100,12 @@ class TrainConfig:
     out_dir : str, default="runs/kronos"
         Run directory: `best/`, `last/`, `metrics.jsonl`, `train_config.json`.
     resume : bool, default=False
-        Continue the run saved in `out_dir/last/`.
+        Continue the run saved in `out_dir/last/`. Settings that differ from the saved run's
+        are refused by name, except `max_steps` (not below the saved step), `progress`,
+        `log_every`, `save_every`, `num_threads`, `device` and those in `resume_changes`.
+    resume_changes : tuple of str, default=()
+        Settings a resume may change anyway, e.g. ``("lr", "data.lookback")``; an entry
+        names a setting, a table (``"data"``) or one of its entries.
     data : dict, default={}
         Data settings, passed through untouched for the code that builds the batch source.
     """
@@ -132,6 +137,7 @@ class TrainConfig:
     num_threads: int = 0
     out_dir: str = "runs/kronos"
     resume: bool = False
+    resume_changes: tuple[str, ...] = ()
     data: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -271,9 +277,11 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         ok = isinstance(value, (str, os.PathLike))
         value = os.fspath(value) if ok else value
     elif origin is tuple:
-        ok = isinstance(value, (list, tuple)) and len(value) == len(args)
+        variadic = len(args) == 2 and args[1] is Ellipsis  # tuple[str, ...]
+        ok = isinstance(value, (list, tuple)) and (variadic or len(value) == len(args))
         if ok:
-            return tuple(_coerce(name, item, arg) for item, arg in zip(value, args))
+            items = args[:1] * len(value) if variadic else args
+            return tuple(_coerce(name, item, arg) for item, arg in zip(value, items))
     elif origin is dict:
         ok = isinstance(value, dict)
         value = dict(value) if ok else value

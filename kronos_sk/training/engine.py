@@ -59,6 +59,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from kronos_sk import checkpoints
+from kronos_sk._files import write_atomically
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
 from kronos_sk.runtime import slow_bf16_warning
@@ -76,6 +77,12 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "training_state.pt"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "train_config.json"
+# Settings a resume may change without being told: they steer logging, saving, where the run
+# lives, its length and the hardware, not what a step computes.
+RESUMABLE = ("resume", "resume_changes", "out_dir", "max_steps", "progress", "log_every",
+             "save_every", "num_threads", "device")
+STATE_KEYS = ("step", "best_val_loss", "best_step", "bad_evals", "stopped", "optimizer",
+              "scheduler", "rng", "world_size", "config")
 N_STAMP_FIELDS = 5
 
 
@@ -209,7 +216,8 @@ class Trainer:
             self._load_training_state()
         if self.env.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+            text = json.dumps(cfg.to_dict(), indent=2) + "\n"
+            write_atomically(self.out_dir / CONFIG_FILE, lambda tmp: tmp.write_text(text))
             self._trim_metrics()
         logger.info("training %s: %d parameters, device %s, world size %d, seed %d", cfg.task,
                     sum(p.numel() for p in self.module.parameters() if p.requires_grad),
@@ -234,10 +242,10 @@ class Trainer:
         if not callable(getattr(self.source, "batch", None)):
             raise TypeError(f"the batch source {type(self.source).__name__} has no batch(index) "
                             "method")
+        if cfg.resume:
+            recover_interrupted_saves(self.out_dir)
         if cfg.resume and not (self.last_dir / STATE_FILE).is_file():
-            hint = " (a save was interrupted: rename last.old to last)" if \
-                (self.out_dir / "last.old").is_dir() else ""
-            raise ValueError(f"resume = true but {self.last_dir} holds no {STATE_FILE}{hint}; "
+            raise ValueError(f"resume = true but {self.last_dir} holds no {STATE_FILE}; "
                              "set resume = false to start a new run")
         if not cfg.resume and self.env.is_main and (
                 self.last_dir.exists() or (self.out_dir / METRICS_FILE).exists()):
@@ -450,7 +458,8 @@ class Trainer:
         if path.exists():
             kept = [line for line in path.read_text().splitlines()
                     if line and json.loads(line)["step"] <= self.step]
-            path.write_text("".join(line + "\n" for line in kept))
+            write_atomically(path, lambda tmp: tmp.write_text("".join(line + "\n"
+                                                                     for line in kept)))
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
@@ -486,8 +495,8 @@ class Trainer:
         _write_atomically(self.best_dir, lambda tmp: checkpoints.save_checkpoint(self.module, tmp))
 
     def _load_training_state(self) -> None:
-        state = torch.load(self.last_dir / STATE_FILE, map_location="cpu", weights_only=True)
-        self._warn_changed_settings(json.loads(state["config"]))
+        state = read_training_state(self.last_dir / STATE_FILE)
+        check_resume_settings(state, self.config)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = state["step"]
@@ -502,14 +511,6 @@ class Trainer:
                            "from the seed, so the run is not an exact continuation",
                            state["world_size"], self.env.world_size)
         logger.info("resumed from %s at step %d", self.last_dir, self.step)
-
-    def _warn_changed_settings(self, saved: dict[str, Any]) -> None:
-        current = json.loads(json.dumps(self.config.to_dict(), default=str))
-        changed = sorted(key for key in current
-                         if key != "resume" and saved.get(key) != current[key])
-        if changed and self.env.is_main:
-            logger.warning("resuming with changed settings: %s",
-                           ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed))
 
     # ---------------------------------------------------------------- cleanup
     def cleanup(self) -> None:
@@ -546,6 +547,78 @@ def _evaluation_mode(module: nn.Module) -> Iterator[None]:
         yield
     finally:
         module.train()
+
+
+def read_training_state(path: Path) -> dict[str, Any]:
+    """The resume state saved in `path`, loaded without unpickling code (``weights_only``).
+
+    Raises `CheckpointError` in one line for a truncated, foreign or tampered file.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types: zip, pickle, EOF, runtime
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise checkpoints.CheckpointError(
+            f"{path}: not a readable training state ({type(error).__name__}: {reason}); "
+            "resume from another copy or set resume = false") from None
+    missing = sorted(set(STATE_KEYS) - set(state)) if isinstance(state, dict) else STATE_KEYS
+    if missing:
+        raise checkpoints.CheckpointError(f"{path}: not a training state of this engine (no "
+                                          f"{', '.join(missing)})")
+    return state
+
+
+def check_resume_settings(state: dict[str, Any], config: TrainConfig) -> None:
+    """Refuse to resume the run saved as `state` with settings it was not trained with.
+
+    Raises ValueError naming each changed setting (dotted inside ``model`` and ``data``)
+    with its saved and requested value, unless it is in `RESUMABLE` or
+    ``config.resume_changes``; and when ``config.max_steps`` is below the saved step.
+    """
+    where = Path(config.out_dir) / "last"
+    if config.max_steps < state["step"]:
+        raise ValueError(f"max_steps = {config.max_steps} is below step {state['step']} of the "
+                         f"run saved in {where}; set max_steps >= {state['step']}")
+    allowed = (*RESUMABLE, *config.resume_changes)
+    current = json.loads(json.dumps(config.to_dict(), default=str))
+    changed = [(key, old, new) for key, old, new in _differences(json.loads(state["config"]),
+                                                                 current)
+               if not any(key == name or key.startswith(name + ".") for name in allowed)]
+    if changed:
+        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changed)
+        names = ", ".join(f'"{key}"' for key, _, _ in changed)
+        raise ValueError(f"resuming {where} with changed settings ({listed}); set them back, "
+                         f"or set resume_changes = [{names}] to continue anyway")
+
+
+def _differences(saved: dict[str, Any], current: dict[str, Any],
+                 prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, saved value, current value) of every entry that differs, tables entered."""
+    found = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            found += _differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            found.append((f"{prefix}{key}", old, new))
+    return found
+
+
+def recover_interrupted_saves(out_dir: Path) -> None:
+    """Put ``best/`` and ``last/`` back from ``*.old`` where a save died between its renames.
+
+    `_write_atomically` renames the old directory to ``*.old`` before moving the new one in;
+    a crash in between leaves only ``*.old``, the complete previous checkpoint.
+    """
+    for name in ("best", "last"):
+        directory, old = Path(out_dir) / name, Path(out_dir) / f"{name}.old"
+        if not directory.exists() and old.is_dir():
+            try:
+                old.rename(directory)
+            except FileNotFoundError:  # another rank of the same run got there first
+                continue
+            logger.warning("%s: a save was interrupted; restored %s from %s", out_dir, name,
+                           old.name)
 
 
 def _write_atomically(directory: Path, write: Callable[[Path], Any]) -> None:

@@ -6,6 +6,8 @@ that holds every setting::
 
     out_dir = "runs/my-model"     # tokenizer/{best,last}, predictor/{best,last}, recipe.json
     resume = false                # true continues both stages; a finished stage is skipped
+                                  # (a changed setting is refused unless a stage table's
+                                  # resume_changes lists it, e.g. ["lr", "data.lookback"])
 
     [data]
     sources = ["../shared/data"]  # files and directories of long-format candles
@@ -62,14 +64,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from kronos_sk.data import CandleCorpus, TimeSplit, WindowSampler, validation_batches
 from kronos_sk.data.normalize import DEFAULT_CLIP
 from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT, Batch
 from kronos_sk.training import distributed
 from kronos_sk.training.config import TrainConfig, _coerce
-from kronos_sk.training.engine import METRICS_FILE, STATE_FILE, run_training
+from kronos_sk.training.engine import (METRICS_FILE, STATE_FILE, check_resume_settings,
+                                       read_training_state, recover_interrupted_saves,
+                                       run_training)
 
 logger = logging.getLogger(__name__)
 
@@ -401,6 +404,8 @@ def _run(recipe: Recipe) -> dict[str, Path]:
     if is_main and not recipe.resume and (recipe.out_dir / RECIPE_FILE).exists():
         raise ValueError(f"{recipe.out_dir} already holds a run; set resume = true to continue "
                          "it, or choose another out_dir")
+    # Every stage's resume is checked before anything is written, so a refusal changes nothing.
+    finished = {stage: _prepare_resume(recipe, configs[stage], is_main) for stage in STAGES}
     if is_main:
         recipe.out_dir.mkdir(parents=True, exist_ok=True)
         (recipe.out_dir / RECIPE_FILE).write_text(
@@ -411,7 +416,7 @@ def _run(recipe: Recipe) -> dict[str, Path]:
     for stage in STAGES:
         config = configs[stage]
         best[stage] = recipe.stage_dir(stage) / "best"
-        if _prepare_resume(recipe, config, is_main):
+        if finished[stage]:
             logger.info("%s stage already finished in %s; skipped", stage, config.out_dir)
             continue
         if corpus is None:
@@ -434,6 +439,10 @@ def _prepare_resume(recipe: Recipe, config: TrainConfig, is_main: bool) -> bool:
     state_file = run_dir / "last" / STATE_FILE
     if not recipe.resume:
         return False
+    recover_interrupted_saves(run_dir)  # before deciding there is nothing to continue
+    if not state_file.is_file() and state_file.parent.exists():
+        raise ValueError(f"{state_file.parent} holds no {STATE_FILE}, so it cannot be resumed; "
+                         "move it away to start the stage again")
     if not state_file.is_file():
         # Interrupted before its first save: nothing to continue, so the stage starts afresh.
         stale = run_dir / METRICS_FILE
@@ -441,7 +450,13 @@ def _prepare_resume(recipe: Recipe, config: TrainConfig, is_main: bool) -> bool:
             logger.warning("%s: no saved state to resume; starting the stage again", run_dir)
             stale.unlink()
         return False
-    state = torch.load(state_file, map_location="cpu", weights_only=True)
+    state = read_training_state(state_file)
+    if config.task == "predictor":  # its tokenizer is out_dir/tokenizer/best: moves with the run
+        config.resume_changes = (*config.resume_changes, "tokenizer_checkpoint")
+    try:  # a finished stage too: skipping it must not hide that its settings changed
+        check_resume_settings(state, config)
+    except ValueError as error:
+        raise ValueError(f"{recipe.source} [{config.task}]: {error}") from None
     if state["stopped"] or state["step"] >= config.max_steps:
         return True
     config.resume = True

@@ -98,3 +98,38 @@ def test_future_index_rejects_a_bad_horizon(horizon):
     message = f"horizon must be a positive int, got {horizon!r}"
     with pytest.raises(ValueError, match=re.escape(message)):
         future_index(index, horizon)
+
+
+def test_future_of_trading_days_skips_the_weekend():
+    # Weekdays with a holiday (no frequency can be inferred): the future has no weekend.
+    index = pd.bdate_range("2024-01-01", "2024-02-02").drop(pd.Timestamp("2024-01-15"))
+    assert pd.infer_freq(index) is None
+    result = future_index(index, 3)
+    assert result.tolist() == [pd.Timestamp("2024-02-05"), pd.Timestamp("2024-02-06"),
+                               pd.Timestamp("2024-02-07")]
+
+
+def test_future_of_real_us_trading_days_has_no_weekend(us_stocks_daily_file):
+    frame = pd.read_parquet(us_stocks_daily_file)
+    index = pd.DatetimeIndex(frame.loc[frame["asset"] == frame["asset"].iloc[0], "timestamp"])
+    result = future_index(index[-300:], 10)
+    assert (result.dayofweek < 5).all() and result[0] > index[-1]
+    assert len(result) == 10 and result.is_monotonic_increasing
+
+
+def test_future_of_intraday_sessions_follows_the_observed_sessions(compat_candles):
+    # 5-minute A-share bars: 09:35-11:30 and 13:05-15:00, nothing at night or at lunch.
+    index = compat_candles.index
+    observed = set(index.strftime("%H:%M"))
+    result = future_index(index, 60)
+    assert set(result.strftime("%H:%M")) <= observed
+    assert result[0] == pd.Timestamp("2025-03-19 09:35")  # the history ends at 15:00
+    assert "11:30" in set(result.strftime("%H:%M")) and "13:05" in set(result.strftime("%H:%M"))
+
+
+def test_future_of_a_round_the_clock_series_is_unchanged():
+    index = pd.date_range("2024-01-01", periods=24 * 20, freq="h", tz="UTC")
+    index = index.delete(100)  # one missing bar: no frequency to infer
+    result = future_index(index, 30)
+    expected = pd.date_range(index[-1] + pd.Timedelta(hours=1), periods=30, freq="h")
+    assert result.tolist() == expected.tolist()

@@ -145,6 +145,17 @@ def test_non_numeric_column():
         validate_candles(frame)
 
 
+def test_non_numeric_text_column_names_the_bad_cell():
+    # Read from a CSV, a column with one bad cell is all text: the numbers before it are fine.
+    frame = make_candles(60)
+    frame["volume"] = frame["volume"].astype(str)
+    frame.iloc[50, frame.columns.get_loc("volume")] = "n/a"
+    with raises(TypeError, "column 'volume' has non-numeric dtype "):
+        validate_candles(frame)
+    with raises(TypeError, "row 50 (2024-01-03 02:00:00) holds 'n/a'"):
+        validate_candles(frame)
+
+
 def test_non_datetime_index():
     frame = make_candles()
     frame.index = frame.index.astype(str)
@@ -332,6 +343,17 @@ def test_panel_value_error_names_the_asset():
 def test_panel_min_rows_applies_per_asset():
     with raises(ValueError, "asset 'B' has 3 rows, fewer than min_rows = 4"):
         validate_panel(make_panel(), min_rows=4)
+
+
+def test_panel_missing_asset_name_is_named():
+    panel = make_panel()
+    assets = panel.index.get_level_values(0).to_numpy(dtype=object)
+    assets[5] = np.nan
+    panel.index = pd.MultiIndex.from_arrays([assets, panel.index.get_level_values(1)],
+                                            names=panel.index.names)
+    with raises(ValueError, "the asset name at row 5 (asset nan, 2024-01-01 01:00:00) is "
+                            "missing"):
+        validate_panel(panel)
 
 
 def test_real_cn_index_panel_passes(cn_index_file: Path):

@@ -11,6 +11,7 @@ import pytest
 from sklearn.base import clone
 
 from kronos_sk.estimators import KronosForecaster
+from kronos_sk.generation import make_candles_valid
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kronos-compat"
 CASES = json.loads((FIXTURES / "cases.json").read_text())
@@ -30,6 +31,8 @@ def fixture_forecaster(**params) -> KronosForecaster:
 @pytest.mark.parametrize("case", CASES["cases"], ids=lambda c: c["expected"])
 def test_greedy_forecast_reproduces_reference(case, candles):
     expected = pd.read_csv(FIXTURES / case["expected"], index_col=0, parse_dates=True)
+    # Made valid as every sampled path is (open and close as they are).
+    expected[:] = make_candles_valid(expected.to_numpy(copy=True))
     forecaster = fixture_forecaster(n_samples=1, temperature=1.0, top_k=1, top_p=1.0)
     forecaster.fit(candles.iloc[:case["context_rows"]])
     predicted = forecaster.predict(fh=expected.index)
@@ -226,6 +229,24 @@ def test_forecasts_do_not_depend_on_the_price_unit_below_one(candles):
     assert band.between(1e-4, 0.5).all()
 
 
+@pytest.mark.parametrize("seed", ["abc", 1.5, -1, True, 2**32])
+def test_bad_random_state_is_refused_at_fit(candles, seed):
+    with pytest.raises(ValueError, match=r"random_state must be None or an integer in \[0, "
+                                         rf"2\*\*32\), got {seed!r}"):
+        fixture_forecaster(random_state=seed).fit(candles.iloc[:80])
+
+
+def test_update_that_would_move_the_cutoff_back_is_refused(candles):
+    forecaster = fixture_forecaster().fit(candles.iloc[:80])
+    cutoff = forecaster.cutoff
+    with pytest.raises(ValueError, match=r"update: y ends at .* before the cutoff"):
+        forecaster.update(candles.iloc[40:50], update_params=False)
+    assert forecaster.cutoff.equals(cutoff)
+    # Resending seen rows with new ones, as sktime's backtests do, is fine.
+    forecaster.update(candles.iloc[:90], update_params=False)
+    assert forecaster.cutoff[0] == candles.index[89]
+
+
 # ---------------------------------------------------------------- one generation per state
 PATHS_767EAE1 = FIXTURES.parent / "paths_767eae1.csv"
 
@@ -311,6 +332,8 @@ def test_paths_are_those_sampled_before_the_paths_were_kept(candles):
     # Written by 767eae1 (the commit before this cache) for the same panel and seed, with
     # one series sliding past max_context=128 (exact sliding).
     expected = pd.read_csv(PATHS_767EAE1, index_col=[0, 1, 2], parse_dates=["timestamp"])
+    # 767eae1 returned raw decoded candles; paths are made valid since (open, close kept).
+    expected[:] = make_candles_valid(expected.to_numpy(copy=True))
     panel = pd.concat({"asset0": candles.iloc[136:200], "asset1": candles.iloc[70:200]},
                       names=["asset", "timestamp"])
     forecaster = fixture_forecaster(n_samples=3, random_state=7).fit(panel)

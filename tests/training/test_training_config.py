@@ -47,6 +47,12 @@ def test_no_file_gives_the_defaults():
     assert load_train_config() == TrainConfig()
 
 
+def test_resume_changes_takes_any_number_of_names(toml_file):
+    assert load_train_config(toml_file, {"resume_changes": ["lr", "data.window"]}
+                             ).resume_changes == ("lr", "data.window")
+    assert load_train_config(toml_file).resume_changes == ()
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"learning_rate": 1e-3}, "overrides: unknown setting 'learning_rate'"),
     ({"optim.lr": 1e-3}, "unknown key 'optim.lr'"),
@@ -58,6 +64,8 @@ def test_no_file_gives_the_defaults():
     ({"warmup_steps": 1000, "max_steps": 10}, "lower warmup_steps"),
     ({"tokenizer_checkpoint": None}, "needs tokenizer_checkpoint"),
     ({"init_checkpoint": "ckpt/predictor"}, "either \\[model\\]"),
+    ({"resume_changes": "lr"}, "resume_changes must be tuple"),
+    ({"resume_changes": ["lr", 3]}, "resume_changes must be str, got 3"),
 ])
 def test_invalid_settings_name_the_key(toml_file, overrides, message):
     with pytest.raises(ValueError, match=message):

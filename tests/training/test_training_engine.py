@@ -169,3 +169,38 @@ def test_a_finished_run_is_not_overwritten(make_config):
     run_training(config, SineCandles(batch_size=4))
     with pytest.raises(ValueError, match="already holds a run"):
         Trainer(config, SineCandles(batch_size=4)).setup()
+
+
+def test_resume_restores_last_from_an_interrupted_save(make_config, tmp_path):
+    # A crash between the two renames of a save leaves only last.old/; resume continues it.
+    source = SineCandles(batch_size=4)
+    straight = make_config("tokenizer", save_every=3, out_dir=str(tmp_path / "straight"))
+    run_training(straight, source, source.validation)
+    resumed = dataclasses.replace(straight, out_dir=str(tmp_path / "resumed"))
+    with pytest.raises(Interrupted):
+        run_training(resumed, InterruptAt(source, 6), source.validation)
+    run_dir = Path(resumed.out_dir)
+    (run_dir / "last").rename(run_dir / "last.old")
+    run_training(dataclasses.replace(resumed, resume=True), source, source.validation)
+    assert_same_weights(weights(straight.out_dir), weights(resumed.out_dir))
+    assert not (run_dir / "last.old").exists()
+
+
+def test_resume_refuses_changed_settings_by_name(make_config, tmp_path):
+    source = SineCandles(batch_size=4)
+    config = make_config("tokenizer", save_every=3, data={"lookback": 16, "market": "x"})
+    with pytest.raises(Interrupted):
+        run_training(config, InterruptAt(source, 6), source.validation)
+    resume = dataclasses.replace(config, resume=True)
+    changed = dataclasses.replace(resume, lr=1e-3, data={"lookback": 32, "market": "x"})
+    with pytest.raises(ValueError, match=r"changed settings \(data.lookback: 16 -> 32; lr: "
+                                         r"0.01 -> 0.001\).*resume_changes = \[\"data.lookback\","
+                                         r" \"lr\"\]"):
+        run_training(changed, source, source.validation)
+    with pytest.raises(ValueError, match="max_steps = 5 is below step 6"):
+        run_training(dataclasses.replace(resume, max_steps=5), source, source.validation)
+    assert training_state(config.out_dir)["step"] == 6  # nothing was trained or saved
+    # Told explicitly, the resume goes ahead with the new settings.
+    run_training(dataclasses.replace(changed, resume_changes=("lr", "data")), source,
+                 source.validation)
+    assert training_state(config.out_dir)["step"] == 12

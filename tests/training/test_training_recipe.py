@@ -142,11 +142,18 @@ def test_pretrain_writes_loadable_checkpoints_that_forecast(finished):
     assert np.isfinite(forecast.paths).all()
 
 
+def copy_run(config: Path, target: Path) -> tuple[Path, Path]:
+    """A copy of the recipe root with its run, still reading the original data; returns the
+    copy's recipe file and run directory."""
+    shutil.copytree(config.parent.parent, target, ignore=shutil.ignore_patterns("data"))
+    copied = target / "configs" / config.name
+    copied.write_text(copied.read_text().replace(
+        'sources = ["data"]', f'sources = ["{config.parent.parent / "data"}"]'))
+    return copied, target / "runs" / "tiny"
+
+
 def test_resume_skips_finished_stages(finished, tmp_path, capsys):
-    config, _ = finished
-    root = tmp_path / "copy"
-    shutil.copytree(config.parent.parent, root)
-    config, run = root / "configs" / "tiny.toml", root / "runs" / "tiny"
+    config, run = copy_run(finished[0], tmp_path / "copy")
 
     def snapshot(stage: str) -> tuple[str, dict[str, torch.Tensor]]:
         return ((run / stage / "metrics.jsonl").read_text(),
@@ -212,9 +219,68 @@ def test_unknown_key_is_named(tmp_path, old, new, named):
         load_recipe(config)
 
 
-def test_reserved_and_override_errors(tmp_path):
+def test_reserved_and_override_errors(tmp_path, capsys):
     config = make_root(tmp_path)
     with pytest.raises(ValueError, match="predictor.tokenizer_checkpoint is set by the recipe"):
         load_recipe(config, {"predictor.tokenizer_checkpoint": "elsewhere"})
-    with pytest.raises(ValueError, match="fine-tuning needs tokenizer.init_checkpoint"):
-        main(["finetune", "--config", str(config)])
+    assert main(["finetune", "--config", str(config)]) == 2
+    assert "fine-tuning needs tokenizer.init_checkpoint" in capsys.readouterr().err
+
+
+def test_resume_after_a_save_died_between_its_renames_keeps_the_run(finished, tmp_path):
+    # The engine's atomic save renames last/ to last.old/ before moving the new one in; a
+    # crash in between leaves last.old/ alone. Resuming must restore it, not start afresh.
+    config, run = copy_run(finished[0], tmp_path / "copy")
+    stage = run / "predictor"
+    metrics = (stage / "metrics.jsonl").read_text()
+    best = (stage / "best" / "model.safetensors").stat().st_mtime_ns
+    (stage / "last").rename(stage / "last.old")
+
+    pretrain(config, {"resume": True})
+    assert (stage / "metrics.jsonl").read_text() == metrics, "the stage ran again"
+    assert (stage / "best" / "model.safetensors").stat().st_mtime_ns == best
+    assert (stage / "last" / "training_state.pt").is_file() and not (stage / "last.old").exists()
+
+
+def test_training_failures_are_one_line_with_exit_status_2(finished, tmp_path, capsys):
+    config, run = copy_run(finished[0], tmp_path / "copy")
+    state = run / "predictor" / "last" / "training_state.pt"
+    state.write_bytes(state.read_bytes()[:100])  # truncated by a full disk, say
+    cases = [
+        (["pretrain", "--config", str(tmp_path / "missing.toml")], "does not exist"),
+        (["pretrain", "--config", str(config), "--set", "out_dir=/proc/x"], "/proc"),
+        (["pretrain", "--config", str(config), "--set", "resume=true"],
+         "training_state.pt: not a readable training state"),
+        (["pretrain", "--config", str(config), "--set", "resume"], "not of the form key=value"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, (argv, err)
+    # last/ without its state (half-deleted by hand, say): refused, the metrics kept.
+    (run / "tokenizer" / "last" / "training_state.pt").unlink()
+    metrics = (run / "tokenizer" / "metrics.jsonl").read_text()
+    assert main(["pretrain", "--config", str(config), "--set", "resume=true"]) == 2
+    assert "holds no training_state.pt, so it cannot be resumed" in capsys.readouterr().err
+    assert (run / "tokenizer" / "metrics.jsonl").read_text() == metrics
+
+
+def test_resume_with_changed_settings_is_refused_by_name(finished, tmp_path, capsys):
+    config, run = copy_run(finished[0], tmp_path / "copy")
+    recipe = (run / RECIPE_FILE).read_text()
+    cases = [
+        (["--set", "predictor.lr=0.5"], "[predictor]: resuming", "lr: 0.01 -> 0.5"),
+        (["--set", "data.lookback=20"], "[tokenizer]: resuming", "data.lookback: 16 -> 20)"),
+        (["--set", "predictor.max_steps=2"], "[predictor]: max_steps = 2 is below step 3", ""),
+    ]
+    for overrides, where, change in cases:
+        assert main(["pretrain", "--config", str(config), "--set", "resume=true",
+                     *overrides]) == 2
+        err = capsys.readouterr().err.strip()
+        assert where in err and change in err and len(err.splitlines()) == 1, err
+    assert (run / RECIPE_FILE).read_text() == recipe  # a refused resume writes nothing
+    assert main(["pretrain", "--config", str(config), "--set", "resume=true",
+                 "--set", "predictor.lr=0.5", "--set", 'predictor.resume_changes=["lr"]',
+                 "--set", "predictor.max_steps=4"]) == 0
+    state = torch.load(run / "predictor" / "last" / "training_state.pt", weights_only=True)
+    assert state["step"] == 4 and json.loads(state["config"])["lr"] == 0.5
