@@ -156,8 +156,11 @@ def full_call(size: dict, baseline: str) -> None:
           f"(target <= 1.3x), {full_old / old['predict_s']:.2f}x at {baseline}")
     print(f"  {baseline} / this tree, full call: {full_old / full_new:6.2f}x faster "
           f"(predict alone: {old['predict_s'] / new['predict_s']:.2f}x)")
-    difference = np.max(np.abs(new["mean"] / old["mean"] - 1))
-    print(f"  same forecasts: predict means agree to {difference:.1e} (relative)")
+    # Open and close are the sampled values themselves; high, low and volume have been made
+    # valid candles since 767eae1 (make_candles_valid), which moves their means a little.
+    relative = np.abs(new["mean"] / old["mean"] - 1)
+    print(f"  same paths: predict means of open and close agree to "
+          f"{relative[:, [0, 3]].max():.1e} (relative), all columns to {relative.max():.1e}")
 
 
 # ---------------------------------------------------------------------------- batching
