@@ -161,6 +161,8 @@ class SharedPrefixCache:
                           for i in range(0, Tq, block)], 2)
 
     def _attend(self, q, mask, kp, vp, ko, vo) -> torch.Tensor:
+        """One softmax over the group's prefix kp/vp (B, nh, Tp, hd) and the row's own
+        entries ko/vo (P, nh, To, hd), for queries q (P, nh, Tq, hd) -> (P, nh, Tq, hd)."""
         P, n_heads, Tq, head_dim = q.shape
         G = self.group
         B = P // G
