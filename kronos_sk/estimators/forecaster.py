@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,35 @@ from kronos_sk.runtime import resolve_device
 FIT_STRATEGIES = ("zero-shot", "fine-tune", "from-scratch")
 CALIBRATIONS = (None, "conformal")
 MIN_CALIBRATION_CONTEXT = 16  # fewest context rows of a calibration backtest
+
+
+class _PathCache:
+    """The last generation of each live forecaster, kept outside its ``__dict__``.
+
+    A cache is not state: sktime checks that predict leaves the state unchanged, and pickles
+    and copies should not carry it. Entries go with their forecaster (sktime estimators
+    compare by value, so they cannot be weak dictionary keys; entries are keyed by id).
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple] = {}
+
+    def get(self, owner: object) -> tuple | None:
+        return self._entries.get(id(owner))
+
+    def put(self, owner: object, entry: tuple) -> None:
+        if id(owner) not in self._entries:
+            weakref.finalize(owner, self._entries.pop, id(owner), None)
+        self._entries[id(owner)] = entry
+
+    def drop(self, owner: object) -> None:
+        self._entries.pop(id(owner), None)
+
+    def __contains__(self, owner: object) -> bool:
+        return id(owner) in self._entries
+
+
+_KEPT_PATHS = _PathCache()
 # Integer and period indexes get calendar stamps counted from this Monday (see the docs).
 SYNTHETIC_ORIGIN = pd.Timestamp("2000-01-03")
 CLOSE = FEATURE_COLUMNS.index("close")
@@ -211,14 +241,6 @@ class KronosForecaster(BaseForecaster):
         with no_remember_data_notice():
             super().__init__()
 
-    def __getstate__(self):
-        # The kept paths are a cache (up to n_series x n_samples x horizon x 6 floats):
-        # pickles and deep copies leave them out and sample again on demand.
-        state = self.__dict__.copy()
-        if "_kept_paths" in state:
-            state["_kept_paths"] = {}
-        return state
-
     # ------------------------------------------------------------------ checks and data
     def _check_params(self) -> None:
         if self.fit_strategy not in FIT_STRATEGIES:
@@ -382,7 +404,7 @@ class KronosForecaster(BaseForecaster):
         # Drawn once per fit, so every prediction method describes the same paths.
         self._path_seed = (self.random_state if self.random_state is not None
                       else int(np.random.SeedSequence().entropy % 2**63))
-        self._kept_paths = {}  # see _paths
+        _KEPT_PATHS.drop(self)  # sampled from the previous context
 
     def _load_networks(self) -> tuple[KronosTokenizer, KronosPredictor]:
         model = self.model if self.model is not None else default_checkpoint("predictor")
@@ -435,7 +457,7 @@ class KronosForecaster(BaseForecaster):
 
     def _pretrain(self, y, X=None, fh=None):
         self._check_params()
-        self._kept_paths = {}
+        _KEPT_PATHS.drop(self)
         self._mode, self._mapping = self._layout(y)
         contexts = self._series(y)
         self.loss_curve_ = []
@@ -449,7 +471,7 @@ class KronosForecaster(BaseForecaster):
         return self
 
     def _pretrain_update(self, y, X=None, fh=None):
-        self._kept_paths = {}
+        _KEPT_PATHS.drop(self)
         self._mode, self._mapping = self._layout(y)
         self._fine_tune(self._windows(self._series(y)))
         self.pretrain_loss_curve_ = self.pretrain_loss_curve_ + self.loss_curve_
@@ -478,10 +500,10 @@ class KronosForecaster(BaseForecaster):
     def _adapt_calibration(self, y: pd.DataFrame) -> None:
         """The adaptive-conformal step: score the kept paths of the last prediction against
         the rows that have now arrived, for the series whose whole forecast grid they hold."""
-        kept = getattr(self, "_kept_paths", {})
-        if getattr(self, "calibration_", None) is None or "raw" not in kept:
+        kept = _KEPT_PATHS.get(self)
+        if getattr(self, "calibration_", None) is None or kept is None:
             return
-        raw, grids = kept["raw"], kept["grids"]
+        _, raw, _, grids, _, _ = kept
         arrived = {(key, column): candles for key, column, candles in self._series(y)}
         rows, truths = [], []
         for i, (key, column, _) in enumerate(self._contexts):
@@ -559,25 +581,25 @@ class KronosForecaster(BaseForecaster):
         settings, so every prediction method on one fh reads one generation: the last one
         is kept under a key of the latter two and dropped when the context changes (fit,
         update, pretrain; set_params resets the whole estimator). Both arrays are read-only.
-        The cache is a dict made by fit and filled in place: predicting leaves every
-        attribute of the estimator as it was (sktime's contract for predict methods).
         """
         calibration = getattr(self, "calibration_", None)
         key = (self.tokenizer_, self.predictor_, self._path_seed, self._max_context,
                self.n_samples, self.temperature, self.top_k, self.top_p, self.sliding,
                self.max_paths, self.freq, str(absolute.dtype), tuple(absolute))
-        kept = self._kept_paths
-        if kept.get("key") != key:
-            kept.clear()  # free the previous paths before sampling the next
+        kept = _KEPT_PATHS.get(self)
+        if kept is None or kept[0] != key:
+            kept = None  # free the previous paths before sampling the next
+            _KEPT_PATHS.drop(self)
             raw, steps, grids = self._generate(absolute)
             raw.flags.writeable = steps.flags.writeable = False
-            # generated paths, steps, future grids (calibration updates score them)
-            kept.update(key=key, raw=raw, steps=steps, grids=grids)
-        if "paths" not in kept or kept["calibrated_by"] is not calibration:
-            paths = kept["raw"] if calibration is None else calibration.apply(kept["raw"])
+            kept = (key, raw, steps, grids, None, None)
+        key, raw, steps, grids, paths, calibrated_by = kept
+        if paths is None or calibrated_by is not calibration:
+            paths = raw if calibration is None else calibration.apply(raw)
             paths.flags.writeable = False
-            kept.update(paths=paths, calibrated_by=calibration)  # the paths as returned
-        return kept["paths"], kept["steps"]
+        # (key, generated paths, steps, future grids, paths as returned, their calibration)
+        _KEPT_PATHS.put(self, (key, raw, steps, grids, paths, calibration))
+        return paths, steps
 
     def _generate(self, absolute: pd.Index) -> tuple[np.ndarray, np.ndarray, list]:
         plans = [self._targets(absolute, candles, original)
@@ -760,6 +782,7 @@ def _extend(grid: pd.DatetimeIndex, length: int) -> pd.DatetimeIndex:
     step = grid[-1] - grid[-2] if len(grid) > 1 else pd.Timedelta(days=1)
     return grid.append(pd.DatetimeIndex([grid[-1] + step * k
                                          for k in range(1, length - len(grid) + 1)]))
+
 
 
 def _without_freq(index: pd.Index) -> pd.Index:

@@ -322,7 +322,8 @@ def test_kept_paths_follow_the_forecast_state(candles, generations):
     assert len(generations) == calls + 2  # ours after the refit, and the fresh one's
 
     restored = pickle.loads(pickle.dumps(forecaster))  # pickles leave the paths out
-    assert restored._kept_paths == {}
+    from kronos_sk.estimators.forecaster import _KEPT_PATHS
+    assert restored not in _KEPT_PATHS
     pd.testing.assert_frame_equal(restored.predict(candles.index[70:74]),
                                   forecaster.predict(candles.index[70:74]), check_exact=True)
     assert len(generations) == calls + 3
