@@ -5,6 +5,9 @@ statistics, tokenize it, sample `n_samples` token paths per series with a key/va
 decode them and undo the normalisation. Every path is returned, made valid by
 `make_candles_valid` (the decoder does not know that high bounds open and close).
 
+The samples of a series share its context: its keys and values are computed and stored once
+per series (`SharedPrefixCache`), and each path adds only its own generated tokens.
+
 Sliding windows: once a context plus the generated tokens outgrow `max_context`, the released
 predictor re-runs the whole window (positions restarting at 0) at each step. `sliding="exact"`
 (default) keeps those semantics, sharing the window's context part across the samples of a
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 
 from kronos_sk.data.normalize import DEFAULT_CLIP, Normalizer
-from kronos_sk.nn.layers import KVCache, attention_mask
+from kronos_sk.nn.layers import KVCache, SharedPrefixCache, attention_mask
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
 
@@ -108,6 +111,28 @@ def _empty_caches(module_blocks, batch: int, capacity: int, like: torch.Tensor) 
                           like.dtype, like.device) for block in module_blocks]
 
 
+def _context_cache(batch: int, attention, n_context: int, n_samples: int, room: int,
+                   like: torch.Tensor) -> KVCache:
+    """An empty cache for the contexts of `batch` series whose `n_samples` paths each add up to
+    `room` entries after it (see `_for_paths`): a lone path writes straight after its context,
+    so its cache gets that room now."""
+    capacity = n_context + (room if n_samples == 1 else 0)
+    return KVCache.empty(batch, attention.n_heads, capacity, attention.head_dim, like.dtype,
+                         like.device)
+
+
+def _context_caches(module_blocks, batch: int, n_context: int, n_samples: int, room: int,
+                    like: torch.Tensor) -> list[KVCache]:
+    return [_context_cache(batch, block.self_attn, n_context, n_samples, room, like)
+            for block in module_blocks]
+
+
+def _for_paths(cache: KVCache, n_samples: int, room: int) -> KVCache | SharedPrefixCache:
+    """A filled context cache as its paths see it: shared by the samples of each series, or,
+    for one sample, the cache itself (one fused attention over one buffer is faster)."""
+    return cache if n_samples == 1 else SharedPrefixCache(cache, n_samples, room)
+
+
 class _Sampler:
     """Draws the (coarse, fine) ids of one step for every path."""
 
@@ -116,7 +141,7 @@ class _Sampler:
         self.predictor, self.uniforms = predictor, uniforms
         self.settings = (temperature, top_k, top_p)
 
-    def __call__(self, step: int, h_last: torch.Tensor, dep_cache: KVCache,
+    def __call__(self, step: int, h_last: torch.Tensor, dep_cache: KVCache | SharedPrefixCache,
                  dep_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.predictor
         # h_last: (P, 1, d); the dependency cache holds the whole window's hidden states.
@@ -183,15 +208,15 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
         return None if key_valid is None else key_valid[:, None, None, start:end]
 
     # Phase 1: cached steps, as long as the window does not slide (exact) or always (rolling).
+    # The context's keys and values are stored once per series, each path's tokens after them.
     n_cached = H if sliding == "rolling" else min(H, M - T + 1)
-    capacity = T + n_cached
-    caches = _empty_caches(predictor.transformer, B, T, dtype_like)
+    caches = _context_caches(predictor.transformer, B, T, S, n_cached, dtype_like)
     h = predictor.hidden(s1_ids, s2_ids, stamps[:, :T], valid, caches=caches)  # (B, T, d)
-    caches = [cache.repeat_interleave(S, capacity) for cache in caches]
+    caches = [_for_paths(cache, S, n_cached) for cache in caches]
     dep_attn = predictor.dep_layer.cross_attn
-    dep_cache = KVCache.empty(B, dep_attn.n_heads, T, dep_attn.head_dim, h.dtype, device)
+    dep_cache = _context_cache(B, dep_attn, T, S, n_cached, dtype_like)
     dep_attn.extend_cache(h, dep_cache)
-    dep_cache = dep_cache.repeat_interleave(S, capacity)
+    dep_cache = _for_paths(dep_cache, S, n_cached)
     h_last = h[:, -1:].repeat_interleave(S, 0)
     for i in range(n_cached):
         if i > 0:
@@ -210,23 +235,28 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
     del caches, dep_cache
 
     # Phase 2 (exact only): the window [start, end) slides; recompute it at every step. Its
-    # context part is causal-first, so it is computed once per series, not per sample.
+    # context part is causal-first, so it is computed and stored once per series, not per
+    # sample, for the self-attention and for the dependency layer alike.
     for i in range(n_cached, H):
         end = T + i
         start = end - M
         shared = max(0, T - start)
+        first = T + max(0, start - T)  # buffer position of the first generated token in view
+        room = end - first  # generated tokens in view
         if shared:
             shared_valid = None if valid is None else valid[:, start:]
-            caches = _empty_caches(predictor.transformer, B, shared, dtype_like)
+            caches = _context_caches(predictor.transformer, B, shared, S, room, dtype_like)
             h_shared = predictor.hidden(s1_ids[:, start:], s2_ids[:, start:],
                                         stamps[:, start:T], shared_valid, caches=caches)
-            caches = [cache.repeat_interleave(S, M) for cache in caches]
-            h_shared = h_shared.repeat_interleave(S, 0)
+            caches = [_for_paths(cache, S, room) for cache in caches]
+            dep_cache = _context_cache(B, dep_attn, shared, S, room, dtype_like)
+            dep_attn.extend_cache(h_shared, dep_cache)
+            dep_cache = _for_paths(dep_cache, S, room)
         else:
             caches = _empty_caches(predictor.transformer, P, M, dtype_like)
-            h_shared = h_last.new_empty(P, 0, h_last.shape[-1])
-        first = T + max(0, start - T)  # buffer position of the first generated token in view
-        positions = torch.arange(end - first, device=device)
+            dep_cache = KVCache.empty(P, dep_attn.n_heads, M, dep_attn.head_dim,
+                                      dtype_like.dtype, device)
+        positions = torch.arange(room, device=device)
         if key_valid is not None:
             positions = positions + key_valid[:, start:first].sum(1, keepdim=True)
         else:
@@ -235,12 +265,9 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
                 else torch.ones(P, end - start, dtype=torch.bool, device=device))
         h_new = predictor.hidden(coarse[:, first - T:i], fine[:, first - T:i],
                                  stamps_p[:, first:end], caches=caches, positions=positions,
-                                 mask=attention_mask(keys, end - first, causal=True))
-        h_window = torch.cat((h_shared, h_new), 1)  # (P, M, d)
-        dep_cache = KVCache.empty(P, dep_attn.n_heads, M, dep_attn.head_dim, h_new.dtype,
-                                  device)
-        dep_attn.extend_cache(h_window, dep_cache)
-        coarse[:, i], fine[:, i] = sample(i, h_window[:, -1:], dep_cache,
+                                 mask=attention_mask(keys, room, causal=True))
+        dep_attn.extend_cache(h_new, dep_cache)  # the window: shared part, then this path's
+        coarse[:, i], fine[:, i] = sample(i, h_new[:, -1:], dep_cache,
                                           window_mask(start, end))
     return coarse, fine
 
@@ -283,7 +310,7 @@ def decode_paths(tokenizer: KronosTokenizer, s1_ids: torch.Tensor, s2_ids: torch
     """Decode generated ids (B * S, H) in the context of the last tokens -> (B * S, H, d_in).
 
     As released, the decoder sees the last `max_context` tokens of context plus path (here at
-    least the H generated ones); the context part is decoded once per series and cached.
+    least the H generated ones); the context part is decoded and cached once per series.
     """
     B, T = s1_ids.shape
     S, H = n_samples, coarse.shape[1]
@@ -294,9 +321,9 @@ def decode_paths(tokenizer: KronosTokenizer, s1_ids: torch.Tensor, s2_ids: torch
     blocks = tokenizer.decoder
     like = tokenizer.head.weight
     if T - start:
-        caches = _empty_caches(blocks, B, T - start, like)
+        caches = _context_caches(blocks, B, T - start, S, H, like)
         tokenizer.decode(s1_ids[:, start:], s2_ids[:, start:], prefix_valid, caches=caches)
-        caches = [cache.repeat_interleave(S, window) for cache in caches]
+        caches = [_for_paths(cache, S, H) for cache in caches]
     else:
         caches = _empty_caches(blocks, P, window, like)
     if prefix_valid is None:

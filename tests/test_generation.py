@@ -113,6 +113,20 @@ def test_rolling_equals_exact_while_the_window_does_not_slide(tiny_predictor, to
     assert torch.equal(exact[0], rolling[0]) and torch.equal(exact[1], rolling[1])
 
 
+@pytest.mark.parametrize("sliding", ["exact", "rolling"])
+@pytest.mark.parametrize("max_context", [25, 8])
+def test_paths_do_not_depend_on_the_number_of_samples(tiny_predictor, tokens, max_context,
+                                                      sliding):
+    # Samples share their series' context cache (S > 1) or own it (S = 1): same tokens.
+    s1, s2, stamps, H = tokens
+    kwargs = dict(max_context=max_context, sliding=sliding, temperature=1.3, top_p=0.9)
+    many = generate_tokens(tiny_predictor, s1, s2, stamps, H, path_uniforms([1, 2, 3], 4, H),
+                           n_samples=4, **kwargs)
+    one = generate_tokens(tiny_predictor, s1, s2, stamps, H, path_uniforms([1, 2, 3], 1, H),
+                          n_samples=1, **kwargs)
+    assert torch.equal(many[0][::4], one[0]) and torch.equal(many[1][::4], one[1])
+
+
 def test_first_coarse_draws_follow_the_model_distribution(tiny_predictor, tokens):
     s1, s2, stamps, _ = tokens
     n = 4000

@@ -174,17 +174,16 @@ def assemble_features(candles: pd.DataFrame) -> np.ndarray:
     - ``volume`` but no ``amount``: ``amount = volume * mean(open, high, low, close)``,
       computed in float64 before the cast to float32, as the reference does.
     """
-    features = candles[list(PRICE_COLUMNS)].copy()
+    # numpy throughout: this runs once per series of every forecast
+    prices = candles[list(PRICE_COLUMNS)].to_numpy(dtype=np.float64)
+    features = np.zeros((len(candles), len(FEATURE_COLUMNS)), dtype=np.float32)
+    features[:, :len(PRICE_COLUMNS)] = prices
     if "volume" in candles.columns:
-        features["volume"] = candles["volume"]
-        if "amount" in candles.columns:
-            features["amount"] = candles["amount"]
-        else:
-            features["amount"] = candles["volume"] * candles[list(PRICE_COLUMNS)].mean(axis=1)
-    else:
-        features["volume"] = 0.0
-        features["amount"] = 0.0
-    return features[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float32)
+        volume = candles["volume"].to_numpy(dtype=np.float64)
+        features[:, 4] = volume
+        features[:, 5] = (candles["amount"].to_numpy(dtype=np.float64)
+                          if "amount" in candles.columns else volume * prices.mean(axis=1))
+    return features
 
 
 def _check_is_frame(frame: object, name: str) -> None:

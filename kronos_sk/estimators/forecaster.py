@@ -67,7 +67,9 @@ class KronosForecaster(BaseForecaster):
     low, close, volume, amount): `predict` is their mean; `predict_quantiles`,
     `predict_interval`, `predict_var` and `predict_proba` (an skpro `Empirical` over the
     paths) all describe the same paths, and `sample` returns them. All series of a panel are
-    generated in one batched call, whatever their lengths.
+    generated in one batched call, whatever their lengths, and once per fh: the last paths
+    are kept until the next fit, update or parameter change, so that several methods on one
+    fh cost one generation.
 
     Parameters
     ----------
@@ -586,6 +588,8 @@ class KronosForecaster(BaseForecaster):
                self.max_paths, self.freq, str(absolute.dtype), tuple(absolute))
         kept = _KEPT_PATHS.get(self)
         if kept is None or kept[0] != key:
+            kept = None  # free the previous paths before sampling the next
+            _KEPT_PATHS.drop(self)
             raw, steps, grids = self._generate(absolute)
             raw.flags.writeable = steps.flags.writeable = False
             kept = (key, raw, steps, grids, None, None)

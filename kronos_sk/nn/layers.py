@@ -1,8 +1,8 @@
 """Building blocks shared by the tokenizer and the predictor.
 
-RMSNorm, rotary position embedding, multi-head attention with an optional key/value cache,
-the SwiGLU feed-forward and the pre-norm Transformer block. Parameter names follow the
-released Kronos checkpoints.
+RMSNorm, rotary position embedding, multi-head attention with an optional key/value cache
+(plain, or a prefix shared by groups of rows), the SwiGLU feed-forward and the pre-norm
+Transformer block. Parameter names follow the released Kronos checkpoints.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+# Attention scores of a shared-prefix cache are materialised; at most this many at a time.
+SCORE_BLOCK = 2 ** 23
 
 
 class Linear(nn.Linear):
@@ -98,16 +101,86 @@ class KVCache:
     def live(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k[:, :, self.start:self.length], self.v[:, :, self.start:self.length]
 
-    def repeat_interleave(self, repeats: int, capacity: int) -> KVCache:
-        """A new cache with each batch row repeated, e.g. one context for many samples."""
-        live = slice(self.start, self.length)
-        n = self.length - self.start
-        shape = (self.k.shape[0] * repeats, self.k.shape[1], capacity, self.k.shape[3])
-        k = self.k.new_empty(shape)
-        v = self.v.new_empty(shape)
-        k[:, :, :n] = self.k[:, :, live].repeat_interleave(repeats, dim=0)
-        v[:, :, :n] = self.v[:, :, live].repeat_interleave(repeats, dim=0)
-        return KVCache(k, v, length=n)
+    def attend(self, q: torch.Tensor, mask: torch.Tensor | None = None,
+               causal: bool = False) -> torch.Tensor:
+        """Attend from queries (B, nh, Tq, hd) to every live entry -> (B, nh, Tq, hd)."""
+        k, v = self.live()
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                              is_causal=causal and mask is None)
+
+
+class SharedPrefixCache:
+    """Keys and values of batch rows that share a prefix in groups of `group` consecutive
+    rows, e.g. the samples of a series over its context.
+
+    The prefix (B, nh, Tp, hd) is stored once per group and each row's own entries
+    (B * group, nh, capacity, hd) follow it. Positions run through both, so `start` and
+    `length` mean what they mean for `KVCache` (live entries `[start:length]`). Attention
+    reads each prefix once for all queries of its group, in one batched product, rather
+    than from a copy per row.
+    """
+
+    def __init__(self, prefix: KVCache, group: int, capacity: int):
+        self.prefix_k, self.prefix_v = prefix.live()
+        B, n_heads, _, head_dim = self.prefix_k.shape
+        self.group, self.start = group, 0
+        self.own = KVCache.empty(B * group, n_heads, capacity, head_dim, self.prefix_k.dtype,
+                                 self.prefix_k.device)
+
+    @property
+    def length(self) -> int:
+        return self.prefix_k.shape[2] + self.own.length
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store (B * group, nh, T, hd) new entries of every row."""
+        self.own.append(k, v)
+
+    def attend(self, q: torch.Tensor, mask: torch.Tensor | None = None,
+               causal: bool = False) -> torch.Tensor:
+        """Attend from queries (B * group, nh, Tq, hd) to every live entry of their row.
+
+        `mask` is boolean, broadcastable to (B * group, nh, Tq, live entries); a causal call
+        needs it (the queries' own positions are not known here).
+        """
+        if causal and mask is None:
+            raise ValueError("causal attention over a shared prefix needs an explicit mask")
+        n_prefix = self.prefix_k.shape[2]
+        first = min(self.start, n_prefix)
+        own = slice(max(0, self.start - n_prefix), self.own.length)
+        keys = (self.prefix_k[:, :, first:], self.prefix_v[:, :, first:],  # (B, nh, Tp, hd)
+                self.own.k[:, :, own], self.own.v[:, :, own])  # (B * group, nh, To, hd)
+        P, n_heads, Tq, _ = q.shape
+        n_keys = keys[0].shape[2] + keys[2].shape[2]
+        # The scores are materialised: a long window of queries goes in blocks.
+        block = max(1, SCORE_BLOCK // (P * n_heads * n_keys))
+        if Tq <= block:
+            return self._attend(q, mask, *keys)
+        per_query = mask is not None and mask.shape[-2] > 1
+        return torch.cat([self._attend(q[:, :, i:i + block],
+                                       mask[..., i:i + block, :] if per_query else mask, *keys)
+                          for i in range(0, Tq, block)], 2)
+
+    def _attend(self, q, mask, kp, vp, ko, vo) -> torch.Tensor:
+        """One softmax over the group's prefix kp/vp (B, nh, Tp, hd) and the row's own
+        entries ko/vo (P, nh, To, hd), for queries q (P, nh, Tq, hd) -> (P, nh, Tq, hd)."""
+        P, n_heads, Tq, head_dim = q.shape
+        G = self.group
+        B = P // G
+        dtype = torch.promote_types(q.dtype, torch.float32)  # softmax in float32 for bf16
+        q = q.to(dtype) * head_dim ** -0.5
+        grouped = q.reshape(B, G, n_heads, Tq, head_dim).transpose(1, 2).reshape(
+            B, n_heads, G * Tq, head_dim)  # the group's queries side by side
+        scores_p = (grouped @ kp.to(dtype).transpose(-1, -2)).reshape(
+            B, n_heads, G, Tq, -1).transpose(1, 2).reshape(P, n_heads, Tq, -1)
+        scores = torch.cat((scores_p, q @ ko.to(dtype).transpose(-1, -2)), -1)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = scores.softmax(-1)  # (P, nh, Tq, Tp + To)
+        wp, wo = weights.split((kp.shape[2], ko.shape[2]), -1)
+        wp = wp.reshape(B, G, n_heads, Tq, -1).transpose(1, 2).reshape(B, n_heads, G * Tq, -1)
+        y = (wp @ vp.to(dtype)).reshape(B, n_heads, G, Tq, head_dim).transpose(1, 2).reshape(
+            P, n_heads, Tq, head_dim)
+        return (y + wo @ vo.to(dtype)).to(vp.dtype)
 
 
 class Attention(nn.Module):
@@ -138,7 +211,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 mask: torch.Tensor | None = None, causal: bool = False,
-                cache: KVCache | None = None) -> torch.Tensor:
+                cache: KVCache | SharedPrefixCache | None = None) -> torch.Tensor:
         """Attend from `x` (B, Tq, d) to `context` (B, Tk, d; default x) -> (B, Tq, d).
 
         With a cache, the keys and values of `context` are appended to it first and the
@@ -150,26 +223,24 @@ class Attention(nn.Module):
         v = self._heads(self.v_proj(context))
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        if cache is not None:
-            k, v = cache.append(k, v)
-        return self._attend(q, k, v, mask, causal)
+        if cache is not None:  # inference: no attention dropout
+            cache.append(k, v)
+            return self._merge(cache.attend(q, mask, causal))
+        return self._merge(F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+            dropout_p=self.attn_dropout_p if self.training else 0.0))
 
-    def extend_cache(self, context: torch.Tensor, cache: KVCache) -> None:
+    def extend_cache(self, context: torch.Tensor, cache: KVCache | SharedPrefixCache) -> None:
         """Append the keys and values of `context` (B, T, d) to `cache`, without rotary."""
         cache.append(self._heads(self.k_proj(context)), self._heads(self.v_proj(context)))
 
-    def attend_cache(self, x: torch.Tensor, cache: KVCache,
+    def attend_cache(self, x: torch.Tensor, cache: KVCache | SharedPrefixCache,
                      mask: torch.Tensor | None = None) -> torch.Tensor:
         """Attend from `x` (B, Tq, d), without rotary, to every entry of `cache`."""
-        k, v = cache.live()
-        return self._attend(self._heads(self.q_proj(x)), k, v, mask, causal=False)
+        return self._merge(cache.attend(self._heads(self.q_proj(x)), mask))
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal and mask is None,
-            dropout_p=self.attn_dropout_p if self.training else 0.0,
-        )  # (B, nh, Tq, hd)
+    def _merge(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, nh, Tq, hd) attention output -> (B, Tq, d) after the output projection."""
         B, _, T, _ = y.shape
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return self.resid_dropout(self.out_proj(y))
@@ -201,7 +272,8 @@ class Block(nn.Module):
         self.ffn = FeedForward(d_model, ff_dim, ffn_dropout_p)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                mask: torch.Tensor | None = None, cache: KVCache | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None,
+                cache: KVCache | SharedPrefixCache | None = None) -> torch.Tensor:
         causal = mask is None and x.shape[1] > 1
         x = x + self.self_attn(self.norm1(x), rope=rope, mask=mask, causal=causal, cache=cache)
         return x + self.ffn(self.norm2(x))

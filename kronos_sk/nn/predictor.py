@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 
 from kronos_sk.nn.config import PredictorConfig
-from kronos_sk.nn.layers import (Attention, Block, KVCache, Linear, RMSNorm, attention_mask,
-                                 positions_from_valid)
+from kronos_sk.nn.layers import (Attention, Block, KVCache, Linear, RMSNorm, SharedPrefixCache,
+                                 attention_mask, positions_from_valid)
 
 # (name, table size) of the calendar embeddings, in the column order of the stamps.
 TIME_FIELDS = (("minute", 60), ("hour", 24), ("weekday", 7), ("day", 32), ("month", 13))
@@ -93,7 +93,8 @@ class DependencyAwareLayer(nn.Module):
         attn = self.cross_attn(query, context=h, rope=rope, mask=mask, causal=causal)
         return self.norm(h + attn)
 
-    def step(self, h_last: torch.Tensor, query: torch.Tensor, cache: KVCache,
+    def step(self, h_last: torch.Tensor, query: torch.Tensor,
+             cache: KVCache | SharedPrefixCache,
              mask: torch.Tensor | None = None) -> torch.Tensor:
         """Inference: one query (B, 1, d) against the whole window, without rotary or mask.
 

@@ -1,9 +1,11 @@
 import math
 
+import pytest
 import torch
 
 from kronos_sk.nn.layers import (Attention, Block, KVCache, RMSNorm, RotaryEmbedding,
-                                 apply_rotary, attention_mask, positions_from_valid)
+                                 SharedPrefixCache, apply_rotary, attention_mask,
+                                 positions_from_valid)
 
 
 def test_rmsnorm_matches_formula():
@@ -71,16 +73,44 @@ def test_left_padding_does_not_change_real_rows():
     assert torch.isfinite(out).all()
 
 
-def test_cache_repeat_interleave_and_overflow():
-    cache = KVCache.empty(2, 1, 3, 2, torch.float32, "cpu")
-    k = torch.arange(8.0).view(2, 1, 2, 2)
-    cache.append(k, -k)
-    wide = cache.repeat_interleave(3, capacity=5)
-    assert wide.k.shape == (6, 1, 5, 2) and wide.length == 2
-    torch.testing.assert_close(wide.live()[0], k.repeat_interleave(3, 0))
-    try:
-        cache.append(k, k)
-    except RuntimeError as error:
-        assert "overflow" in str(error)
-    else:
-        raise AssertionError("appending past the capacity must fail")
+def test_shared_prefix_cache_attends_like_a_copy_of_the_prefix_per_row():
+    torch.manual_seed(4)
+    B, G, nh, Tp, hd = 2, 3, 2, 5, 4
+    kp, vp = torch.randn(B, nh, Tp, hd), torch.randn(B, nh, Tp, hd)
+    prefix = KVCache.empty(B, nh, Tp, hd, torch.float32, "cpu")
+    prefix.append(kp, vp)
+    shared = SharedPrefixCache(prefix, G, capacity=4)
+    copy = KVCache.empty(B * G, nh, Tp + 4, hd, torch.float32, "cpu")
+    copy.append(kp.repeat_interleave(G, 0), vp.repeat_interleave(G, 0))
+    for _ in range(3):
+        k, v = torch.randn(B * G, nh, 1, hd), torch.randn(B * G, nh, 1, hd)
+        shared.append(k, v)
+        copy.append(k, v)
+        q = torch.randn(B * G, nh, 2, hd)
+        torch.testing.assert_close(shared.attend(q), copy.attend(q))
+    assert shared.length == copy.length == Tp + 3
+    mask = torch.rand(B * G, 1, 2, Tp + 3) > 0.3
+    mask[..., -1] = True
+    torch.testing.assert_close(shared.attend(q, mask), copy.attend(q, mask))
+    for start in (2, 6):  # a rolling window drops the oldest entries, the prefix first
+        shared.start = copy.start = start
+        torch.testing.assert_close(shared.attend(q), copy.attend(q))
+    with pytest.raises(ValueError, match="mask"):
+        shared.attend(q, causal=True)
+    with pytest.raises(RuntimeError, match="overflow"):
+        shared.append(torch.randn(B * G, nh, 2, hd), torch.randn(B * G, nh, 2, hd))
+
+
+def test_shared_prefix_cache_attends_in_blocks_of_queries(monkeypatch):
+    import kronos_sk.nn.layers as layers
+    torch.manual_seed(5)
+    B, G, nh, Tp, hd, Tq = 2, 3, 2, 7, 4, 9
+    prefix = KVCache.empty(B, nh, Tp, hd, torch.float32, "cpu")
+    prefix.append(torch.randn(B, nh, Tp, hd), torch.randn(B, nh, Tp, hd))
+    shared = SharedPrefixCache(prefix, G, capacity=Tq)
+    shared.append(torch.randn(B * G, nh, Tq, hd), torch.randn(B * G, nh, Tq, hd))
+    q = torch.randn(B * G, nh, Tq, hd)
+    mask = attention_mask(torch.rand(B * G, Tp + Tq) > 0.2, Tq, causal=True)
+    whole = shared.attend(q, mask)
+    monkeypatch.setattr(layers, "SCORE_BLOCK", 2 * B * G * nh * (Tp + Tq))  # 2 queries a block
+    torch.testing.assert_close(shared.attend(q, mask), whole)
