@@ -33,7 +33,7 @@ from kronos_sk.nn.config import PredictorConfig, TokenizerConfig
 
 TASKS = ("tokenizer", "predictor")
 PRECISIONS = ("fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 # Settings that hold a table; an override such as {"data.window": 64} sets one entry.
 TABLES = ("model", "data")
 
@@ -52,7 +52,8 @@ class TrainConfig:
     init_checkpoint : str or None, default=None
         Released-layout directory (or hub id) to start from instead of a fresh model.
     tokenizer_checkpoint : str or None, default=None
-        Frozen tokenizer for the predictor task (required there, rejected otherwise).
+        Frozen tokenizer for the predictor task (required there unless the tokenizer module
+        is given to the `Trainer`; rejected for the tokenizer task).
     lr : float, default=1e-4
         Peak learning rate, reached after `warmup_steps`.
     min_lr_ratio : float, default=0.1
@@ -73,8 +74,9 @@ class TrainConfig:
         Maximum global gradient norm; 0 disables clipping (TOML has no null).
     precision : {"fp32", "bf16"}, default="fp32"
         "bf16" runs forward passes under bfloat16 autocast; weights stay float32.
-    device : {"auto", "cpu", "cuda"}, default="auto"
-        "auto" picks CUDA when available; the GPU index is the process's local rank.
+    device : {"auto", "cpu", "cuda", "cuda:N", "mps"}, default="auto"
+        "auto" picks CUDA when available, else the CPU; under torchrun the GPU index is the
+        process's local rank. "cuda:N" and "mps" are used exactly (one process only).
     quant_weight : float, default=1.0
         The paper's lambda: weight of the BSQ loss in the tokenizer objective.
     teacher_forcing : bool, default=False
@@ -97,8 +99,9 @@ class TrainConfig:
     num_threads : int, default=0
         CPU threads for torch; 0 keeps torch's default. Pin it for bit-exact resumes, since
         CPU reductions may depend on the thread count.
-    out_dir : str, default="runs/kronos"
-        Run directory: `best/`, `last/`, `metrics.jsonl`, `train_config.json`.
+    out_dir : str or None, default="runs/kronos"
+        Run directory: `best/`, `last/`, `metrics.jsonl`, `train_config.json`. None: an
+        in-memory run that writes nothing (see `kronos_sk.training.train_modules`).
     resume : bool, default=False
         Continue the run saved in `out_dir/last/`. Settings that differ from the saved run's
         are refused by name, except `max_steps` (not below the saved step), `progress`,
@@ -135,7 +138,7 @@ class TrainConfig:
     progress: bool = True
     seed: int = 0
     num_threads: int = 0
-    out_dir: str = "runs/kronos"
+    out_dir: str | None = "runs/kronos"
     resume: bool = False
     resume_changes: tuple[str, ...] = ()
     data: dict[str, Any] = field(default_factory=dict)
@@ -150,7 +153,9 @@ class TrainConfig:
         """Raise ValueError naming the setting to change when settings contradict each other."""
         _choice("task", self.task, TASKS)
         _choice("precision", self.precision, PRECISIONS)
-        _choice("device", self.device, DEVICES)
+        if not _is_device(self.device):
+            raise ValueError(f"device must be one of {list(DEVICES)} (N a GPU index), got "
+                             f"{self.device!r}")
         for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_every",
                      "eval_batches", "save_every", "log_every"):
             if getattr(self, name) < 1:
@@ -171,8 +176,6 @@ class TrainConfig:
             raise ValueError("early_stopping_patience must be at least 1, or None to disable it")
         if self.model and self.init_checkpoint is not None:
             raise ValueError("set either [model] (fresh weights) or init_checkpoint, not both")
-        if self.task == "predictor" and self.tokenizer_checkpoint is None:
-            raise ValueError("task = 'predictor' needs tokenizer_checkpoint (a trained tokenizer)")
         if self.task == "tokenizer" and self.tokenizer_checkpoint is not None:
             raise ValueError("tokenizer_checkpoint is only used by task = 'predictor'; remove it "
                              "or use init_checkpoint to start the tokenizer from weights")
@@ -221,7 +224,11 @@ def load_train_config(path: str | os.PathLike | None = None,
             values[key] = {**values[key], **value}
         else:
             values[key] = value
-    return TrainConfig(**values)
+    config = TrainConfig(**values)
+    if config.task == "predictor" and config.tokenizer_checkpoint is None:
+        # A file run has no tokenizer module: it must name the checkpoint.
+        raise ValueError("task = 'predictor' needs tokenizer_checkpoint (a trained tokenizer)")
+    return config
 
 
 def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -245,6 +252,14 @@ def _check_keys(values: dict[str, Any], source: str) -> None:
         if key not in known:
             raise ValueError(f"{source}: unknown setting {key!r}; known settings are "
                              f"{sorted(known)}")
+
+
+def _is_device(name: str) -> bool:
+    """"auto", "cpu", "cuda", "mps" or "cuda:N" with N a non-negative integer."""
+    kind, colon, index = name.partition(":")
+    if not colon:
+        return name in ("auto", "cpu", "cuda", "mps")
+    return kind == "cuda" and index.isdigit() and index == str(int(index))
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

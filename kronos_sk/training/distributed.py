@@ -60,14 +60,34 @@ def read_env(environ: Mapping[str, str] = os.environ) -> DistributedEnv:
 
 
 def resolve_device(name: str, env: DistributedEnv) -> torch.device:
-    """"cpu", "cuda" or "auto" -> the device of this process (GPU index = local rank)."""
+    """"auto", "cpu", "cuda", "cuda:N" or "mps" -> the device of this process.
+
+    "auto" and "cuda" use the GPU of the local rank; "cuda:N" and "mps" are used exactly,
+    and so only by a single process (each rank of a job needs its own device).
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cpu":
         return torch.device("cpu")
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("device = 'mps' but MPS is not available; set device = 'cpu' or "
+                             "'auto'")
+        if env.is_distributed:
+            raise ValueError("device = 'mps' trains in one process; launch without torchrun")
+        return torch.device("mps")
     if not torch.cuda.is_available():
-        raise ValueError("device = 'cuda' but CUDA is not available; set device = 'cpu' or "
+        raise ValueError(f"device = {name!r} but CUDA is not available; set device = 'cpu' or "
                          "'auto'")
+    if name != "cuda":  # "cuda:N"
+        index = int(name.partition(":")[2])
+        if env.is_distributed:
+            raise ValueError(f"device = {name!r} names one GPU, but {env.world_size} processes "
+                             "train; set device = 'cuda' (each rank takes its local rank's GPU)")
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device = {name!r} but only {torch.cuda.device_count()} GPU(s) "
+                             "are visible")
+        return torch.device("cuda", index)
     if env.local_rank >= torch.cuda.device_count():
         raise ValueError(f"local rank {env.local_rank} has no GPU ({torch.cuda.device_count()} "
                          "visible); lower --nproc_per_node")

@@ -1,4 +1,6 @@
-"""The training engine: `Trainer` (setup / train / save_checkpoint / cleanup) and `run_training`.
+"""The training engine: `Trainer` (setup / train / save_checkpoint / cleanup), `run_training`
+(a run in a directory: checkpoints, metrics, resume) and `train_modules` (in memory: modules
+in, trained module and loss history out, nothing written).
 
 Batch sources
 -------------
@@ -26,6 +28,13 @@ correct but wastes the extra processes (a warning says so).
 
 Validation is a callable returning an iterable of such dicts, read afresh at every
 evaluation on the main process, at most ``eval_batches`` of them.
+
+In-memory runs
+--------------
+Given modules (``Trainer(..., module=..., tokenizer=...)``, or `train_modules`), the engine
+trains `module` in place and freezes `tokenizer` in place: pass copies of weights you want
+to keep. With ``out_dir = None`` nothing is written; every log and evaluation record is kept
+in `Trainer.history` either way.
 
 Run directory (``out_dir``)
 ---------------------------
@@ -138,6 +147,12 @@ class Trainer:
     validation : callable or None, default=None
         Returns an iterable of validation batches. Without it no evaluation runs and
         ``best/`` receives the final weights.
+    module : KronosTokenizer or KronosPredictor or None, default=None
+        The network to train, in place, instead of one built from ``config.model`` or
+        loaded from ``config.init_checkpoint``.
+    tokenizer : KronosTokenizer or None, default=None
+        The frozen tokenizer of the predictor task, instead of
+        ``config.tokenizer_checkpoint``; it is moved to the device and frozen in place.
 
     Attributes
     ----------
@@ -151,13 +166,21 @@ class Trainer:
         Optimizer steps completed.
     best_val_loss : float
         Lowest validation loss so far (inf before the first evaluation).
+    history : list of dict
+        Every record also written to ``metrics.jsonl`` (training logs hold "loss",
+        evaluations "val_loss"), in memory, including runs without `out_dir`.
     """
 
     def __init__(self, config: TrainConfig, source: BatchSource,
-                 validation: Validation | None = None):
+                 validation: Validation | None = None, *,
+                 module: KronosTokenizer | KronosPredictor | None = None,
+                 tokenizer: KronosTokenizer | None = None):
         self.config = config
         self.source = source
         self.validation = validation
+        self._given_module, self._given_tokenizer = module, tokenizer
+        self.history: list[dict[str, Any]] = []
+        self._best_state: dict[str, torch.Tensor] | None = None
         self.step = 0
         self.best_val_loss = math.inf
         self.best_step: int | None = None
@@ -169,7 +192,14 @@ class Trainer:
         self._previous_threads: int | None = None
 
     @property
+    def writes(self) -> bool:
+        """Whether this run has a directory (``out_dir``) to write to."""
+        return self.config.out_dir is not None
+
+    @property
     def out_dir(self) -> Path:
+        if not self.writes:
+            raise ValueError("this run has no out_dir (an in-memory run writes nothing)")
         return Path(self.config.out_dir)
 
     @property
@@ -197,10 +227,15 @@ class Trainer:
         self._owns_group = distributed.init_process_group(self.env, self.device)
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.module = self._build_module().to(self.device).train()
+        module = self._given_module if self._given_module is not None else self._build_module()
+        self.module = module.to(self.device).train()
         self.tokenizer = None
         if cfg.task == "predictor":
-            self.tokenizer = checkpoints.load_tokenizer(cfg.tokenizer_checkpoint).to(self.device)
+            self.tokenizer = self._given_tokenizer
+            if self.tokenizer is None:
+                self.tokenizer = checkpoints.load_tokenizer(cfg.tokenizer_checkpoint,
+                                                            device="cpu")
+            self.tokenizer = self.tokenizer.to(self.device).eval()
             self.tokenizer.requires_grad_(False)
         if cfg.resume:
             checkpoints.load_state(self.module, load_file(self.last_dir / checkpoints.WEIGHTS_FILE),
@@ -214,7 +249,7 @@ class Trainer:
 
         if cfg.resume:
             self._load_training_state()
-        if self.env.is_main:
+        if self.env.is_main and self.writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             text = json.dumps(cfg.to_dict(), indent=2) + "\n"
             write_atomically(self.out_dir / CONFIG_FILE, lambda tmp: tmp.write_text(text))
@@ -242,6 +277,13 @@ class Trainer:
         if not callable(getattr(self.source, "batch", None)):
             raise TypeError(f"the batch source {type(self.source).__name__} has no batch(index) "
                             "method")
+        self._check_modules()
+        if not self.writes:
+            if cfg.resume:
+                raise ValueError("resume = true needs the out_dir of the run to continue")
+            if cfg.task == "predictor":
+                self._check_tokenizer_matches()
+            return
         if cfg.resume:
             recover_interrupted_saves(self.out_dir)
         if cfg.resume and not (self.last_dir / STATE_FILE).is_file():
@@ -254,14 +296,38 @@ class Trainer:
         if cfg.task == "predictor":
             self._check_tokenizer_matches()
 
+    def _check_modules(self) -> None:
+        """Given modules must be of the task's kind; a predictor needs a tokenizer."""
+        cfg = self.config
+        kind = KronosTokenizer if cfg.task == "tokenizer" else KronosPredictor
+        if self._given_module is not None and not isinstance(self._given_module, kind):
+            raise TypeError(f"task = {cfg.task!r} trains a {kind.__name__}, got module="
+                            f"{type(self._given_module).__name__}")
+        if cfg.task == "tokenizer" and self._given_tokenizer is not None:
+            raise ValueError("tokenizer= is only used by task = 'predictor'")
+        if cfg.task == "predictor":
+            if self._given_tokenizer is None and cfg.tokenizer_checkpoint is None:
+                raise ValueError("task = 'predictor' needs tokenizer_checkpoint (a trained "
+                                 "tokenizer) or a tokenizer module")
+            if self._given_tokenizer is not None and not isinstance(self._given_tokenizer,
+                                                                    KronosTokenizer):
+                raise TypeError(f"tokenizer= must be a KronosTokenizer, got "
+                                f"{type(self._given_tokenizer).__name__}")
+
     def _check_tokenizer_matches(self) -> None:
         """The predictor's vocabulary must be the tokenizer's; compare configs, not weights."""
         cfg = self.config
-        tokenizer = checkpoints.read_config(checkpoints.resolve_checkpoint(
-            cfg.tokenizer_checkpoint))
-        predictor = dict(cfg.model) if cfg.init_checkpoint is None else \
-            checkpoints.read_config(checkpoints.resolve_checkpoint(cfg.init_checkpoint))
-        predictor = cfg.model_config_class().from_dict(predictor, source="predictor config")
+        if self._given_tokenizer is not None:
+            tokenizer = self._given_tokenizer.config.to_dict()
+        else:
+            tokenizer = checkpoints.read_config(checkpoints.resolve_checkpoint(
+                cfg.tokenizer_checkpoint))
+        if self._given_module is not None:
+            predictor = self._given_module.config
+        else:
+            predictor = dict(cfg.model) if cfg.init_checkpoint is None else \
+                checkpoints.read_config(checkpoints.resolve_checkpoint(cfg.init_checkpoint))
+            predictor = cfg.model_config_class().from_dict(predictor, source="predictor config")
         for bits in ("s1_bits", "s2_bits"):
             if tokenizer.get(bits) != getattr(predictor, bits):
                 raise ValueError(
@@ -274,7 +340,7 @@ class Trainer:
         if cfg.init_checkpoint is not None:
             load = checkpoints.load_tokenizer if cfg.task == "tokenizer" else \
                 checkpoints.load_predictor
-            return load(cfg.init_checkpoint)
+            return load(cfg.init_checkpoint, device="cpu")
         network = KronosTokenizer if cfg.task == "tokenizer" else KronosPredictor
         return network(cfg.model_config_class().from_dict(dict(cfg.model),
                                                           source="TrainConfig.model"))
@@ -315,10 +381,12 @@ class Trainer:
             end = self.step == cfg.max_steps
             if self.validation is not None and (self.step % cfg.eval_every == 0 or end):
                 self._evaluate_and_track()
-            if self.step % cfg.save_every == 0 or end or self.stopped:
+            if self.writes and (self.step % cfg.save_every == 0 or end or self.stopped):
                 self.save_checkpoint()
         if self.validation is None and self.env.is_main:
             self._save_best()
+        elif not self.writes and self._best_state is not None:
+            self.module.load_state_dict(self._best_state)  # as best/ would hold
         self._finished = True
 
     def _optimizer_step(self) -> tuple[dict[str, float], int]:
@@ -448,7 +516,8 @@ class Trainer:
             self._progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
 
     def _record(self, record: dict[str, Any]) -> None:
-        if self.env.is_main:
+        self.history.append(record)
+        if self.env.is_main and self.writes:
             with (self.out_dir / METRICS_FILE).open("a") as file:
                 file.write(json.dumps(record) + "\n")
 
@@ -468,6 +537,8 @@ class Trainer:
         A collective: every rank must call it (it gathers each rank's RNG states); only the
         main process writes. Returns the directory.
         """
+        if not self.writes:
+            raise ValueError("save_checkpoint needs an out_dir; this run is in memory")
         rng = distributed.all_gather(distributed.rng_state(self.device), self.env)
         if self.env.is_main:
             state = {
@@ -492,6 +563,11 @@ class Trainer:
         return self.last_dir
 
     def _save_best(self) -> None:
+        if not self.writes:  # in memory: keep a copy of the best weights
+            if self.validation is not None:
+                self._best_state = {key: value.detach().clone()
+                                    for key, value in self.module.state_dict().items()}
+            return
         _write_atomically(self.best_dir, lambda tmp: checkpoints.save_checkpoint(self.module, tmp))
 
     def _load_training_state(self) -> None:
@@ -538,6 +614,28 @@ def run_training(config: TrainConfig, source: BatchSource,
     finally:
         trainer.cleanup()
     return trainer.best_dir
+
+
+def train_modules(config: TrainConfig, source: BatchSource, *,
+                  module: KronosTokenizer | KronosPredictor | None = None,
+                  tokenizer: KronosTokenizer | None = None,
+                  validation: Validation | None = None,
+                  ) -> tuple[KronosTokenizer | KronosPredictor, list[dict[str, Any]]]:
+    """Train in memory: return the trained module (eval mode) and the run's records.
+
+    `module` is trained in place (None: a fresh network of ``config.model``, initialised
+    from ``config.seed`` as `run_training` does); `tokenizer` is the predictor task's frozen
+    tokenizer. With ``config.out_dir = None`` nothing touches the disk; with validation,
+    the module ends with the weights of its best evaluation. The records are those of
+    ``metrics.jsonl``: ``[r["loss"] for r in records if "loss" in r]`` is the loss history.
+    """
+    trainer = Trainer(config, source, validation, module=module, tokenizer=tokenizer)
+    try:
+        trainer.setup()
+        trainer.train()
+    finally:
+        trainer.cleanup()
+    return trainer.module.eval(), trainer.history
 
 
 @contextlib.contextmanager
