@@ -21,18 +21,24 @@ from kronos_sk._files import write_atomically
 from kronos_sk.nn.config import PredictorConfig, TokenizerConfig
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
-from kronos_sk.runtime import resolve_device, resolve_dtype
+from kronos_sk.runtime import DEFAULT_DEVICE, resolve_device, resolve_dtype
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 # Buffers derived from the config: a checkpoint may omit them; if present they are loaded.
 _DERIVED_BUFFERS = ("rotary.inv_freq", "bsq.basis", "bsq.group_basis")
 
-# The bundled default model: `pretrained/tokenizer` and `pretrained/predictor` in the package,
-# with `pretrained/inference.json` holding the window it was trained on.
+# The bundled default model: `pretrained/tokenizer` and `pretrained/predictor` in the package;
+# `pretrained/predictor/inference.json` holds the window it was trained on.
 DEFAULT_MODEL_DIR = Path(__file__).parent / "pretrained"
-# The released Kronos-small and Kronos-base windows (Kronos-mini: 2048); config.json omits it.
+# Beside config.json: settings for using a predictor that config.json does not hold.
+INFERENCE_FILE = "inference.json"
+# The released Kronos-small and Kronos-base windows; config.json does not record it.
 RELEASED_CONTEXT = 512
+# Kronos-mini was trained on 2048-token windows; it is the released predictor of this shape.
+MINI_CONTEXT = 2048
+MINI_SHAPE = {"d_model": 256, "n_layers": 4, "n_heads": 4, "ff_dim": 512}
+
 
 class CheckpointError(ValueError):
     """A checkpoint directory is missing, incomplete, corrupt or inconsistent."""
@@ -57,7 +63,8 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
             f"{text!r} is not a local directory; to fetch it as a hub id install the hub "
             "extra: pip install 'kronos-sk[hub]'") from None
     try:
-        return Path(snapshot_download(text, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]))
+        return Path(snapshot_download(text, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE,
+                                                                INFERENCE_FILE]))
     except Exception as error:  # offline, unknown repo, no permission: all end here
         raise CheckpointError(
             f"could not fetch hub checkpoint {text!r} ({type(error).__name__}: {error}); "
@@ -75,11 +82,27 @@ def default_checkpoint(kind: str) -> Path:
 
 
 def model_context(model: str | os.PathLike) -> int:
-    """The predictor window to use with `model`: the bundled model's training window, else
-    `RELEASED_CONTEXT` (pass another `max_context` for Kronos-mini)."""
-    bundled = DEFAULT_MODEL_DIR / "predictor"
-    if Path(model).expanduser().resolve() == bundled.resolve():
-        return int(json.loads((DEFAULT_MODEL_DIR / "inference.json").read_text())["max_context"])
+    """The predictor window `model` was trained on, in tokens.
+
+    From the checkpoint itself: ``max_context`` of an `INFERENCE_FILE` beside its
+    config.json when there is one (the bundled model has one; the training recipes write
+    one); else the released window of its shape: 2048 for the Kronos-mini shape (d_model
+    256, 4 layers, 4 heads, ff_dim 512), 512 otherwise (Kronos-small and Kronos-base).
+    """
+    directory = resolve_checkpoint(model)
+    file = directory / INFERENCE_FILE
+    if file.is_file():
+        try:
+            value = json.loads(file.read_text()).get("max_context")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+            raise CheckpointError(f"{file}: not a JSON object ({error})") from None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(f"{file}: max_context must be a positive integer, got "
+                                  f"{value!r}")
+        return value
+    config = read_config(directory)
+    if all(config.get(key) == size for key, size in MINI_SHAPE.items()):
+        return MINI_CONTEXT
     return RELEASED_CONTEXT
 
 
@@ -195,20 +218,24 @@ def _load(kind: str, name_or_path, device, precision) -> KronosTokenizer | Krono
     return module.to(device=device, dtype=dtype).eval()
 
 
-def load_tokenizer(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
+def load_tokenizer(name_or_path: str | os.PathLike,
+                   device: str | torch.device = DEFAULT_DEVICE,
                    precision: str | torch.dtype = "float32") -> KronosTokenizer:
     """Load a released-format tokenizer directory (or hub id) in eval mode.
 
-    `device` may be "auto"; `precision` is "float32" or "bfloat16".
+    `device` "auto" (the default) picks CUDA, then MPS, then the CPU; `precision` is
+    "float32" or "bfloat16".
     """
     return _load("tokenizer", name_or_path, device, precision)
 
 
-def load_predictor(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
+def load_predictor(name_or_path: str | os.PathLike,
+                   device: str | torch.device = DEFAULT_DEVICE,
                    precision: str | torch.dtype = "float32") -> KronosPredictor:
     """Load a released-format predictor directory (or hub id) in eval mode.
 
-    `device` may be "auto"; `precision` is "float32" or "bfloat16".
+    `device` "auto" (the default) picks CUDA, then MPS, then the CPU; `precision` is
+    "float32" or "bfloat16".
     """
     return _load("predictor", name_or_path, device, precision)
 

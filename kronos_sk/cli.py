@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kronos_sk._defaults import DEFAULT_DEVICE, DEFAULT_N_SAMPLES, DEFAULT_TOP_P
 from kronos_sk._files import write_atomically
 from kronos_sk._version import __version__
 
@@ -254,8 +255,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     forecaster = KronosForecaster(
         model=str(args.model or default_checkpoint("predictor")),
         tokenizer=str(args.tokenizer or default_checkpoint("tokenizer")),
-        n_samples=args.samples, top_p=args.top_p, temperature=args.temperature,
-        max_context=args.max_context, random_state=args.seed, freq=args.freq)
+        n_samples=args.samples, top_p=args.top_p, top_k=args.top_k,
+        temperature=args.temperature, max_context=args.max_context, random_state=args.seed,
+        freq=args.freq, sliding=args.sliding, device=args.device, precision=args.precision)
     step = max(1, (len(y) - args.initial) // args.folds)
     if args.initial + args.horizon > len(y):
         raise UsageError(f"--initial {args.initial} + --horizon {args.horizon} exceeds the "
@@ -311,24 +313,27 @@ def _train(args: argparse.Namespace) -> None:
         print(f"{stage}: {path}")
 
 
-def _model_options(parser: argparse.ArgumentParser, samples: int) -> None:
+def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="predictor checkpoint directory (config.json + "
                         "model.safetensors) or hub id (default: the bundled model)")
     parser.add_argument("--tokenizer", help="tokenizer checkpoint directory or hub id "
                         "(default: the bundled model)")
-    parser.add_argument("--samples", type=positive_int, default=samples,
-                        help=f"sampled paths per series (default {samples})")
+    parser.add_argument("--samples", type=positive_int, default=DEFAULT_N_SAMPLES,
+                        help=f"sampled paths per series (default {DEFAULT_N_SAMPLES})")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=0, help="0 disables top-k")
-    parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--top-p", type=float, default=DEFAULT_TOP_P,
+                        help=f"nucleus mass kept (default {DEFAULT_TOP_P}: no cut)")
     parser.add_argument("--max-context", type=positive_int, default=None,
-                        help="predictor window in tokens (default: the bundled model's, or 512 "
-                        "for other checkpoints: Kronos-small/base; use 2048 for Kronos-mini)")
+                        help="predictor window in tokens (default: the window the checkpoint "
+                        "was trained on: its inference.json, 2048 for Kronos-mini, else 512)")
     parser.add_argument("--sliding", choices=("exact", "rolling"), default="exact")
     parser.add_argument("--freq", default=None, help="frequency of the future rows, e.g. "
                         "5min or B (default: inferred from the input)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    parser.add_argument("--device", default=DEFAULT_DEVICE,
+                        help=f"cpu, cuda, cuda:N, mps or auto (default {DEFAULT_DEVICE}: CUDA, "
+                        "then MPS, then the CPU)")
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that already exist (default: refuse)")
@@ -347,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--horizon", type=positive_int, default=20)
     demo.add_argument("--lookback", type=positive_int, default=256)
     demo.add_argument("--out", default=".", help="output directory (default: .)")
-    _model_options(demo, samples=100)
+    _model_options(demo)
     demo.set_defaults(run=_demo)
 
     forecast = commands.add_parser(
@@ -361,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="number of future rows")
     forecast.add_argument("--out", default=".", help="output directory (default: .)")
     forecast.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
-    _model_options(forecast, samples=20)
+    _model_options(forecast)
     forecast.set_defaults(run=_forecast)
 
     sample = commands.add_parser(
@@ -371,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--input", required=True)
     sample.add_argument("--horizon", required=True, type=positive_int)
     sample.add_argument("--out", required=True, help="output .parquet (or .csv) file")
-    _model_options(sample, samples=100)
+    _model_options(sample)
     sample.set_defaults(run=_sample_command)
 
     evaluate = commands.add_parser(
@@ -385,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="rows of the first fold")
     evaluate.add_argument("--folds", type=positive_int, default=5)
     evaluate.add_argument("--out", help="CSV file for the per-fold scores")
-    _model_options(evaluate, samples=50)
+    _model_options(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
     info = commands.add_parser("info", help="show the model card or a checkpoint's config")

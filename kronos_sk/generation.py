@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from kronos_sk._defaults import DEFAULT_N_SAMPLES, DEFAULT_TOP_P
 from kronos_sk.data.normalize import DEFAULT_CLIP, Normalizer
 from kronos_sk.nn.layers import KVCache, SharedPrefixCache, attention_mask
 from kronos_sk.nn.predictor import KronosPredictor
@@ -396,8 +397,9 @@ def make_candles_valid(values: np.ndarray) -> np.ndarray:
 
 def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
                    contexts: Sequence[np.ndarray], context_stamps: Sequence[np.ndarray],
-                   future_stamps: np.ndarray, *, n_samples: int = 1, temperature: float = 1.0,
-                   top_k: int = 0, top_p: float = 1.0, max_context: int = 512,
+                   future_stamps: np.ndarray, *, n_samples: int = DEFAULT_N_SAMPLES,
+                   temperature: float = 1.0, top_k: int = 0, top_p: float = DEFAULT_TOP_P,
+                   max_context: int = 512,
                    seeds: Sequence[int] | None = None, random_state: int | None = None,
                    sliding: str = "exact", clip: float = DEFAULT_CLIP,
                    max_paths: int = DEFAULT_MAX_PATHS) -> np.ndarray:
@@ -413,9 +415,9 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         (T_i, 5) int arrays (minute, hour, weekday, day, month).
     future_stamps : ndarray
         (B, H, 5) int array, the stamps of the H rows to forecast.
-    n_samples : int, default=1
+    n_samples : int, default=DEFAULT_N_SAMPLES (20)
         Paths per series.
-    temperature, top_k, top_p : float, int, float
+    temperature, top_k, top_p : float, int, float, default=1.0, 0, DEFAULT_TOP_P (1.0)
         Sampling filters, see `filter_logits`; `top_k=1` is greedy.
     max_context : int, default=512
         The predictor's window, in tokens.

@@ -18,10 +18,12 @@ import torch
 from kronos_sk.checkpoints import load_predictor, load_tokenizer, model_context
 from kronos_sk.data import (FEATURE_COLUMNS, assemble_features, future_index, time_features,
                             validate_candles, validate_panel)
-from kronos_sk.generation import (DEFAULT_MAX_PATHS, MIN_CONTEXT_ROWS, check_sampling,
-                                  forecast_paths, series_key, series_seeds)
+from kronos_sk.generation import (DEFAULT_MAX_PATHS, DEFAULT_N_SAMPLES, DEFAULT_TOP_P,
+                                  MIN_CONTEXT_ROWS, check_sampling, forecast_paths,
+                                  series_key, series_seeds)
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
+from kronos_sk.runtime import DEFAULT_DEVICE
 
 Candles = pd.DataFrame | Sequence[pd.DataFrame] | Mapping[str, pd.DataFrame]
 
@@ -132,12 +134,14 @@ class KronosPipeline:
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike, tokenizer: str | os.PathLike, *,
-                        max_context: int | None = None, device: str | torch.device = "cpu",
+                        max_context: int | None = None,
+                        device: str | torch.device = DEFAULT_DEVICE,
                         precision: str = "float32") -> KronosPipeline:
         """Load checkpoint directories (or hub ids) of a predictor and its tokenizer.
 
-        `max_context=None` uses the bundled model's training window for the bundled model,
-        else 512 (Kronos-small/base; give 2048 for Kronos-mini).
+        `max_context=None` uses the window the checkpoint was trained on
+        ([`model_context`][kronos_sk.checkpoints.model_context]). `device="auto"` picks
+        CUDA, then MPS, then the CPU.
         """
         max_context = model_context(model) if max_context is None else max_context
         return cls(load_tokenizer(tokenizer, device, precision),
@@ -145,8 +149,9 @@ class KronosPipeline:
 
     def sample(self, candles: Candles, horizon: int | None = None, *,
                future: pd.DatetimeIndex | Sequence[pd.DatetimeIndex] | None = None,
-               freq: str | None = None, n_samples: int = 1, temperature: float = 1.0,
-               top_k: int = 0, top_p: float = 1.0, random_state: int | None = None,
+               freq: str | None = None, n_samples: int = DEFAULT_N_SAMPLES,
+               temperature: float = 1.0, top_k: int = 0, top_p: float = DEFAULT_TOP_P,
+               random_state: int | None = None,
                sliding: str = "exact", max_paths: int = DEFAULT_MAX_PATHS) -> ForecastPaths:
         """Sample `n_samples` future paths of every series, all series in one batched call.
 
@@ -165,7 +170,8 @@ class KronosPipeline:
         freq : str or None, default=None
             Frequency of the future rows when `horizon` is given.
         n_samples, temperature, top_k, top_p, sliding, max_paths
-            Sampling settings, see `kronos_sk.generation.forecast_paths`.
+            Sampling settings, see `kronos_sk.generation.forecast_paths` (defaults: 20
+            paths, temperature 1, no top-k, top-p 1.0; the same in every face).
         random_state : int or None, default=None
             Seeds every path from (random_state, asset name), so a series gets the same
             paths whatever else is in the batch.

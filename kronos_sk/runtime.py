@@ -7,6 +7,8 @@ import warnings
 
 import torch
 
+from kronos_sk._defaults import DEFAULT_DEVICE
+
 PRECISIONS = {"float32": torch.float32, "fp32": torch.float32,
               "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 

@@ -8,6 +8,7 @@ from safetensors.torch import load_file, save_file
 from kronos_sk.checkpoints import (CheckpointError, load_predictor, load_tokenizer,
                                    resolve_checkpoint, save_checkpoint)
 from kronos_sk.nn.config import PredictorConfig, TokenizerConfig
+from kronos_sk.nn.predictor import KronosPredictor
 
 
 @pytest.fixture
@@ -135,14 +136,34 @@ def test_fresh_modules_save_and_reload_identically(tmp_path):
             assert torch.equal(a, b), key
 
 
-def test_model_context_of_the_bundled_and_other_models(tmp_path, monkeypatch, compat_dir):
+def test_model_context_is_read_from_the_checkpoint(tmp_path, compat_dir):
     from kronos_sk import checkpoints
-    bundled = tmp_path / "pretrained"
-    (bundled / "predictor").mkdir(parents=True)
-    (bundled / "inference.json").write_text('{"max_context": 152}')
-    monkeypatch.setattr(checkpoints, "DEFAULT_MODEL_DIR", bundled)
-    assert checkpoints.model_context(bundled / "predictor") == 152
-    assert checkpoints.model_context(compat_dir / "model") == checkpoints.RELEASED_CONTEXT
+    bundled = checkpoints.DEFAULT_MODEL_DIR / "predictor"
+    assert json.loads((bundled / "inference.json").read_text())["max_context"] == \
+        checkpoints.model_context(bundled) == 152
+    # No inference.json: the released window of the checkpoint's shape.
+    assert checkpoints.model_context(compat_dir / "model") == checkpoints.RELEASED_CONTEXT == 512
+    mini = tmp_path / "mini"
+    save_checkpoint(KronosPredictor(PredictorConfig(d_model=256, n_layers=4, n_heads=4,
+                                                    ff_dim=512)), mini)
+    assert checkpoints.model_context(mini) == 2048  # the Kronos-mini shape
+    # The same shape with an inference.json beside config.json (the bundled model's case).
+    (mini / "inference.json").write_text('{"max_context": 300}')
+    assert checkpoints.model_context(mini) == 300
+    for text in ('{"max_context": 0}', '{"max_context": "long"}', "[1]", "{"):
+        (mini / "inference.json").write_text(text)
+        with pytest.raises(CheckpointError, match="inference.json"):
+            checkpoints.model_context(mini)
+
+
+def test_packaged_files_include_the_bundled_inference_settings():
+    import tomllib
+    from kronos_sk import checkpoints
+    settings = tomllib.loads((checkpoints.DEFAULT_MODEL_DIR.parents[1] / "pyproject.toml")
+                             .read_text())
+    patterns = settings["tool"]["setuptools"]["package-data"]["kronos_sk.pretrained"]
+    assert "*/inference.json" in patterns
+    assert not (checkpoints.DEFAULT_MODEL_DIR / "inference.json").exists()
 
 
 def rewrite_weights(directory, change):

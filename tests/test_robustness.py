@@ -208,11 +208,12 @@ def indexed(frame: pd.DataFrame) -> pd.DataFrame:
 # (id, call on the fixture candles, exception type, text of its one-line message)
 LIBRARY_CASES = [
     ("random_state text", lambda c: forecaster(random_state="abc").fit(c.iloc[:100]),
-     ValueError, "random_state must be None or an integer in [0, 2**32), got 'abc'"),
+     ValueError, "The 'random_state' parameter of KronosForecaster must be an int in the "
+                 "range [0, 4294967296) or None. Got 'abc' instead."),
     ("random_state float", lambda c: forecaster(random_state=1.5).fit(c.iloc[:100]),
-     ValueError, "got 1.5"),
+     ValueError, "Got 1.5 instead"),
     ("random_state negative", lambda c: forecaster(random_state=-1).fit(c.iloc[:100]),
-     ValueError, "got -1"),
+     ValueError, "Got -1 instead"),
     ("update moves the cutoff back",
      lambda c: forecaster().fit(c.iloc[:100]).update(c.iloc[50:60], update_params=False),
      ValueError, "update: y ends at 2025-03-04 10:30:00, before the cutoff"),

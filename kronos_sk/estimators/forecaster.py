@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import time
 import weakref
+from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
 from sktime.forecasting.base import BaseForecaster, ForecastingHorizon
 
+from kronos_sk._defaults import DEFAULT_DEVICE, DEFAULT_N_SAMPLES, DEFAULT_TOP_P
+from kronos_sk._params import positive_int, positive_real, validate_params
 from kronos_sk._sktime_notices import no_remember_data_notice
 from kronos_sk.calibration import PathCalibration
 from kronos_sk.checkpoints import default_checkpoint, model_context
@@ -17,11 +23,12 @@ from kronos_sk.data import (FEATURE_COLUMNS, PRICE_COLUMNS, SeriesWindows, assem
 from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT
 from kronos_sk.estimators._training import train_network
 from kronos_sk.estimators._weights import cached_predictor, cached_tokenizer
-from kronos_sk.generation import check_sampling, forecast_paths, series_key, series_seeds
-from kronos_sk.nn.config import PredictorConfig, TokenizerConfig
+from kronos_sk.generation import (SLIDING_MODES, check_sampling, forecast_paths, series_key,
+                                  series_seeds)
+from kronos_sk.nn.config import small_predictor_config, small_tokenizer_config
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
-from kronos_sk.runtime import resolve_device
+from kronos_sk.runtime import PRECISIONS, resolve_device
 
 FIT_STRATEGIES = ("zero-shot", "fine-tune", "from-scratch")
 CALIBRATIONS = (None, "conformal")
@@ -92,11 +99,13 @@ class KronosForecaster(BaseForecaster):
     top_p : float, default=1.0
         Keep the smallest set of ids whose probability reaches it, within the top-k ids.
     max_context : int or None, default=None
-        The predictor's window in tokens. None: the window the model was trained on - the
-        bundled model's, ``lookback + horizon`` for "from-scratch", else 512 (Kronos-small
-        and Kronos-base; give 2048 for Kronos-mini).
-    device : str, default="cpu"
-        "cpu", "cuda", "mps" or "auto".
+        The predictor's window in tokens. None: the window the model was trained on
+        (``lookback + horizon`` for "from-scratch"; else read from the checkpoint by
+        [`model_context`][kronos_sk.checkpoints.model_context]: its ``inference.json``, 2048
+        for the Kronos-mini shape, 512 for Kronos-small and Kronos-base).
+    device : str or torch.device, default="auto"
+        "auto" (CUDA, then MPS, then the CPU), "cpu", "cuda", "cuda:N" or "mps"; loading,
+        generation and training all run on exactly this device.
     random_state : int or None, default=None
         Seeds the paths of each series from (random_state, series name), so results do not
         depend on the batch or on the order of series; also seeds training.
@@ -120,9 +129,12 @@ class KronosForecaster(BaseForecaster):
     finetune_tokenizer : bool, default=False
         With "fine-tune" and `pretrain`, also train the tokenizer before the predictor.
     model_config : dict or None, default=None
-        `PredictorConfig` fields for "from-scratch"; None gives a small CPU-friendly network.
+        `PredictorConfig` fields for "from-scratch", overriding the small CPU-friendly
+        network `kronos_sk.nn.config.SMALL_PREDICTOR` (the one `KLineTokenizer` pairs with).
     tokenizer_config : dict or None, default=None
-        `TokenizerConfig` fields for "from-scratch", likewise.
+        `TokenizerConfig` fields for "from-scratch", overriding
+        `kronos_sk.nn.config.SMALL_TOKENIZER` (the network of
+        ``KLineTokenizer(fit_strategy="from-scratch")``).
     max_paths : int, default=256
         At most this many paths (series x samples) are generated at once.
     calibration : {None, "conformal"}, default=None
@@ -203,8 +215,39 @@ class KronosForecaster(BaseForecaster):
     }
     _config = {"remember_data": True}  # self._y is the context that update() extends
 
-    def __init__(self, model=None, tokenizer=None, fit_strategy="zero-shot", n_samples=20,
-                 temperature=1.0, top_k=0, top_p=1.0, max_context=None, device="cpu",
+    # Checked at fit (and pretrain); messages name the parameter and the value given.
+    _parameter_constraints: dict = {
+        "model": [str, os.PathLike, None],
+        "tokenizer": [str, os.PathLike, None],
+        "fit_strategy": [StrOptions(set(FIT_STRATEGIES))],
+        "n_samples": positive_int(),
+        "temperature": positive_real(),
+        "top_k": [Interval(Integral, 0, None, closed="left")],
+        "top_p": [Interval(Real, 0, 1, closed="right")],
+        "max_context": positive_int(allow_none=True),
+        "device": [str, torch.device],
+        "random_state": [Interval(Integral, 0, 2**32, closed="left"), None],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "sliding": [StrOptions(set(SLIDING_MODES))],
+        "freq": [str, pd.DateOffset, None],
+        "lookback": positive_int(),
+        "horizon": positive_int(),
+        "max_steps": positive_int(),
+        "batch_size": positive_int(),
+        "learning_rate": positive_real(),
+        "finetune_tokenizer": ["boolean"],
+        "model_config": [dict, None],
+        "tokenizer_config": [dict, None],
+        "max_paths": positive_int(),
+        "calibration": [StrOptions({c for c in CALIBRATIONS if c is not None}), None],
+        "calibration_origins": positive_int(),
+        "calibration_stride": positive_int(allow_none=True),
+        "calibration_rate": positive_real(),
+    }
+
+    def __init__(self, model=None, tokenizer=None, fit_strategy="zero-shot",
+                 n_samples=DEFAULT_N_SAMPLES, temperature=1.0, top_k=0, top_p=DEFAULT_TOP_P,
+                 max_context=None, device=DEFAULT_DEVICE,
                  random_state=None, precision="float32", sliding="exact", freq=None,
                  lookback=64, horizon=16, max_steps=100, batch_size=16, learning_rate=1e-4,
                  finetune_tokenizer=False, model_config=None, tokenizer_config=None,
@@ -243,36 +286,11 @@ class KronosForecaster(BaseForecaster):
 
     # ------------------------------------------------------------------ checks and data
     def _check_params(self) -> None:
-        if self.fit_strategy not in FIT_STRATEGIES:
-            raise ValueError(f"fit_strategy must be one of {FIT_STRATEGIES}, "
-                             f"got {self.fit_strategy!r}")
+        validate_params(self, self._parameter_constraints)
         self._max_context = self._resolved_context()
         check_sampling(self.n_samples, self.temperature, self.top_k, self.top_p,
                        self._max_context, self.sliding)
-        for name in ("lookback", "horizon", "max_steps", "batch_size", "max_paths"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
-        seed = self.random_state
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                                 or not 0 <= seed < 2**32):
-            raise ValueError(f"random_state must be None or an integer in [0, 2**32), got "
-                             f"{seed!r}")
-        if self.calibration not in CALIBRATIONS:
-            raise ValueError(f"calibration must be one of {CALIBRATIONS}, "
-                             f"got {self.calibration!r}")
-        for name, value in (("calibration_origins", self.calibration_origins),
-                            ("calibration_stride", self.calibration_stride)):
-            if value is None and name == "calibration_stride":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.calibration_rate > 0:
-            raise ValueError(f"calibration_rate must be positive, got "
-                             f"{self.calibration_rate!r}")
-        resolve_device(self.device)
+        resolve_device(self.device)  # names an accelerator that is not there
 
     def _resolved_context(self) -> int:
         if self.max_context is not None:
@@ -438,17 +456,11 @@ class KronosForecaster(BaseForecaster):
 
     def _train_from_scratch(self) -> None:
         source = self._windows(self._contexts)
-        tokenizer_config = {"d_model": 32, "n_heads": 2, "ff_dim": 64, "n_enc_layers": 2,
-                            "n_dec_layers": 2, "s1_bits": 6, "s2_bits": 6, "group_size": 4,
-                            **(self.tokenizer_config or {})}
-        model_config = {"d_model": 64, "n_heads": 4, "ff_dim": 128, "n_layers": 2,
-                        "s1_bits": tokenizer_config["s1_bits"],
-                        "s2_bits": tokenizer_config["s2_bits"], **(self.model_config or {})}
-        TokenizerConfig.from_dict(tokenizer_config, source="tokenizer_config")
-        PredictorConfig.from_dict(model_config, source="model_config")
+        tokenizer_config = small_tokenizer_config(self.tokenizer_config)
+        model_config = small_predictor_config(tokenizer_config, self.model_config)
         self.loss_curve_ = []
-        self.tokenizer_ = self._train("tokenizer", source, model_config=tokenizer_config)
-        self.predictor_ = self._train("predictor", source, model_config=model_config)
+        self.tokenizer_ = self._train("tokenizer", source, model_config=tokenizer_config.to_dict())
+        self.predictor_ = self._train("predictor", source, model_config=model_config.to_dict())
 
     def _fine_tune(self, source: SeriesWindows) -> None:
         if self.finetune_tokenizer:

@@ -22,21 +22,24 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (_check_feature_names_in, check_array, check_is_fitted,
                                       validate_data)
 
+from kronos_sk._defaults import DEFAULT_DEVICE
+from kronos_sk._params import positive_int, positive_real, validate_params
 from kronos_sk.checkpoints import CheckpointError, default_checkpoint
 from kronos_sk.data.normalize import Normalizer
 from kronos_sk.data.schema import FEATURE_COLUMNS, PRICE_COLUMNS, canonical_columns
 from kronos_sk.data.validation import assemble_features
 from kronos_sk.estimators._training import train_network
 from kronos_sk.estimators._weights import cached_tokenizer
-from kronos_sk.nn.config import TokenizerConfig
+from kronos_sk.nn.config import SMALL_TOKENIZER, TokenizerConfig, small_tokenizer_config
 from kronos_sk.nn.tokenizer import KronosTokenizer
 from kronos_sk.runtime import resolve_device
 
-#: Network of ``fit_strategy="from-scratch"`` when `config` is None; a dict `config` overrides
-#: these fields. ``n_enc_layers = n_dec_layers = 2`` builds one block each (released quirk).
-SMALL_CONFIG: dict[str, Any] = {"d_model": 32, "n_heads": 4, "ff_dim": 64, "n_enc_layers": 2,
-                                "n_dec_layers": 2, "s1_bits": 4, "s2_bits": 4, "group_size": 4}
-FIT_STRATEGIES = ("pretrained", "fine-tune", "from-scratch")
+#: Network of ``fit_strategy="from-scratch"`` when `config` is None (the one
+#: `KronosForecaster` trains too); a dict `config` overrides these fields.
+SMALL_CONFIG = SMALL_TOKENIZER
+#: The forecaster's names: "zero-shot" keeps the loaded weights.
+FIT_STRATEGIES = ("zero-shot", "fine-tune", "from-scratch")
+RENAMED = {"fit_strategy": {"pretrained": "zero-shot"}}
 OUTPUT_NAMES = ("coarse_id", "fine_id")
 
 
@@ -89,15 +92,18 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         id such as ``"NeoQuasar/Kronos-Tokenizer-base"``. None means the bundled default
         tokenizer ([`default_checkpoint`][kronos_sk.checkpoints.default_checkpoint]); none is
         bundled yet, so
-        for now "pretrained" and "fine-tune" need a checkpoint here (``fit`` says so).
+        for now "zero-shot" and "fine-tune" need a checkpoint here (``fit`` says so).
         "from-scratch" takes no checkpoint: leave it None.
-    fit_strategy : {"pretrained", "fine-tune", "from-scratch"}, default="pretrained"
-        "pretrained": load `tokenizer` and use it as is (shared, read-only, through a small
+    fit_strategy : {"zero-shot", "fine-tune", "from-scratch"}, default="zero-shot"
+        "zero-shot": load `tokenizer` and use it as is (shared, read-only, through a small
         cache). "fine-tune": load `tokenizer`, then train a copy on X. "from-scratch": build a
-        network from `config` and train it on X.
+        network from `config` and train it on X. The names are `KronosForecaster`'s; the
+        former name "pretrained" is refused with a message naming "zero-shot".
     config : dict or None, default=None
         ``TokenizerConfig`` fields of the from-scratch network, overriding `SMALL_CONFIG`
-        (d_model 32, one encoder and one decoder block, 4 + 4 bits); None uses it unchanged.
+        (`kronos_sk.nn.config.SMALL_TOKENIZER`: d_model 32, one encoder and one decoder
+        block, 6 + 6 bits; the network `KronosForecaster` trains from scratch too); None
+        uses it unchanged.
         Only for "from-scratch". ``d_in`` is not accepted: it is set from X (see Notes).
     window : int, default=64
         Rows per training window. A shorter table is one window of all its rows.
@@ -110,9 +116,9 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
     clip : float, default=5.0
         Normalised values are clipped to ``[-clip, clip]`` (the reference uses 5), both in
         training windows and in `transform`.
-    device : str or torch.device, default="cpu"
-        "cpu", "cuda", "cuda:N", "mps" or "auto". Training runs on the CPU when it is "cpu",
-        otherwise on CUDA if available; the trained network then moves to `device`.
+    device : str or torch.device, default="auto"
+        "auto" (CUDA, then MPS, then the CPU), "cpu", "cuda", "cuda:N" or "mps". Loading,
+        training and tokenizing all run on exactly this device.
     random_state : int, RandomState instance or None, default=None
         Seeds the network initialisation, dropout and the choice of training windows; an int
         makes ``fit`` reproducible. Global random states are left as they were.
@@ -120,7 +126,7 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     tokenizer_ : KronosTokenizer
-        The network in eval mode. With "pretrained" it is the cached module shared with other
+        The network in eval mode. With "zero-shot" it is the cached module shared with other
         estimators: do not modify it.
     candle_columns_ : list of str or None
         The candle feature each column seen in ``fit`` was read as (e.g. ``["open", "high",
@@ -132,9 +138,9 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
     std_ : ndarray of shape (n_model_features,), float32
         Per-feature population standard deviation of that table.
     n_iter_ : int
-        Optimizer steps run by ``fit`` (0 for "pretrained").
+        Optimizer steps run by ``fit`` (0 for "zero-shot").
     loss_curve_ : list of float
-        Training loss of every step (empty for "pretrained").
+        Training loss of every step (empty for "zero-shot").
     n_features_in_ : int
         Number of columns seen in ``fit``.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -151,7 +157,7 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
     candle column names is read by name (any case; aliases such as "o", "vol", "turnover");
     its other columns are ignored. Any other table is read by position:
 
-    - with a checkpoint ("pretrained", "fine-tune"), as open, high, low, close[, volume[,
+    - with a checkpoint ("zero-shot", "fine-tune"), as open, high, low, close[, volume[,
       amount]] (4 to 6 columns; other widths raise ValueError);
     - "from-scratch" builds the network for the table, so its columns, any number of them,
       are the network's input features as they are. Fit on a DataFrame with candle names to
@@ -165,7 +171,7 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
     stores the statistics of its table (`mean_`, `std_`) and `transform`, `inverse_transform`
     and `score` all use them, so that ids decode back in the units of X. To tokenize a table
     with its own statistics, as the reference does, fit on that table: with
-    "pretrained" fitting only computes the statistics. Training windows are normalised with
+    "zero-shot" fitting only computes the statistics. Training windows are normalised with
     their own statistics, whatever `mean_` and `std_` are.
 
     **Rows are not independent.** The ids of a row depend on the rows before it (and only on
@@ -191,19 +197,19 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         "fit_strategy": [StrOptions(set(FIT_STRATEGIES))],
         "config": [dict, None],
         "window": [Interval(Integral, 2, None, closed="left")],
-        "max_steps": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "clip": [Interval(Real, 0, None, closed="neither")],
+        "max_steps": positive_int(),
+        "batch_size": positive_int(),
+        "learning_rate": positive_real(),
+        "clip": positive_real(),
         "device": [str, torch.device],
         "random_state": ["random_state"],
     }
 
     def __init__(self, tokenizer: str | os.PathLike | None = None, *,
-                 fit_strategy: str = "pretrained", config: dict[str, Any] | None = None,
+                 fit_strategy: str = "zero-shot", config: dict[str, Any] | None = None,
                  window: int = 64, max_steps: int = 200, batch_size: int = 16,
                  learning_rate: float = 1e-3, clip: float = 5.0,
-                 device: str | torch.device = "cpu",
+                 device: str | torch.device = DEFAULT_DEVICE,
                  random_state: int | np.random.RandomState | None = None) -> None:
         self.tokenizer = tokenizer
         self.fit_strategy = fit_strategy
@@ -245,7 +251,7 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         features = self._features(X, reset=True)
         statistics = Normalizer.fit([features], self.clip)
         self.mean_, self.std_ = statistics.mean[0], statistics.std[0]
-        if self.fit_strategy == "pretrained":
+        if self.fit_strategy == "zero-shot":
             self.tokenizer_, self.loss_curve_ = pretrained, []
         else:
             if network_config is not None:
@@ -333,6 +339,10 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         _check_feature_names_in(self, input_features)
         return np.asarray(OUTPUT_NAMES, dtype=object)
 
+    def _validate_params(self) -> None:
+        # sklearn's check (run by _fit_context), plus: no bools for numbers, renamed options.
+        validate_params(self, self._parameter_constraints, renamed=RENAMED)
+
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.requires_fit = True
@@ -355,8 +365,7 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         if "d_in" in (self.config or {}):
             raise ValueError("config: remove 'd_in'; the input width is set from X (6 for "
                              "candles, else the number of columns)")
-        return TokenizerConfig.from_dict({**SMALL_CONFIG, **(self.config or {})},
-                                         source="KLineTokenizer config")
+        return small_tokenizer_config(self.config, source="KLineTokenizer config")
 
     def _checkpoint(self) -> str | os.PathLike:
         """`tokenizer`, or the bundled default tokenizer when it is None."""

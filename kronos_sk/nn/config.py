@@ -123,3 +123,27 @@ class PredictorConfig(_ConfigBase):
             raise ValueError(f"{source}: d_model={self.d_model} must be a multiple of 8")
         if (self.d_model // self.n_heads) % 2 or self.d_model % 2:
             raise ValueError(f"{source}: rotary embedding needs an even head dimension")
+
+
+# The one small from-scratch network pair of the estimators (``fit_strategy="from-scratch"``
+# in `KronosForecaster` and `KLineTokenizer`): small enough to train on a CPU in seconds, yet
+# 6 + 6 bits give the predictor 64 coarse levels to tell moves apart. A user dict overrides
+# single fields. ``n_enc_layers = n_dec_layers = 2`` builds one block each (released quirk).
+SMALL_TOKENIZER: dict[str, int] = {"d_model": 32, "n_heads": 2, "ff_dim": 64,
+                                   "n_enc_layers": 2, "n_dec_layers": 2, "s1_bits": 6,
+                                   "s2_bits": 6, "group_size": 4}
+SMALL_PREDICTOR: dict[str, int] = {"d_model": 64, "n_heads": 4, "ff_dim": 128, "n_layers": 2}
+
+
+def small_tokenizer_config(overrides: dict[str, Any] | None = None, *,
+                           source: str = "tokenizer_config") -> TokenizerConfig:
+    """`SMALL_TOKENIZER` with `overrides` applied, validated (errors name `source`)."""
+    return TokenizerConfig.from_dict({**SMALL_TOKENIZER, **(overrides or {})}, source=source)
+
+
+def small_predictor_config(tokenizer: TokenizerConfig, overrides: dict[str, Any] | None = None,
+                           *, source: str = "model_config") -> PredictorConfig:
+    """`SMALL_PREDICTOR` over the vocabulary of `tokenizer`, with `overrides` applied."""
+    values = {**SMALL_PREDICTOR, "s1_bits": tokenizer.s1_bits, "s2_bits": tokenizer.s2_bits,
+              **(overrides or {})}
+    return PredictorConfig.from_dict(values, source=source)

@@ -1,6 +1,7 @@
 """KronosForecaster: parity through the public API, probabilistic output, panels, training."""
 
 import json
+import re
 import pickle
 from pathlib import Path
 
@@ -231,8 +232,9 @@ def test_forecasts_do_not_depend_on_the_price_unit_below_one(candles):
 
 @pytest.mark.parametrize("seed", ["abc", 1.5, -1, True, 2**32])
 def test_bad_random_state_is_refused_at_fit(candles, seed):
-    with pytest.raises(ValueError, match=r"random_state must be None or an integer in \[0, "
-                                         rf"2\*\*32\), got {seed!r}"):
+    with pytest.raises(ValueError, match=r"'random_state' parameter of KronosForecaster must "
+                                         r"be an int in the range \[0, 4294967296\) or None\. "
+                                         rf"Got {re.escape(repr(seed))} instead"):
         fixture_forecaster(random_state=seed).fit(candles.iloc[:80])
 
 
@@ -451,10 +453,81 @@ def test_update_refreshes_the_calibration_from_the_arrived_truth(candles, genera
 
 
 def test_calibration_parameters_are_checked_at_fit(candles):
-    for params, match in (({"calibration": "isotonic"}, "calibration must be one of"),
-                          ({"calibration_origins": 0}, "calibration_origins must be"),
-                          ({"calibration_rate": 0}, "calibration_rate must be positive")):
+    for params, match in (({"calibration": "isotonic"},
+                           "'calibration' parameter .* must be a str among {'conformal'} or "
+                           "None. Got 'isotonic'"),
+                          ({"calibration_origins": 0}, "'calibration_origins' parameter .* "
+                                                       r"must be an int in the range \[1, inf\)"),
+                          ({"calibration_rate": 0}, "'calibration_rate' parameter .* Got 0 ")):
         with pytest.raises(ValueError, match=match):
             calibrated(**params).fit(candles.iloc[:120])
     with pytest.raises(ValueError, match="needs series of at least 20 rows"):
         calibrated().fit(candles.iloc[:18])
+
+
+def test_every_parameter_has_a_constraint_checked_at_fit(candles):
+    from sklearn.utils._param_validation import InvalidParameterError
+    assert set(KronosForecaster._parameter_constraints) == set(KronosForecaster().get_params())
+    for name, bad in (("n_samples", 0), ("n_samples", True), ("top_p", 1.5), ("top_k", -1),
+                      ("temperature", float("inf")), ("lookback", 2.0), ("max_paths", None),
+                      ("precision", "float16"), ("sliding", "slide"), ("max_context", 0),
+                      ("finetune_tokenizer", 1), ("model_config", "small")):
+        forecaster = fixture_forecaster(**{name: bad})  # the constructor only stores it
+        assert forecaster.get_params()[name] is bad
+        with pytest.raises(InvalidParameterError,
+                           match=rf"The '{name}' parameter of KronosForecaster must be .* Got "
+                                 rf"{re.escape(repr(bad))} instead\."):
+            forecaster.fit(candles.iloc[:64])
+
+
+def test_one_set_of_defaults_across_faces():
+    import inspect
+
+    from kronos_sk import cli
+    from kronos_sk.estimators import KLineTokenizer
+    from kronos_sk.generation import DEFAULT_N_SAMPLES, DEFAULT_TOP_P, forecast_paths
+    from kronos_sk.pipeline import KronosPipeline
+    from kronos_sk.runtime import DEFAULT_DEVICE
+    assert (DEFAULT_N_SAMPLES, DEFAULT_TOP_P, DEFAULT_DEVICE) == (20, 1.0, "auto")
+
+    def defaults(function):
+        return {name: p.default for name, p in inspect.signature(function).parameters.items()}
+
+    forecaster, sample = defaults(KronosForecaster), defaults(KronosPipeline.sample)
+    paths = defaults(forecast_paths)
+    for face in (forecaster, sample, paths):
+        assert (face["n_samples"], face["top_p"]) == (DEFAULT_N_SAMPLES, DEFAULT_TOP_P)
+    assert forecaster["device"] == defaults(KLineTokenizer)["device"] == \
+        defaults(KronosPipeline.from_pretrained)["device"] == DEFAULT_DEVICE
+    parser = cli.build_parser()
+    for command in ("demo", "forecast", "sample", "evaluate"):
+        required = {"forecast": ["--input", "x", "--horizon", "1"],
+                    "sample": ["--input", "x", "--horizon", "1", "--out", "x.csv"],
+                    "evaluate": ["--input", "x"]}.get(command, [])
+        args = parser.parse_args([command, *required])
+        assert (args.samples, args.top_p, args.device) == (DEFAULT_N_SAMPLES, DEFAULT_TOP_P,
+                                                           DEFAULT_DEVICE), command
+
+
+def test_auto_device_forecasts_on_the_device_it_picks(candles):
+    import torch
+    forecaster = fixture_forecaster(device="auto", n_samples=2).fit(candles.iloc[:64])
+    expected = "cuda" if torch.cuda.is_available() else (
+        "mps" if torch.backends.mps.is_available() else "cpu")
+    assert next(forecaster.predictor_.parameters()).device.type == expected
+    assert next(forecaster.tokenizer_.parameters()).device.type == expected
+    explicit = fixture_forecaster(device="cpu", n_samples=2).fit(candles.iloc[:64])
+    if expected == "cpu":  # the same device, so the same paths
+        np.testing.assert_array_equal(forecaster.sample(fh=candles.index[64:67]).to_numpy(),
+                                      explicit.sample(fh=candles.index[64:67]).to_numpy())
+
+
+def test_from_scratch_trains_the_tokenizers_small_network(candles):
+    from kronos_sk.nn.config import SMALL_PREDICTOR, SMALL_TOKENIZER
+    forecaster = KronosForecaster(fit_strategy="from-scratch", max_steps=1, batch_size=2,
+                                  lookback=8, horizon=2, n_samples=2, random_state=0,
+                                  device="cpu").fit(candles.iloc[:40])
+    tokenizer, predictor = forecaster.tokenizer_.config, forecaster.predictor_.config
+    assert {k: getattr(tokenizer, k) for k in SMALL_TOKENIZER} == SMALL_TOKENIZER
+    assert {k: getattr(predictor, k) for k in SMALL_PREDICTOR} == SMALL_PREDICTOR
+    assert (predictor.s1_bits, predictor.s2_bits) == (tokenizer.s1_bits, tokenizer.s2_bits)
