@@ -8,20 +8,27 @@ predictors) keeps at most `MAX_ENTRIES` modules, least recently used evicted fir
 
 Cached modules are shared: treat them as read-only. Code that trains a network works on a
 copy (``copy.deepcopy``) or on a module it loaded itself.
+
+A cached module can be named by a `CheckpointReference` (its directory and the SHA-256 of its
+files): estimators pickle that instead of the weights, and unpickling loads the checkpoint
+back through this cache after checking that the files are still the same.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from kronos_sk.checkpoints import (CONFIG_FILE, WEIGHTS_FILE, load_predictor, load_tokenizer,
-                                   resolve_checkpoint)
+from kronos_sk.checkpoints import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, load_predictor,
+                                   load_tokenizer, resolve_checkpoint)
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
 from kronos_sk.runtime import resolve_device, resolve_dtype
@@ -30,11 +37,89 @@ from kronos_sk.runtime import resolve_device, resolve_dtype
 MAX_ENTRIES = 4
 
 
+@dataclass(frozen=True)
+class CheckpointReference:
+    """What an estimator pickles in place of weights loaded from a checkpoint.
+
+    Attributes
+    ----------
+    kind : {"tokenizer", "predictor"}
+    path : str
+        The checkpoint's resolved absolute directory.
+    sha256 : str
+        Hex digest of its config.json and model.safetensors, in that order.
+    """
+
+    kind: str
+    path: str
+    sha256: str
+
+    def load(self, device: str | torch.device, precision: str | torch.dtype) -> torch.nn.Module:
+        """The module, through the cache; CheckpointError if the files are gone or changed."""
+        directory = Path(self.path)
+        if not (directory / WEIGHTS_FILE).is_file():
+            raise CheckpointError(
+                f"unpickling needs the {self.kind} checkpoint {self.path!r}, which no longer "
+                "exists: restore it there, or refit and pickle again")
+        found = content_hash(directory)
+        if found != self.sha256:
+            raise CheckpointError(
+                f"the {self.kind} checkpoint {self.path!r} changed since this estimator was "
+                f"pickled (sha256 {self.sha256[:12]}... then, {found[:12]}... now): restore "
+                "the files it was fitted with, or refit and pickle again")
+        return _CACHES[self.kind].get(directory, device, precision)
+
+
+# Which live cached module came from which checkpoint files: (kind, directory, stamp).
+_ORIGINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# sha256 per (directory, stamp): the files are hashed again only when their times change.
+_HASHES: dict[tuple[str, tuple], str] = {}
+_HASH_LOCK = threading.Lock()
+
+
+def content_hash(directory: Path) -> str:
+    """SHA-256 of a checkpoint's config.json then model.safetensors (memoized by mtimes)."""
+    directory = Path(directory).resolve()
+    key = (str(directory), tuple(_mtime_ns(directory / n) for n in (CONFIG_FILE, WEIGHTS_FILE)))
+    with _HASH_LOCK:
+        known = _HASHES.get(key)
+    if known is not None:
+        return known
+    digest = hashlib.sha256()
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        with open(directory / name, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    with _HASH_LOCK:
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def checkpoint_reference(module: object) -> CheckpointReference | None:
+    """The reference of a module this cache loaded, if its files are unchanged; else None.
+
+    None for any other module (trained, built or loaded elsewhere): its weights must travel.
+    """
+    try:
+        origin = _ORIGINS.get(module)
+    except TypeError:  # not weak-referenceable: not ours
+        return None
+    if origin is None:
+        return None
+    kind, directory, stamp = origin
+    now = tuple(_mtime_ns(Path(directory) / n) for n in (CONFIG_FILE, WEIGHTS_FILE))
+    if now != stamp:  # rewritten since it was loaded: the file no longer holds these weights
+        return None
+    return CheckpointReference(kind, directory, content_hash(Path(directory)))
+
+
 class _CheckpointCache:
     """Least-recently-used map from a checkpoint key to its loaded module."""
 
-    def __init__(self, load: Callable[[Path, torch.device, torch.dtype], torch.nn.Module]):
+    def __init__(self, load: Callable[[Path, torch.device, torch.dtype], torch.nn.Module],
+                 kind: str):
         self._load = load
+        self._kind = kind
         self._modules: OrderedDict[tuple[Hashable, ...], torch.nn.Module] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -53,6 +138,7 @@ class _CheckpointCache:
                 for stale in [k for k in self._modules if k[0] == key[0] and k[1] != stamp]:
                     del self._modules[stale]
                 module = self._modules[key] = self._load(directory, device, dtype)
+                _ORIGINS[module] = (self._kind, str(directory), stamp)
             self._modules.move_to_end(key)
             while len(self._modules) > max(MAX_ENTRIES, 0):
                 self._modules.popitem(last=False)
@@ -71,8 +157,9 @@ def _mtime_ns(path: Path) -> int | None:
         return None
 
 
-_TOKENIZERS = _CheckpointCache(load_tokenizer)
-_PREDICTORS = _CheckpointCache(load_predictor)
+_TOKENIZERS = _CheckpointCache(load_tokenizer, "tokenizer")
+_PREDICTORS = _CheckpointCache(load_predictor, "predictor")
+_CACHES = {"tokenizer": _TOKENIZERS, "predictor": _PREDICTORS}
 
 
 def cached_tokenizer(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -106,3 +193,21 @@ def clear_cache() -> None:
     """Drop every cached module, releasing its memory once no estimator holds it."""
     _TOKENIZERS.clear()
     _PREDICTORS.clear()
+
+
+def reference_modules(state: dict, names: tuple[str, ...]) -> dict:
+    """A copy of an estimator's ``__dict__`` with each module of `names` that this cache
+    loaded (files unchanged) replaced by its `CheckpointReference`; others stay as they are."""
+    state = dict(state)
+    for name in names:
+        reference = checkpoint_reference(state.get(name))
+        if reference is not None:
+            state[name] = reference
+    return state
+
+
+def load_references(state: dict, device: str | torch.device,
+                    precision: str | torch.dtype) -> dict:
+    """Undo `reference_modules`: load every referenced checkpoint through the cache."""
+    return {key: value.load(device, precision) if isinstance(value, CheckpointReference)
+            else value for key, value in state.items()}

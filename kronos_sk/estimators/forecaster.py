@@ -22,7 +22,8 @@ from kronos_sk.data import (FEATURE_COLUMNS, PRICE_COLUMNS, SeriesWindows, assem
                             canonical_columns, time_features, validate_candles)
 from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT
 from kronos_sk.estimators._training import train_network
-from kronos_sk.estimators._weights import cached_predictor, cached_tokenizer
+from kronos_sk.estimators._weights import (cached_predictor, cached_tokenizer, load_references,
+                                           reference_modules)
 from kronos_sk.generation import (SLIDING_MODES, check_sampling, forecast_paths, series_key,
                                   series_seeds)
 from kronos_sk.nn.config import small_predictor_config, small_tokenizer_config
@@ -283,6 +284,15 @@ class KronosForecaster(BaseForecaster):
         # notice about that config's changing default does not apply here.
         with no_remember_data_notice():
             super().__init__()
+
+    # ------------------------------------------------------------------ pickles
+    def __getstate__(self) -> dict:
+        # Weights loaded from a checkpoint travel as a reference (directory + sha256) and
+        # come back through the weight cache; trained weights travel in the pickle.
+        return reference_modules(self.__dict__, ("tokenizer_", "predictor_"))
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(load_references(state, state["device"], state["precision"]))
 
     # ------------------------------------------------------------------ checks and data
     def _check_params(self) -> None:

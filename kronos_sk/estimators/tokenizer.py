@@ -29,7 +29,7 @@ from kronos_sk.data.normalize import Normalizer
 from kronos_sk.data.schema import FEATURE_COLUMNS, PRICE_COLUMNS, canonical_columns
 from kronos_sk.data.validation import assemble_features
 from kronos_sk.estimators._training import train_network
-from kronos_sk.estimators._weights import cached_tokenizer
+from kronos_sk.estimators._weights import cached_tokenizer, load_references, reference_modules
 from kronos_sk.nn.config import SMALL_TOKENIZER, TokenizerConfig, small_tokenizer_config
 from kronos_sk.nn.tokenizer import KronosTokenizer
 from kronos_sk.runtime import resolve_device
@@ -338,6 +338,15 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "n_features_in_")
         _check_feature_names_in(self, input_features)
         return np.asarray(OUTPUT_NAMES, dtype=object)
+
+    def __getstate__(self) -> dict:
+        # A loaded checkpoint travels as a reference (directory + sha256), reloaded through
+        # the weight cache; trained weights travel in the pickle.
+        state = super().__getstate__()
+        return reference_modules(state, ("tokenizer_",))
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(load_references(state, state["device"], "float32"))
 
     def _validate_params(self) -> None:
         # sklearn's check (run by _fit_context), plus: no bools for numbers, renamed options.
