@@ -22,6 +22,10 @@ def test_user_guide_examples_run(monkeypatch):
             exec(compile(block, "docs/user-guide.md", "exec"), namespace)
     assert namespace["paths"].shape[0] == 50 * 12
     assert namespace["ids"].shape == (len(namespace["candles"]), 2)
+    assert 0 <= namespace["accuracy"] <= 1 and namespace["folds"].shape == (3,)
+    assert namespace["parallel"]["test_PinballLoss"].equals(namespace["serial"]["test_PinballLoss"])
+    # The pickled forecaster holds its context, not the 140 KB of fixture weights.
+    assert len(namespace["blob"]) < 100_000
 
 
 def test_readme_python_example_names_real_api():

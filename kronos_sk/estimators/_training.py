@@ -43,7 +43,8 @@ def train_network(task: str, source, *, start: KronosTokenizer | KronosPredictor
     try:
         config = TrainConfig(
             task=task, model={} if start is not None else dict(model_config or {}),
-            lr=learning_rate, warmup_steps=min(10, max_steps), max_steps=max_steps, batch_size=batch_size,
+            lr=learning_rate, warmup_steps=min(10, max_steps), max_steps=max_steps,
+            batch_size=batch_size,
             eval_every=max_steps, save_every=max_steps, log_every=1, progress=False,
             seed=seed, device=str(device), out_dir=None)
         # Cached modules are shared read-only: train, move and freeze copies only.
