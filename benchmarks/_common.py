@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import threading
 import time
 from pathlib import Path
@@ -54,6 +55,20 @@ def real_contexts(n_series: int, lookback: int, horizon: int,
         if len(contexts) == n_series:
             break
     return contexts, stamps, np.stack(futures)
+
+
+def machine() -> str:
+    """The CPU model, torch version, CPU capability, native bf16 and thread count."""
+    from kronos_sk.runtime import native_bf16
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, torch {torch.__version__} (CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {native_bf16()}), "
+            f"{torch.get_num_threads()} threads")
 
 
 def rss_bytes() -> int:

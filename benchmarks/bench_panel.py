@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -72,18 +71,6 @@ def panel(n_assets: int, rows: int) -> pd.DataFrame:
 def future(y: pd.DataFrame, horizon: int) -> pd.DatetimeIndex:
     last = y.index.get_level_values("timestamp").max()
     return pd.bdate_range(last, periods=horizon + 1)[1:]
-
-
-def machine() -> str:
-    import torch
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
-            f"{torch.get_num_threads()} threads")
 
 
 # ---------------------------------------------------------------------------- full call
@@ -217,6 +204,7 @@ def main() -> None:
                         help="batching: random weights of the Kronos-small size")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    from _common import machine
     print(machine())
     sections = args.sections.split(",")
 

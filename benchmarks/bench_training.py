@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import torch
 
-from _common import SHARED_DATA, PeakMemory
+from _common import SHARED_DATA, PeakMemory, machine
 from kronos_sk.checkpoints import DEFAULT_MODEL_DIR
 from kronos_sk.data import CandleCorpus, TimeSplit, WindowSampler
 from kronos_sk.nn.config import PredictorConfig, TokenizerConfig
@@ -130,10 +129,8 @@ def main() -> None:
     batches = [{key: torch.from_numpy(b[key]) for key in ("values", "stamps", "context")}
                for b in raw]
     precisions = [p for p in args.precision if p == "fp32" or native_bf16()]
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__} "
-          f"(CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: "
-          f"{native_bf16()}), {torch.get_num_threads()} threads; windows of {args.length} rows, "
-          f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup}")
+    print(f"{machine()}; windows of {args.length} rows, batch {args.batch_size}, "
+          f"{args.steps} timed steps after {args.warmup}")
     print(f"window sampler: {loader_rate:,.0f} tokens/s\n")
     print(f"{'model':14} {'params':>7} {'prec':>5} | {'ours tok/s':>10} {'MiB':>6} | "
           f"{'reference':>10} {'MiB':>6} | {'ours/ref':>8}")

@@ -65,6 +65,7 @@ from typing import Any
 
 import numpy as np
 
+from kronos_sk._files import write_atomically
 from kronos_sk.data import CandleCorpus, TimeSplit, WindowSampler, validation_batches
 from kronos_sk.data.normalize import DEFAULT_CLIP
 from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT, Batch
@@ -408,8 +409,8 @@ def _run(recipe: Recipe) -> dict[str, Path]:
     finished = {stage: _prepare_resume(recipe, configs[stage], is_main) for stage in STAGES}
     if is_main:
         recipe.out_dir.mkdir(parents=True, exist_ok=True)
-        (recipe.out_dir / RECIPE_FILE).write_text(
-            json.dumps(recipe.to_dict(), indent=2, default=str) + "\n")
+        text = json.dumps(recipe.to_dict(), indent=2, default=str) + "\n"
+        write_atomically(recipe.out_dir / RECIPE_FILE, lambda tmp: tmp.write_text(text))
     corpus = None
     validations: dict[tuple[int, int], list[Batch]] = {}  # (batch_size, eval_batches) -> batches
     best = {}
