@@ -180,6 +180,10 @@ class KronosForecaster(BaseForecaster):
     Absolute horizons on an index without a frequency (sessions, lunch breaks, holidays) are
     read as the timestamps of the next rows, in order.
 
+    Pickles carry a reference (absolute directory + SHA-256) for weights loaded from a
+    checkpoint and reload them through the weight cache, refusing changed files; trained
+    weights travel in the pickle. Unpickle only files you trust: pickles run code.
+
     Examples
     --------
     >>> import pandas as pd

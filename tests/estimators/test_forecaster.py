@@ -516,6 +516,10 @@ def test_auto_device_forecasts_on_the_device_it_picks(candles):
         "mps" if torch.backends.mps.is_available() else "cpu")
     assert next(forecaster.predictor_.parameters()).device.type == expected
     assert next(forecaster.tokenizer_.parameters()).device.type == expected
+    from kronos_sk.pipeline import KronosPipeline
+    pipe = KronosPipeline.from_pretrained(FIXTURES / "model", FIXTURES / "tokenizer")
+    assert next(pipe.predictor.parameters()).device.type == expected
+    assert pipe.max_context == 512  # no inference.json, not the Kronos-mini shape
     explicit = fixture_forecaster(device="cpu", n_samples=2).fit(candles.iloc[:64])
     if expected == "cpu":  # the same device, so the same paths
         np.testing.assert_array_equal(forecaster.sample(fh=candles.index[64:67]).to_numpy(),
