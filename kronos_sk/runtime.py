@@ -13,7 +13,7 @@ PRECISIONS = {"float32": torch.float32, "fp32": torch.float32,
               "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
-def resolve_device(device: str | torch.device | None = "cpu") -> torch.device:
+def resolve_device(device: str | torch.device | None = DEFAULT_DEVICE) -> torch.device:
     """Return a torch device; "auto" picks CUDA, then MPS, then the CPU.
 
     Raises ValueError when an explicitly requested accelerator is not available.

@@ -31,7 +31,7 @@ from kronos_sk.checkpoints import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, l
                                    load_tokenizer, resolve_checkpoint)
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
-from kronos_sk.runtime import resolve_device, resolve_dtype
+from kronos_sk.runtime import DEFAULT_DEVICE, resolve_device, resolve_dtype
 
 #: Most modules kept per kind; read at every insertion, so it may be changed at run time.
 MAX_ENTRIES = 4
@@ -162,7 +162,8 @@ _PREDICTORS = _CheckpointCache(load_predictor, "predictor")
 _CACHES = {"tokenizer": _TOKENIZERS, "predictor": _PREDICTORS}
 
 
-def cached_tokenizer(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
+def cached_tokenizer(name_or_path: str | os.PathLike,
+                     device: str | torch.device = DEFAULT_DEVICE,
                      precision: str | torch.dtype = "float32") -> KronosTokenizer:
     """Load a tokenizer checkpoint once and share it (read-only) between callers.
 
@@ -171,7 +172,7 @@ def cached_tokenizer(name_or_path: str | os.PathLike, device: str | torch.device
     name_or_path : str or path-like
         Checkpoint directory or hub id, as for
         [`load_tokenizer`][kronos_sk.checkpoints.load_tokenizer].
-    device : str or torch.device, default="cpu"
+    device : str or torch.device, default="auto"
         "auto" resolves first, so "auto" and the device it picks share one entry.
     precision : str or torch.dtype, default="float32"
 
@@ -183,7 +184,8 @@ def cached_tokenizer(name_or_path: str | os.PathLike, device: str | torch.device
     return _TOKENIZERS.get(name_or_path, device, precision)
 
 
-def cached_predictor(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
+def cached_predictor(name_or_path: str | os.PathLike,
+                     device: str | torch.device = DEFAULT_DEVICE,
                      precision: str | torch.dtype = "float32") -> KronosPredictor:
     """Load a predictor checkpoint once and share it (read-only); see `cached_tokenizer`."""
     return _PREDICTORS.get(name_or_path, device, precision)
