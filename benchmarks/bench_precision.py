@@ -40,7 +40,7 @@ def fixture_section() -> None:
         for case in cases["cases"]:
             truth = pd.read_csv(FIXTURES / case["expected"], index_col=0, parse_dates=True)
             forecast = pipe.sample(candles.iloc[:case["context_rows"]], future=truth.index,
-                                   top_k=1).mean()
+                                   n_samples=1, top_k=1).mean()
             relative = np.abs(forecast.to_numpy() / truth.to_numpy() - 1)
             errors.append(relative.max())
             close_rows += int((relative < 1e-4).all(axis=1).sum())
@@ -60,7 +60,7 @@ def real_section(model, tokenizer, max_context: int) -> None:
         pipe = KronosPipeline.from_pretrained(model, tokenizer, max_context=max_context,
                                               precision=precision)
         start = time.perf_counter()
-        greedy = pipe.sample(frame, future=future_index, top_k=1).paths[0, 0, :, 3]
+        greedy = pipe.sample(frame, future=future_index, n_samples=1, top_k=1).paths[0, 0, :, 3]
         greedy_s = time.perf_counter() - start
         start = time.perf_counter()
         sampled = pipe.sample(frame, future=future_index, n_samples=200, top_p=0.9,
