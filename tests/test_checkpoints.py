@@ -140,7 +140,7 @@ def test_model_context_is_read_from_the_checkpoint(tmp_path, compat_dir):
     from kronos_sk import checkpoints
     bundled = checkpoints.DEFAULT_MODEL_DIR / "predictor"
     assert json.loads((bundled / "inference.json").read_text())["max_context"] == \
-        checkpoints.model_context(bundled) == 152
+        checkpoints.model_context(bundled) == 512  # the 0.2 model's training window
     # No inference.json: the released window of the checkpoint's shape.
     assert checkpoints.model_context(compat_dir / "model") == checkpoints.RELEASED_CONTEXT == 512
     mini = tmp_path / "mini"
