@@ -59,11 +59,14 @@ def reference_modules(tokenizer: KronosTokenizer, predictor: KronosPredictor):
 
     t, p = tokenizer.config, predictor.config
     reference_tokenizer = ReferenceTokenizer(
-        t.d_in, t.d_model, t.n_heads, t.ff_dim, t.n_enc_layers, t.n_dec_layers, 0.0, 0.0, 0.0,
+        t.d_in, t.d_model, t.n_heads, t.ff_dim, t.n_enc_layers, t.n_dec_layers,
+        t.ffn_dropout_p, t.attn_dropout_p, t.resid_dropout_p,
         t.s1_bits, t.s2_bits, t.beta, t.gamma0, t.gamma, t.zeta, t.group_size)
     reference_tokenizer.load_state_dict(tokenizer.state_dict())
+    # The same dropouts as ours (Kronos-small's released ones; the default model has none).
     reference = Kronos(p.s1_bits, p.s2_bits, p.n_layers, p.d_model, p.n_heads, p.ff_dim,
-                       0.0, 0.0, 0.0, 0.0, p.learn_te)
+                       p.ffn_dropout_p, p.attn_dropout_p, p.resid_dropout_p,
+                       p.token_dropout_p, p.learn_te)
     reference.load_state_dict(predictor.state_dict())
     return reference_tokenizer.eval(), reference
 

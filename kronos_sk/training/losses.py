@@ -93,8 +93,11 @@ def predictor_token_losses(predictor: nn.Module, tokenizer: KronosTokenizer,
     s1_logits, s2_logits = predictor(
         s1_ids[:, :-1], s2_ids[:, :-1], stamps[:, :-1],
         s1_condition=s1_targets if teacher_forcing else None)  # (B, L-1, 2^s1), (B, L-1, 2^s2)
-    ce_coarse = F.cross_entropy(s1_logits.transpose(1, 2).float(), s1_targets, reduction="none")
-    ce_fine = F.cross_entropy(s2_logits.transpose(1, 2).float(), s2_targets, reduction="none")
+    # Flattened (B * (L-1), vocab) rows: a class axis in the middle makes CPU kernels strided.
+    ce_coarse = F.cross_entropy(s1_logits.flatten(0, 1).float(), s1_targets.flatten(),
+                                reduction="none").view_as(s1_targets)
+    ce_fine = F.cross_entropy(s2_logits.flatten(0, 1).float(), s2_targets.flatten(),
+                              reduction="none").view_as(s2_targets)
     position = torch.arange(1, values.shape[1], device=values.device)
     scored = position >= context[:, None]
     if length is not None:
