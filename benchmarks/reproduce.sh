@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate every result of docs/benchmarks.md on a 2-core CPU (about 97 minutes for the
 # first six: US 24, crypto 9, A-shares 15, US with 152 rows 2, generation 9, investment 35;
-# about 55 more for the 0.2 comparison: US 16, A-shares 16, crypto 14, 152 rows 3, 0.1 cal 6).
+# about 55 more for the 0.2 comparison: US 16, A-shares 16, crypto 14, 152 rows 3, 0.1 cal 6, generation 3).
 # Each command writes OUT/<task>.{csv,md}, its plots and OUT/summary.md; a failing command
 # does not stop the others. The budgets cap the slowest tasks: the tables say how many
 # origins ran.
@@ -23,4 +23,5 @@ run price volatility --config benchmarks/configs/cn_daily.toml --out results/cn_
 run price volatility --config benchmarks/configs/crypto_hourly.toml --out results/crypto_hourly_0.2 "${kronos[@]}"
 run price --config benchmarks/configs/us_daily_context152.toml --out results/us_daily_context152_0.2
 run price --config benchmarks/configs/us_daily.toml --out results/us_daily_0.1cal --models kronos-0.1-cal kronos-0.1 naive-last
+run generation --config benchmarks/configs/generation.toml --out results/generation_0.2 --models kronos kronos-0.1
 exit $status
