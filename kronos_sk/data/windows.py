@@ -342,11 +342,13 @@ class SeriesWindows:
         pool.values = np.concatenate([v for v, _ in kept])
         pool.stamps = np.concatenate([s for _, s in kept]).astype(np.uint8)
         offsets = np.r_[0, np.cumsum([len(v) for v, _ in kept])]
-        starts = [offset + np.arange(len(v) - min_length + 1)
-                  for offset, (v, _) in zip(offsets, kept)]
+        # Every row with at least min_length rows after it starts a window, as long as
+        # `length` or the rest of its series.
+        firsts = [np.arange(len(v) - min_length + 1) for v, _ in kept]
+        starts = [offset + first for offset, first in zip(offsets, firsts)]
         pool.starts = np.concatenate(starts).astype(np.int64)
         pool.lengths = np.concatenate(
-            [np.minimum(length, len(v) - np.arange(len(v) - min_length + 1)) for v, _ in kept])
+            [np.minimum(length, len(v) - first) for (v, _), first in zip(kept, firsts)])
         pool.bounds = np.r_[0, np.cumsum([len(x) for x in starts])].astype(np.int64)
         pool.assets = np.arange(len(kept)).astype(object)
         pool.markets = np.full(len(kept), "memory", dtype=object)

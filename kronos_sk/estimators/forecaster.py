@@ -32,7 +32,7 @@ from kronos_sk.nn.tokenizer import KronosTokenizer
 from kronos_sk.runtime import PRECISIONS, resolve_device
 
 FIT_STRATEGIES = ("zero-shot", "fine-tune", "from-scratch")
-CALIBRATIONS = (None, "conformal")
+CALIBRATIONS = ("conformal",)
 MIN_CALIBRATION_CONTEXT = 16  # fewest context rows of a calibration backtest
 
 
@@ -46,14 +46,20 @@ class _PathCache:
 
     def __init__(self) -> None:
         self._entries: dict[int, tuple] = {}
+        self._watched: set[int] = set()  # owners with a finalizer: one each, however often
 
     def get(self, owner: object) -> tuple | None:
         return self._entries.get(id(owner))
 
     def put(self, owner: object, entry: tuple) -> None:
-        if id(owner) not in self._entries:
-            weakref.finalize(owner, self._entries.pop, id(owner), None)
+        if id(owner) not in self._watched:
+            self._watched.add(id(owner))
+            weakref.finalize(owner, self._forget, id(owner))
         self._entries[id(owner)] = entry
+
+    def _forget(self, key: int) -> None:
+        self._entries.pop(key, None)
+        self._watched.discard(key)
 
     def drop(self, owner: object) -> None:
         self._entries.pop(id(owner), None)
@@ -244,7 +250,7 @@ class KronosForecaster(BaseForecaster):
         "model_config": [dict, None],
         "tokenizer_config": [dict, None],
         "max_paths": positive_int(),
-        "calibration": [StrOptions({c for c in CALIBRATIONS if c is not None}), None],
+        "calibration": [StrOptions(set(CALIBRATIONS)), None],
         "calibration_origins": positive_int(),
         "calibration_stride": positive_int(allow_none=True),
         "calibration_rate": positive_real(),
@@ -397,12 +403,7 @@ class KronosForecaster(BaseForecaster):
         if fh is not None and fh.is_relative:
             horizon = int(max(fh.to_pandas()))
         contexts, stamps, futures, truths, keys = self._backtests(horizon)
-        paths = forecast_paths(
-            self.tokenizer_, self.predictor_, contexts, stamps, np.stack(futures),
-            n_samples=self.n_samples, temperature=self.temperature, top_k=self.top_k,
-            top_p=self.top_p, max_context=self._max_context,
-            seeds=series_seeds(self._path_seed, keys), sliding=self.sliding,
-            max_paths=self.max_paths)
+        paths = self._sample(contexts, stamps, np.stack(futures), keys)
         self.calibration_ = PathCalibration.fit(paths, np.stack(truths))
         self.calibration_seconds_ = time.perf_counter() - start
 
@@ -637,15 +638,20 @@ class KronosForecaster(BaseForecaster):
         H = max(len(grid) for _, grid in plans)
         future = np.stack([time_features(_extend(grid, H)) for _, grid in plans])
         keys = [series_key(key, column) for key, column, _ in self._contexts]
-        paths = forecast_paths(
-            self.tokenizer_, self.predictor_,
-            [assemble_features(c) for _, _, c in self._contexts],
-            [time_features(c.index) for _, _, c in self._contexts], future,
+        paths = self._sample([assemble_features(c) for _, _, c in self._contexts],
+                             [time_features(c.index) for _, _, c in self._contexts], future,
+                             keys)
+        return paths, steps, [grid for _, grid in plans]
+
+    def _sample(self, contexts: list, stamps: list, future: np.ndarray,
+                keys: list[str]) -> np.ndarray:
+        """Paths of these contexts with the sampling settings, seeded by the keys."""
+        return forecast_paths(
+            self.tokenizer_, self.predictor_, contexts, stamps, future,
             n_samples=self.n_samples, temperature=self.temperature, top_k=self.top_k,
             top_p=self.top_p, max_context=self._max_context,
             seeds=series_seeds(self._path_seed, keys), sliding=self.sliding,
             max_paths=self.max_paths)
-        return paths, steps, [grid for _, grid in plans]
 
     def _original_indexes(self) -> list[pd.Index]:
         y = self._y

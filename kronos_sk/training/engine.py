@@ -451,8 +451,11 @@ class Trainer:
                                  f"{tuple(stamps.shape)}")
             batch["stamps"] = stamps
         rows = values.shape[1]
-        for key, low in (("context", 1), ("length", 2)):
-            if key not in raw or (key == "context" and self.config.task == "tokenizer"):
+        # Per-window row counts the task's loss reads, with their smallest value.
+        counts_read = ({"length": 2} if self.config.task == "tokenizer"
+                       else {"context": 1, "length": 2})
+        for key, low in counts_read.items():
+            if key not in raw:
                 continue
             counts = torch.as_tensor(raw[key]).to(self.device, torch.long)
             if counts.shape != values.shape[:1] or bool(((counts < low) | (counts > rows)).any()):

@@ -53,6 +53,17 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     assert not different, f"weights differ: {different}"
 
 
+def straight_and_interrupted(config, source, tmp_path):
+    """Run `config` through in out_dir "straight", and a copy in "resumed" that is interrupted
+    at micro-batch 6; return the two configs."""
+    straight = dataclasses.replace(config, out_dir=str(tmp_path / "straight"))
+    run_training(straight, source, source.validation)
+    resumed = dataclasses.replace(straight, out_dir=str(tmp_path / "resumed"))
+    with pytest.raises(Interrupted):
+        run_training(resumed, InterruptAt(source, 6), source.validation)
+    return straight, resumed
+
+
 def interrupt_and_resume(config, source, stop_step: int) -> None:
     with pytest.raises(Interrupted):
         run_training(config, InterruptAt(source, stop_step * config.grad_accum_steps),
@@ -85,11 +96,8 @@ def test_interrupted_run_resumes_bit_exactly(make_config, tmp_path, task, accum)
 def test_resume_without_the_rng_state_diverges(make_config, tmp_path):
     # Control for the test above: the sampled coarse ids really depend on the restored RNG.
     source = SineCandles(batch_size=4)
-    straight = make_config("predictor", save_every=3, out_dir=str(tmp_path / "straight"))
-    run_training(straight, source, source.validation)
-    resumed = dataclasses.replace(straight, out_dir=str(tmp_path / "resumed"))
-    with pytest.raises(Interrupted):
-        run_training(resumed, InterruptAt(source, 6), source.validation)
+    straight, resumed = straight_and_interrupted(make_config("predictor", save_every=3),
+                                                 source, tmp_path)
     path = Path(resumed.out_dir) / "last" / "training_state.pt"
     state = torch.load(path, weights_only=True)
     state["rng"][0]["torch"] = torch.Generator().manual_seed(12345).get_state()
@@ -174,11 +182,8 @@ def test_a_finished_run_is_not_overwritten(make_config):
 def test_resume_restores_last_from_an_interrupted_save(make_config, tmp_path):
     # A crash between the two renames of a save leaves only last.old/; resume continues it.
     source = SineCandles(batch_size=4)
-    straight = make_config("tokenizer", save_every=3, out_dir=str(tmp_path / "straight"))
-    run_training(straight, source, source.validation)
-    resumed = dataclasses.replace(straight, out_dir=str(tmp_path / "resumed"))
-    with pytest.raises(Interrupted):
-        run_training(resumed, InterruptAt(source, 6), source.validation)
+    straight, resumed = straight_and_interrupted(make_config("tokenizer", save_every=3),
+                                                 source, tmp_path)
     run_dir = Path(resumed.out_dir)
     (run_dir / "last").rename(run_dir / "last.old")
     run_training(dataclasses.replace(resumed, resume=True), source, source.validation)
