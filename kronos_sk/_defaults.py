@@ -10,3 +10,19 @@ DEFAULT_N_SAMPLES = 20
 DEFAULT_TOP_P = 1.0
 #: As in the reference and sktime: CUDA, then MPS, then the CPU.
 DEFAULT_DEVICE = "auto"
+
+#: Optimiser steps per trained network when an estimator trains.
+DEFAULT_MAX_STEPS = 100
+#: Training windows per optimiser step.
+DEFAULT_BATCH_SIZE = 16
+#: Peak learning rate by fit strategy: fine-tuning takes small steps so that the released
+#: checkpoint keeps what it learned; a new network needs larger ones.
+DEFAULT_LEARNING_RATES = {"fine-tune": 1e-4, "from-scratch": 1e-3}
+
+
+def learning_rate_for(fit_strategy: str, learning_rate: float | None) -> float:
+    """`learning_rate`, or the default of the fit strategy when it is None (pre-training a
+    loaded checkpoint counts as fine-tuning)."""
+    if learning_rate is not None:
+        return learning_rate
+    return DEFAULT_LEARNING_RATES.get(fit_strategy, DEFAULT_LEARNING_RATES["fine-tune"])

@@ -2,7 +2,9 @@
 
 `KronosPipeline` holds a tokenizer and a predictor and turns a candle frame, a list of them or
 an (asset, timestamp) panel into `ForecastPaths`: every sampled path in original units with its
-future timestamps. The estimators build on it; it is also usable on its own.
+future timestamps. It is the one forecasting procedure: `KronosForecaster` (its forecasts and
+its calibration backtests) and the command line end in `KronosPipeline.sample_validated`, so
+the same candles and `random_state` give the same paths through every face.
 """
 
 from __future__ import annotations
@@ -183,16 +185,45 @@ class KronosPipeline:
         check_sampling(n_samples, temperature, top_k, top_p, self.max_context, sliding)
         assets, frames = _split_input(candles)
         futures = self._future_indexes(frames, horizon, future, freq)
-        contexts = [assemble_features(frame) for frame in frames]
-        stamps = [time_features(frame.index) for frame in frames]
-        future_stamps = np.stack([time_features(idx) for idx in futures])
-        keys = [series_key(asset) for asset in assets]
-        paths = forecast_paths(
-            self.tokenizer, self.predictor, contexts, stamps, future_stamps,
-            n_samples=n_samples, temperature=temperature, top_k=top_k, top_p=top_p,
-            max_context=self.max_context, seeds=series_seeds(random_state, keys),
+        paths = self.sample_validated(
+            frames, futures, [series_key(asset) for asset in assets], n_samples=n_samples,
+            temperature=temperature, top_k=top_k, top_p=top_p, random_state=random_state,
             sliding=sliding, max_paths=max_paths)
         return ForecastPaths(paths, futures, assets)
+
+    def sample_validated(self, frames: Sequence[pd.DataFrame],
+                         futures: Sequence[pd.DatetimeIndex], keys: Sequence[str], *,
+                         n_samples: int = DEFAULT_N_SAMPLES, temperature: float = 1.0,
+                         top_k: int = 0, top_p: float = DEFAULT_TOP_P,
+                         random_state: int | None = None, sliding: str = "exact",
+                         max_paths: int = DEFAULT_MAX_PATHS) -> np.ndarray:
+        """The procedure after validation: features, calendar stamps, seeds, generation.
+
+        Every face ends here (`sample`, `KronosForecaster` and its calibration backtests,
+        the command line), so the same candles give the same paths through each.
+
+        Parameters
+        ----------
+        frames : sequence of DataFrame
+            Candles as `kronos_sk.data.validate_candles` returns them.
+        futures : sequence of DatetimeIndex
+            The future timestamps of each series, all of one length H.
+        keys : sequence of str
+            The identity of each series (`kronos_sk.generation.series_key`); with
+            `random_state` it seeds the series' paths.
+        n_samples, temperature, top_k, top_p, random_state, sliding, max_paths
+            As for `sample`.
+
+        Returns
+        -------
+        ndarray of shape (n_series, n_samples, H, 6), float32
+        """
+        return forecast_paths(
+            self.tokenizer, self.predictor, [assemble_features(f) for f in frames],
+            [time_features(f.index) for f in frames],
+            np.stack([time_features(idx) for idx in futures]), n_samples=n_samples,
+            temperature=temperature, top_k=top_k, top_p=top_p, max_context=self.max_context,
+            seeds=series_seeds(random_state, keys), sliding=sliding, max_paths=max_paths)
 
     @staticmethod
     def _future_indexes(frames: list[pd.DataFrame], horizon: int | None, future,

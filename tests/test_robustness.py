@@ -256,7 +256,27 @@ LIBRARY_CASES = [
     ("tokenizer: NaN close",
      lambda c: KLineTokenizer(tokenizer=str(FIXTURES / "tokenizer")).fit(c).transform(
          c.assign(close=np.nan)),
-     ValueError, "X: column 'close' at row 0 (2025-03-03 09:35:00) is nan"),
+     ValueError, "X: column 'close' at row 0 (2025-03-03 09:35:00) is NaN"),
+    # sktime's own checks would answer "categorical features" and "missing data (nans)"
+    ("forecaster: text cell",
+     lambda c: forecaster().fit(indexed(with_cell("open", 40, "abc"))),
+     TypeError, "y: column 'open' has non-numeric dtype object; row 40 (2025-03-03 14:25:00) "
+                "holds 'abc'"),
+    ("forecaster: NaN", lambda c: forecaster().fit(c.assign(close=c["close"].where(
+        np.arange(len(c)) != 12))),
+     ValueError, "y: column 'close' at row 12 (2025-03-03 10:35:00) is NaN"),
+    ("forecaster: inf in a panel",
+     lambda c: forecaster().fit(as_panel(panel(("A", slice(0, 50)), ("B", slice(50, 99)))).assign(
+         volume=lambda f: f["volume"].where(np.arange(len(f)) != 60, np.inf))),
+     ValueError, "y: column 'volume' at row 60 (asset 'B', 2025-03-04 10:35:00) is inf"),
+    ("forecaster: NaN in a flat series",
+     lambda c: forecaster().fit(c[["close"]].rename(columns={"close": "x"}).where(
+         np.arange(len(c))[:, None] != 3)),
+     ValueError, "y: column 'x' at row 3 (2025-03-03 09:50:00) is NaN"),
+    ("forecaster update: NaN",
+     lambda c: forecaster().fit(c.iloc[:100]).update(
+         c.iloc[100:110].assign(open=np.nan), update_params=False),
+     ValueError, "y: column 'open' at row 0 (2025-03-05 09:55:00) is NaN"),
 ]
 
 

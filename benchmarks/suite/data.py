@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from kronos_sk.data import TimeSplit
+from kronos_sk.data import TimeSplit, repair_candles
 
 from .config import BenchmarkConfig
 
@@ -139,25 +139,8 @@ def load_panel(config: BenchmarkConfig) -> Panel:
         starts.append(start)
         for asset, rows in table.groupby("asset", sort=True):
             frame = rows.set_index("timestamp")[columns].astype(np.float64).sort_index()
-            frames[str(asset)] = _repaired(frame[~frame.index.duplicated(keep="last")])
+            frames[str(asset)] = repair_candles(frame, name=f"{path}: {asset!r}").candles
     return Panel(frames=frames, eval_start=min(starts))
-
-
-def _repaired(frame: pd.DataFrame) -> pd.DataFrame:
-    """Drop rows with non-finite or non-positive prices; widen high/low over open/close.
-
-    A few source rows break ``low <= min(open, close) <= max(open, close) <= high``, which
-    `validate_candles` rejects; negative volumes or amounts are set to 0.
-    """
-    prices = frame[PRICE_COLUMNS].to_numpy()
-    frame = frame[np.isfinite(frame.to_numpy()).all(axis=1) & (prices > 0).all(axis=1)].copy()
-    body = frame[["open", "close"]]
-    frame["high"] = np.maximum(frame["high"], body.max(axis=1))
-    frame["low"] = np.minimum(frame["low"], body.min(axis=1))
-    for column in ("volume", "amount"):
-        if column in frame:
-            frame[column] = frame[column].clip(lower=0.0)
-    return frame
 
 
 def origins(panel: Panel, config: BenchmarkConfig) -> list[pd.Timestamp]:

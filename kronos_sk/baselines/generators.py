@@ -23,6 +23,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
+from kronos_sk.data.validation import check_values
+
 PRICE_COLUMNS = ("open", "high", "low", "close")
 VOLUME = "volume"
 # arch's optimiser is tuned for returns of order 1, so GARCH is fitted on percent returns.
@@ -45,13 +47,7 @@ def _check_candles(candles: pd.DataFrame, min_rows: int, owner: str) -> np.ndarr
     if len(candles) < min_rows:
         raise ValueError(f"{owner}.fit needs at least {min_rows} candles, got {len(candles)}")
     values = candles.to_numpy(dtype=np.float64)
-    if not np.isfinite(values).all():
-        raise ValueError(f"{owner}.fit: candles must be finite (no NaN or inf)")
-    prices = values[:, [columns.index(c) for c in PRICE_COLUMNS]]
-    if (prices <= 0).any():
-        raise ValueError(f"{owner}.fit: open, high, low and close must be positive")
-    if VOLUME in columns and (values[:, columns.index(VOLUME)] < 0).any():
-        raise ValueError(f"{owner}.fit: volume must be non-negative")
+    check_values(values, columns, candles.index, f"{owner}.fit: candles")
     return values
 
 
@@ -68,7 +64,8 @@ def _check_fitted(generator: BaseEstimator) -> None:
 
 
 def _wicks(values: np.ndarray, columns: list) -> tuple[np.ndarray, np.ndarray]:
-    """Log upper and lower wicks of every candle, each (T,), >= 0 even for broken rows."""
+    """Log upper and lower wicks of every candle, each (T,), >= 0 also for rows that break the
+    envelope by float noise (within the validator's tolerance)."""
     o, h, l, c = (values[:, columns.index(name)] for name in PRICE_COLUMNS)
     upper = np.log(np.maximum(h, np.maximum(o, c)) / np.maximum(o, c))
     lower = np.log(np.minimum(o, c) / np.minimum(l, np.minimum(o, c)))

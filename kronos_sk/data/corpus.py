@@ -25,7 +25,7 @@ import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
 from .schema import FEATURE_COLUMNS, PRICE_COLUMNS, canonical_columns
-from .validation import TIMESTAMP_COLUMNS
+from .validation import TIMESTAMP_COLUMNS, derived_amount, repair_candles
 
 ASSET_COLUMN = "asset"
 DEFAULT_MARKET_KEY = "*"
@@ -234,12 +234,13 @@ class CandleCorpus:
         DataFrame
             Columns ``timestamp`` (the file's zone), ``open, high, low, close, volume, amount``
             (float64) and ``segment`` (int64, 0, 1, ...), sorted by time. Rows with a missing or
-            non-finite value, a non-positive price, negative volume or amount, ``high < low``, or
-            a repeated timestamp are dropped, and a segment ends at each of them. A segment
+            non-finite value, a non-positive price, ``high < low``, or a repeated timestamp are
+            dropped, and a segment ends at each of them; negative volumes and amounts become 0
+            and high/low are widened over open/close (`kronos_sk.data.RULES`). A segment
             also ends before a step longer than ``max_gap_factor`` median steps and before a
             close-to-close jump beyond ``max_abs_log_return``. ``attrs`` holds ``asset``,
             ``market``, ``amount_derived`` (amount is ``volume * mean(open, high, low, close)``)
-            and ``dropped_rows``.
+            ``dropped_rows`` and ``repaired`` (rows fixed per rule).
         """
         return self.load_many([asset_ref])[0]
 
@@ -377,38 +378,27 @@ class CandleCorpus:
         file = self._files[self._file_of[position]]
         frame = frame.sort_values("timestamp", kind="stable", ignore_index=True)
         if file.amount_derived:
-            frame["amount"] = frame["volume"] * frame[list(PRICE_COLUMNS)].mean(axis=1)
-        values = frame[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
-        stamps = pd.DatetimeIndex(frame["timestamp"])
-        ticks = stamps.as_unit("ns").asi8
-        prices = values[:, : len(PRICE_COLUMNS)]
-        high, low = frame["high"].to_numpy(), frame["low"].to_numpy()
-        with np.errstate(invalid="ignore"):  # NaN prices
-            good = (
-                np.isfinite(values).all(axis=1)
-                & (prices > 0).all(axis=1)
-                & (values[:, len(PRICE_COLUMNS):] >= 0).all(axis=1)
-                & (high >= low)
-                & ~stamps.isna()
-                & np.r_[True, np.diff(ticks) > 0]  # a repeated timestamp keeps its first row
-            )
-        kept = np.flatnonzero(good)
+            frame["amount"] = derived_amount(frame["volume"], frame[list(PRICE_COLUMNS)])
+        repair = repair_candles(frame[["timestamp", *FEATURE_COLUMNS]],
+                                name=f"{file.path}: asset {self.assets['asset'].iloc[position]!r}",
+                                min_rows=0)
+        kept, candles = repair.kept, repair.candles
         breaks = np.diff(kept) > 1
+        ticks = candles.index.as_unit("ns").asi8
         gap_factor = self.max_gap_factor[file.market]
-        breaks |= np.diff(ticks[kept]) > gap_factor * self._median_ns[position]
+        breaks |= np.diff(ticks) > gap_factor * self._median_ns[position]
         max_jump = self._max_jump[file.market]
         if max_jump is not None:
-            close = frame["close"].to_numpy()[kept]
-            breaks |= np.abs(np.diff(np.log(close))) > max_jump
+            breaks |= np.abs(np.diff(np.log(candles["close"].to_numpy()))) > max_jump
 
-        clean = frame.iloc[kept][["timestamp", *FEATURE_COLUMNS]].reset_index(drop=True)
-        # Slicing keeps an asset with no good row empty instead of giving it segment 0.
+        clean = candles.rename_axis("timestamp").reset_index()
         clean["segment"] = np.r_[0, np.cumsum(breaks)].astype(np.int64)[: len(kept)]
         clean.attrs = {
             "asset": self.assets["asset"].iloc[position],
             "market": file.market,
             "amount_derived": file.amount_derived,
             "dropped_rows": len(frame) - len(kept),
+            "repaired": repair.counts,
         }
         return clean
 

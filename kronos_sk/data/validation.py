@@ -1,14 +1,19 @@
-"""Validation of candlestick input: the one checker every entry point uses.
+"""Validation of candlestick input: the one rule table every entry point uses.
+
+`RULES` names every rule a row can break and what repair does with such a row. Two modes read
+it: `validate_candles` / `validate_panel` raise for user input, and `repair_candles` fixes rows
+and counts them for data sets (the training corpus, the benchmarks).
 
 Every check is vectorised over rows. When several rows are bad, the error names the first
-one (ties within a row go to the check listed first: timestamps, missing values, infinities,
-signs, then the high/low envelope), with its position, its index label and the value.
+one (ties within a row go to the rule listed first in `RULES`), with its position, its index
+label and the value.
 """
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NoReturn
 
 import numpy as np
@@ -21,8 +26,50 @@ TIMESTAMP_COLUMNS: tuple[str, ...] = ("timestamp", "timestamps", "date", "dateti
 # Relative slack for the high/low envelope, so that float noise in published data passes.
 _RTOL = 1e-9
 
-# A rule: a boolean mask over rows and a function describing the problem at a row position.
-_Check = tuple[np.ndarray, Callable[[int], str]]
+# Every rule, in the order that breaks ties within a row, and how `repair_candles` fixes a row
+# that breaks it.
+RULES: dict[str, str] = {
+    "missing timestamp": "drop the row",
+    "duplicate timestamp": "drop the row (the first of the repeats stays)",
+    "unsorted timestamps": "sort the rows by timestamp",
+    "missing value": "drop the row",
+    "infinite value": "drop the row",
+    "non-positive price": "drop the row",
+    "negative volume or amount": "set it to 0",
+    "high below low": "raise high to max(open, close), lower low to min(open, close)",
+    "high below max(open, close)": "raise high to max(open, close)",
+    "low above min(open, close)": "lower low to min(open, close)",
+}
+_DROPPED = tuple(rule for rule, repair in RULES.items() if repair.startswith("drop"))
+
+
+@dataclass(frozen=True)
+class _Check:
+    """Rows breaking one rule of `RULES`, and a description of the problem at a row."""
+
+    rule: str
+    mask: np.ndarray
+    describe: Callable[[int], str]
+
+
+@dataclass(frozen=True)
+class RepairedCandles:
+    """What `repair_candles` returns.
+
+    Attributes
+    ----------
+    candles : DataFrame
+        The repaired rows, sorted by time; columns as `validate_candles` returns them.
+    counts : dict of str to int
+        Rows fixed per rule of `RULES` (rules no row broke are left out); a dropped row is
+        counted once, under the first rule it breaks.
+    kept : ndarray of int
+        Position in the input of every row of `candles`.
+    """
+
+    candles: pd.DataFrame
+    counts: dict[str, int]
+    kept: np.ndarray
 
 
 def validate_candles(
@@ -84,6 +131,111 @@ def validate_candles(
     checks += _value_checks(values, columns, index)
     _raise_first_problem(checks, name)
     return pd.DataFrame(values, index=index, columns=columns)
+
+
+def check_values(values: np.ndarray, columns: list, index: pd.Index, name: str) -> None:
+    """Raise ValueError for the first row of a (T, k) float array that breaks a value rule.
+
+    The rules of `RULES` that apply to the columns given: missing and infinite values for
+    every column, signs for the candle columns present, the envelope when open, high, low and
+    close all are. For arrays that are not a frame (e.g. a scikit-learn ``X``).
+    """
+    _raise_first_problem(_value_checks(np.asarray(values, dtype=np.float64), list(columns),
+                                       index), name)
+
+
+def check_cells(data: pd.DataFrame | pd.Series, name: str) -> None:
+    """Raise for the first non-numeric column or missing/infinite cell of a frame, naming
+    the column, the row and the value; nothing else is checked.
+
+    For faces whose input passes through another library's checks first (sktime's, whose
+    messages name neither), so that every face answers bad cells in one way.
+    """
+    frame = data.to_frame() if isinstance(data, pd.Series) else data
+    for column in frame.columns:
+        if not _is_real_dtype(frame[column].dtype):
+            raise TypeError(_non_numeric_message(frame[column], frame.index, name))
+    values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    checks = _value_checks(values, list(frame.columns), frame.index)
+    _raise_first_problem([c for c in checks if c.rule in ("missing value", "infinite value")],
+                         name)
+
+
+def repair_candles(frame: pd.DataFrame, *, name: str = "candles",
+                   min_rows: int = 1) -> RepairedCandles:
+    """Fix or drop the rows of one series that `validate_candles` would reject, with counts.
+
+    For data sets, where a few broken rows are expected: each rule of `RULES` is repaired as
+    that table says. Problems no row-level repair fixes (a missing price column, a text
+    column, no timestamps) still raise, as in `validate_candles`. The frame is never modified.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        As for `validate_candles`; timestamps are required.
+    name : str, default="candles"
+        What to call the input in error messages.
+    min_rows : int, default=1
+        Fewest rows accepted after the repair.
+
+    Returns
+    -------
+    RepairedCandles
+    """
+    _check_is_frame(frame, name)
+    frame = _timestamps_to_index(frame, name)
+    _check_not_empty(frame, name)
+    values, columns = _feature_values(frame, name)
+    index = frame.index
+    if not isinstance(index, pd.DatetimeIndex):
+        _raise_not_datetime(index, index, name, "index")
+    counts = dict.fromkeys(RULES, 0)
+
+    kept = np.flatnonzero(~index.isna())
+    counts["missing timestamp"] = len(index) - len(kept)
+    ticks = index.asi8[kept]
+    counts["unsorted timestamps"] = int((np.diff(ticks) < 0).sum())
+    order = np.argsort(ticks, kind="stable")
+    kept, ticks = kept[order], ticks[order]
+    repeated = np.r_[False, ticks[1:] == ticks[:-1]]
+    counts["duplicate timestamp"] = int(repeated.sum())
+    kept = kept[~repeated]
+
+    values = values[kept]
+    broken = {rule: np.zeros(len(kept), dtype=bool) for rule in RULES}
+    with np.errstate(invalid="ignore"):
+        for check in _value_checks(values, columns, index[kept]):
+            broken[check.rule] |= check.mask
+    dropped = np.zeros(len(kept), dtype=bool)
+    for rule in _DROPPED:
+        counts[rule] += int((broken[rule] & ~dropped).sum())
+        dropped |= broken[rule]
+    kept, values = kept[~dropped], values[~dropped]
+    data = dict(zip(columns, values.T))  # views: repairs below write into `values`
+    negative = np.zeros(len(kept), dtype=bool)
+    for column in ("volume", "amount"):
+        if column in data:
+            negative |= data[column] < 0
+            np.maximum(data[column], 0.0, out=data[column])
+    counts["negative volume or amount"] = int(negative.sum())
+    envelope = np.zeros(len(kept), dtype=bool)
+    for rule in ("high below low", "high below max(open, close)", "low above min(open, close)"):
+        counts[rule] = int((broken[rule][~dropped] & ~envelope).sum())
+        envelope |= broken[rule][~dropped]
+    # Exact, so that float noise within the validator's tolerance goes too.
+    np.maximum(data["high"], np.maximum(data["open"], data["close"]), out=data["high"])
+    np.minimum(data["low"], np.minimum(data["open"], data["close"]), out=data["low"])
+
+    if len(kept) < min_rows:
+        raise ValueError(f"{name}: has {len(kept)} rows after repair ({_fixed(counts)}), "
+                         f"fewer than min_rows = {min_rows}")
+    candles = pd.DataFrame(values, index=index[kept], columns=columns)
+    return RepairedCandles(candles, {rule: n for rule, n in counts.items() if n}, kept)
+
+
+def _fixed(counts: dict[str, int]) -> str:
+    fixed = [f"{n} {rule}" for rule, n in counts.items() if n]
+    return ", ".join(fixed) if fixed else "nothing to fix"
 
 
 def validate_panel(
@@ -182,8 +334,14 @@ def assemble_features(candles: pd.DataFrame) -> np.ndarray:
         volume = candles["volume"].to_numpy(dtype=np.float64)
         features[:, 4] = volume
         features[:, 5] = (candles["amount"].to_numpy(dtype=np.float64)
-                          if "amount" in candles.columns else volume * prices.mean(axis=1))
+                          if "amount" in candles.columns else derived_amount(volume, prices))
     return features
+
+
+def derived_amount(volume: np.ndarray, prices: np.ndarray) -> np.ndarray:
+    """The amount traded where a source has none: ``volume * mean(open, high, low, close)``,
+    in float64 (the reference rule), from (T,) volumes and (T, 4) prices."""
+    return np.asarray(volume, dtype=np.float64) * np.asarray(prices, dtype=np.float64).mean(axis=1)
 
 
 def _check_is_frame(frame: object, name: str) -> None:
@@ -303,15 +461,18 @@ def _timestamp_checks(
     backwards = np.zeros(len(stamps), dtype=bool)
     backwards[order[1:]] = same_group & (ticks[1:] < ticks[:-1])
     return [
-        (stamps.isna(), lambda pos: f"the timestamp at {_row(index, pos)} is missing"),
-        (
+        _Check("missing timestamp", stamps.isna(),
+               lambda pos: f"the timestamp at {_row(index, pos)} is missing"),
+        _Check(
+            "duplicate timestamp",
             repeated,
             lambda pos: (
                 f"duplicate timestamp: {_row(index, pos)} repeats {_row(index, previous[pos])}; "
                 "drop duplicates, e.g. frame[~frame.index.duplicated()]"
             ),
         ),
-        (
+        _Check(
+            "unsorted timestamps",
             backwards,
             lambda pos: (
                 f"timestamps are not sorted: {_row(index, pos)} comes after "
@@ -321,13 +482,12 @@ def _timestamp_checks(
     ]
 
 
-def _value_checks(values: np.ndarray, columns: list[str], index: pd.Index) -> list[_Check]:
-    """Value rules over the (T, k) feature array, in the order that breaks ties within a row."""
+def _value_checks(values: np.ndarray, columns: list, index: pd.Index) -> list[_Check]:
+    """The value rules of `RULES` that apply to these (T, k) columns, in table order."""
     data = dict(zip(columns, values.T))
 
-    def rule(
-        mask: np.ndarray, column: str, relation: str = "", bound: np.ndarray | None = None
-    ) -> _Check:
+    def check(rule: str, mask: np.ndarray, column, relation: str = "",
+              bound: np.ndarray | None = None) -> _Check:
         def describe(pos: int) -> str:
             message = f"column {column!r} at {_row(index, pos)} is {_number(data[column][pos])}"
             if relation:
@@ -336,45 +496,49 @@ def _value_checks(values: np.ndarray, columns: list[str], index: pd.Index) -> li
                 message += f" = {_number(bound[pos])}"
             return message
 
-        return mask, describe
+        return _Check(rule, mask, describe)
 
-    checks = [rule(np.isnan(x), column) for column, x in data.items()]
-    checks += [rule(np.isinf(x), column) for column, x in data.items()]
-    checks += [rule(data[c] <= 0, c, "but prices must be positive") for c in PRICE_COLUMNS]
-    checks += [
-        rule(data[c] < 0, c, f"but {c} must not be negative")
-        for c in ("volume", "amount")
-        if c in data
-    ]
-    high, low = data["high"], data["low"]
-    body_top = np.maximum(data["open"], data["close"])
-    body_bottom = np.minimum(data["open"], data["close"])
-    checks += [
-        rule(high < low * (1 - _RTOL), "high", "below low", low),
-        rule(high < body_top * (1 - _RTOL), "high", "below max(open, close)", body_top),
-        rule(low > body_bottom * (1 + _RTOL), "low", "above min(open, close)", body_bottom),
-    ]
+    checks = [check("missing value", np.isnan(x), column) for column, x in data.items()]
+    checks += [check("infinite value", np.isinf(x), column) for column, x in data.items()]
+    checks += [check("non-positive price", data[c] <= 0, c, "but prices must be positive")
+               for c in PRICE_COLUMNS if c in data]
+    checks += [check("negative volume or amount", data[c] < 0, c,
+                     f"but {c} must not be negative") for c in ("volume", "amount") if c in data]
+    if all(c in data for c in PRICE_COLUMNS):
+        high, low = data["high"], data["low"]
+        body_top = np.maximum(data["open"], data["close"])
+        body_bottom = np.minimum(data["open"], data["close"])
+        checks += [
+            check("high below low", high < low * (1 - _RTOL), "high", "below low", low),
+            check("high below max(open, close)", high < body_top * (1 - _RTOL), "high",
+                  "below max(open, close)", body_top),
+            check("low above min(open, close)", low > body_bottom * (1 + _RTOL), "low",
+                  "above min(open, close)", body_bottom),
+        ]
     return checks
 
 
 def _raise_first_problem(checks: list[_Check], name: str) -> None:
     """Raise ValueError for the earliest row any check flags; ties go to the earlier check."""
-    first: tuple[int, Callable[[int], str]] | None = None
-    for mask, describe in checks:
-        if mask.any():
-            pos = int(mask.argmax())
+    first: tuple[int, _Check] | None = None
+    for check in checks:
+        if check.mask.any():
+            pos = int(check.mask.argmax())
             if first is None or pos < first[0]:
-                first = (pos, describe)
+                first = (pos, check)
     if first is not None:
-        pos, describe = first
-        raise ValueError(f"{name}: {describe(pos)}")
+        pos, check = first
+        raise ValueError(f"{name}: {check.describe(pos)}")
 
 
 def _row(index: pd.Index, pos: int) -> str:
     """Describe a row by position and label, e.g. ``row 17 (2024-01-05 10:00:00)``."""
     label = index[pos]
+    if isinstance(index, pd.RangeIndex) and label == pos:
+        return f"row {pos}"
     if isinstance(index, pd.MultiIndex):
-        asset, stamp = label
+        *keys, stamp = label
+        asset = keys[0] if len(keys) == 1 else tuple(keys)
         return f"row {pos} (asset {asset!r}, {stamp})"
     return f"row {pos} ({label})"
 

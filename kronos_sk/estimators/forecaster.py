@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 import weakref
 from numbers import Integral, Real
 
@@ -13,22 +14,24 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sktime.forecasting.base import BaseForecaster, ForecastingHorizon
 
-from kronos_sk._defaults import DEFAULT_DEVICE, DEFAULT_N_SAMPLES, DEFAULT_TOP_P
+from kronos_sk._defaults import (DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_MAX_STEPS,
+                                DEFAULT_N_SAMPLES, DEFAULT_TOP_P, learning_rate_for)
 from kronos_sk._params import positive_int, positive_real, validate_params
 from kronos_sk._sktime_notices import no_remember_data_notice
 from kronos_sk.calibration import PathCalibration
 from kronos_sk.checkpoints import default_checkpoint, model_context
 from kronos_sk.data import (FEATURE_COLUMNS, PRICE_COLUMNS, SeriesWindows, assemble_features,
                             canonical_columns, time_features, validate_candles)
+from kronos_sk.data.validation import check_cells, check_values
 from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT
 from kronos_sk.estimators._training import train_network
 from kronos_sk.estimators._weights import (cached_predictor, cached_tokenizer, load_references,
                                            reference_modules)
-from kronos_sk.generation import (SLIDING_MODES, check_sampling, forecast_paths, series_key,
-                                  series_seeds)
+from kronos_sk.generation import SLIDING_MODES, check_sampling, series_key
 from kronos_sk.nn.config import small_predictor_config, small_tokenizer_config
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
+from kronos_sk.pipeline import KronosPipeline
 from kronos_sk.runtime import PRECISIONS, resolve_device
 
 FIT_STRATEGIES = ("zero-shot", "fine-tune", "from-scratch")
@@ -130,9 +133,10 @@ class KronosForecaster(BaseForecaster):
     max_steps : int, default=100
         Optimizer steps per trained network ("fine-tune", "from-scratch", `pretrain`).
     batch_size : int, default=16
-        Training windows per step.
-    learning_rate : float, default=1e-4
-        Peak learning rate (linear warm-up, cosine decay).
+        Training windows per optimizer step.
+    learning_rate : float or None, default=None
+        Peak learning rate of AdamW (short linear warm-up, then cosine decay); None: 1e-4 to
+        fine-tune a checkpoint, 1e-3 from scratch (the same defaults in every estimator).
     finetune_tokenizer : bool, default=False
         With "fine-tune" and `pretrain`, also train the tokenizer before the predictor.
     model_config : dict or None, default=None
@@ -245,7 +249,7 @@ class KronosForecaster(BaseForecaster):
         "horizon": positive_int(),
         "max_steps": positive_int(),
         "batch_size": positive_int(),
-        "learning_rate": positive_real(),
+        "learning_rate": [*positive_real(), None],
         "finetune_tokenizer": ["boolean"],
         "model_config": [dict, None],
         "tokenizer_config": [dict, None],
@@ -260,7 +264,8 @@ class KronosForecaster(BaseForecaster):
                  n_samples=DEFAULT_N_SAMPLES, temperature=1.0, top_k=0, top_p=DEFAULT_TOP_P,
                  max_context=None, device=DEFAULT_DEVICE,
                  random_state=None, precision="float32", sliding="exact", freq=None,
-                 lookback=64, horizon=16, max_steps=100, batch_size=16, learning_rate=1e-4,
+                 lookback=64, horizon=16, max_steps=DEFAULT_MAX_STEPS,
+                 batch_size=DEFAULT_BATCH_SIZE, learning_rate=None,
                  finetune_tokenizer=False, model_config=None, tokenizer_config=None,
                  max_paths=256, calibration=None, calibration_origins=8,
                  calibration_stride=None, calibration_rate=0.05):
@@ -337,6 +342,15 @@ class KronosForecaster(BaseForecaster):
                              "close, volume, amount); drop them")
         return "candles", mapping
 
+    def _warn_without_timestamps(self, y: pd.DataFrame) -> None:
+        times = y.index.get_level_values(-1)
+        if not isinstance(times, (pd.DatetimeIndex, pd.PeriodIndex)):
+            warnings.warn(
+                f"y has no timestamps (its time index is a {type(times).__name__}): Kronos's "
+                f"calendar embeddings see invented dates, one {self.freq or 'D'} step apart "
+                f"from {SYNTHETIC_ORIGIN.date()}; give y a DatetimeIndex or PeriodIndex for "
+                "real calendar features", UserWarning, stacklevel=2)
+
     def _datetime(self, index: pd.Index) -> pd.DatetimeIndex:
         """Wall-clock timestamps of an index (synthetic for integer indexes)."""
         if isinstance(index, pd.DatetimeIndex):
@@ -379,6 +393,7 @@ class KronosForecaster(BaseForecaster):
     def _fit(self, y, X=None, fh=None):
         self._check_params()
         self._mode, self._mapping = self._layout(y)
+        self._warn_without_timestamps(y)
         self.columns_ = list(y.columns)
         self._set_context(y)
         if self.state == "pretrained":  # keep what pretrain learned
@@ -402,26 +417,25 @@ class KronosForecaster(BaseForecaster):
         horizon = self.horizon
         if fh is not None and fh.is_relative:
             horizon = int(max(fh.to_pandas()))
-        contexts, stamps, futures, truths, keys = self._backtests(horizon)
-        paths = self._sample(contexts, stamps, np.stack(futures), keys)
+        contexts, futures, truths, keys = self._backtests(horizon)
+        paths = self._sample(contexts, futures, keys)
         self.calibration_ = PathCalibration.fit(paths, np.stack(truths))
         self.calibration_seconds_ = time.perf_counter() - start
 
-    def _backtests(self, horizon: int) -> tuple[list, list, list, list, list]:
-        """Contexts, their stamps, future stamps, truths and seed keys of the calibration
-        backtests: origin k of a series ends its context `horizon + k * stride` rows before
-        the series' end, and the next `horizon` rows are the truth."""
+    def _backtests(self, horizon: int) -> tuple[list, list, list, list]:
+        """Contexts, future timestamps, truths and seed keys of the calibration backtests:
+        origin k of a series ends its context `horizon + k * stride` rows before the series'
+        end, and the next `horizon` rows are the truth."""
         stride = self.calibration_stride or horizon
-        contexts, stamps, futures, truths, keys = [], [], [], [], []
+        contexts, futures, truths, keys = [], [], [], []
         for key, column, candles in self._contexts:
-            values, calendar = assemble_features(candles), time_features(candles.index)
+            values = assemble_features(candles)
             for k in range(self.calibration_origins):
                 origin = len(candles) - horizon - k * stride
                 if origin < MIN_CALIBRATION_CONTEXT:
                     break
-                contexts.append(values[:origin])
-                stamps.append(calendar[:origin])
-                futures.append(calendar[origin:origin + horizon])
+                contexts.append(candles.iloc[:origin])
+                futures.append(candles.index[origin:origin + horizon])
                 truths.append(values[origin:origin + horizon])
                 keys.append(repr(("calibration", key, column, k)))
         if not contexts:
@@ -430,7 +444,7 @@ class KronosForecaster(BaseForecaster):
                 f"{MIN_CALIBRATION_CONTEXT + horizon} rows ({MIN_CALIBRATION_CONTEXT} of context "
                 f"+ a horizon of {horizon}); the longest has "
                 f"{max(len(c) for _, _, c in self._contexts)}")
-        return contexts, stamps, futures, truths, keys
+        return contexts, futures, truths, keys
 
     def _set_context(self, y: pd.DataFrame) -> None:
         self._contexts = self._series(y)
@@ -465,7 +479,8 @@ class KronosForecaster(BaseForecaster):
             task, source, start=start, model_config=model_config,
             tokenizer=self.tokenizer_ if task == "predictor" else None,
             max_steps=self.max_steps, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, seed=self._training_seed(), device=self.device)
+            learning_rate=learning_rate_for(self.fit_strategy, self.learning_rate),
+            seed=self._training_seed(), device=self.device)
         self.loss_curve_ = list(getattr(self, "loss_curve_", [])) + losses
         return module
 
@@ -486,6 +501,7 @@ class KronosForecaster(BaseForecaster):
         self._check_params()
         _KEPT_PATHS.drop(self)
         self._mode, self._mapping = self._layout(y)
+        self._warn_without_timestamps(y)
         contexts = self._series(y)
         self.loss_curve_ = []
         if self.fit_strategy == "from-scratch":
@@ -504,12 +520,23 @@ class KronosForecaster(BaseForecaster):
         self.pretrain_loss_curve_ = self.pretrain_loss_curve_ + self.loss_curve_
         return self
 
+    def fit(self, y, X=None, fh=None):
+        """Fit to `y` (sktime's `fit`); bad cells are named before sktime's checks run."""
+        check_cells_of(y)
+        return super().fit(y, X=X, fh=fh)
+
+    def pretrain(self, y, X=None, fh=None):
+        """Pre-train on the panel `y` (sktime's `pretrain`); bad cells are named first."""
+        check_cells_of(y)
+        return super().pretrain(y, X=X, fh=fh)
+
     def update(self, y, X=None, update_params=True):
         """Append new rows of `y` to the context (sktime's `update`).
 
         Rows already seen may be passed again (sktime's backtests resend the whole window),
         but `y` must reach the cutoff: ending before it would move the cutoff back.
         """
+        check_cells_of(y)
         if self.is_fitted and isinstance(y, (pd.Series, pd.DataFrame)) and len(y):
             times = (y.index.get_level_values(-1) if isinstance(y.index, pd.MultiIndex)
                      else y.index)
@@ -636,22 +663,20 @@ class KronosForecaster(BaseForecaster):
             raise ValueError("KronosForecaster forecasts the future only: every fh step must "
                              "be after the last observation")
         H = max(len(grid) for _, grid in plans)
-        future = np.stack([time_features(_extend(grid, H)) for _, grid in plans])
-        keys = [series_key(key, column) for key, column, _ in self._contexts]
-        paths = self._sample([assemble_features(c) for _, _, c in self._contexts],
-                             [time_features(c.index) for _, _, c in self._contexts], future,
-                             keys)
+        paths = self._sample([c for _, _, c in self._contexts],
+                             [_extend(grid, H) for _, grid in plans],
+                             [series_key(key, column) for key, column, _ in self._contexts])
         return paths, steps, [grid for _, grid in plans]
 
-    def _sample(self, contexts: list, stamps: list, future: np.ndarray,
+    def _sample(self, contexts: list[pd.DataFrame], futures: list[pd.DatetimeIndex],
                 keys: list[str]) -> np.ndarray:
-        """Paths of these contexts with the sampling settings, seeded by the keys."""
-        return forecast_paths(
-            self.tokenizer_, self.predictor_, contexts, stamps, future,
-            n_samples=self.n_samples, temperature=self.temperature, top_k=self.top_k,
-            top_p=self.top_p, max_context=self._max_context,
-            seeds=series_seeds(self._path_seed, keys), sliding=self.sliding,
-            max_paths=self.max_paths)
+        """Paths of these validated contexts at these future timestamps, through the one
+        forecasting procedure (`KronosPipeline.sample_validated`)."""
+        pipeline = KronosPipeline(self.tokenizer_, self.predictor_, self._max_context)
+        return pipeline.sample_validated(
+            contexts, futures, keys, n_samples=self.n_samples, temperature=self.temperature,
+            top_k=self.top_k, top_p=self.top_p, random_state=self._path_seed,
+            sliding=self.sliding, max_paths=self.max_paths)
 
     def _original_indexes(self) -> list[pd.Index]:
         y = self._y
@@ -790,16 +815,19 @@ class KronosForecaster(BaseForecaster):
                  "max_context": 16}]
 
 
+def check_cells_of(y) -> None:
+    """Name the first text, missing or infinite cell of a pandas `y` (sktime's own checks
+    would answer "categorical features" or "missing data" without saying where)."""
+    if isinstance(y, (pd.DataFrame, pd.Series)):
+        check_cells(y, "y")
+
+
 def _checked(candles: pd.DataFrame, name: str, flat: bool) -> pd.DataFrame:
-    """Validate candles; flat series skip the candle-shape and sign rules."""
+    """Validate candles; a flat series (its value in every price column) is only checked for
+    missing and infinite values, as any column that is not a candle field."""
     if not flat:
         return validate_candles(candles, name=name)
-    values = candles.to_numpy()
-    bad = ~np.isfinite(values[:, 0])
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name}: row {pos} ({candles.index[pos]}) is {values[pos, 0]}; "
-                         "values must be finite")
+    check_values(candles[["close"]].to_numpy(), ["value"], candles.index, name)
     return candles
 
 

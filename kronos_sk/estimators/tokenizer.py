@@ -22,12 +22,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (_check_feature_names_in, check_array, check_is_fitted,
                                       validate_data)
 
-from kronos_sk._defaults import DEFAULT_DEVICE
+from kronos_sk._defaults import (DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_MAX_STEPS,
+                                learning_rate_for)
 from kronos_sk._params import positive_int, positive_real, validate_params
 from kronos_sk.checkpoints import CheckpointError, default_checkpoint
 from kronos_sk.data.normalize import Normalizer
 from kronos_sk.data.schema import FEATURE_COLUMNS, PRICE_COLUMNS, canonical_columns
-from kronos_sk.data.validation import assemble_features
+from kronos_sk.data.validation import assemble_features, check_values
 from kronos_sk.estimators._training import train_network
 from kronos_sk.estimators._weights import cached_tokenizer, load_references, reference_modules
 from kronos_sk.nn.config import SMALL_TOKENIZER, TokenizerConfig, small_tokenizer_config
@@ -107,12 +108,13 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         Only for "from-scratch". ``d_in`` is not accepted: it is set from X (see Notes).
     window : int, default=64
         Rows per training window. A shorter table is one window of all its rows.
-    max_steps : int, default=200
-        Optimizer steps when training.
+    max_steps : int, default=100
+        Optimizer steps per trained network ("fine-tune", "from-scratch").
     batch_size : int, default=16
-        Windows per optimizer step.
-    learning_rate : float, default=1e-3
-        Peak learning rate of AdamW (short linear warm-up, then cosine decay).
+        Training windows per optimizer step.
+    learning_rate : float or None, default=None
+        Peak learning rate of AdamW (short linear warm-up, then cosine decay); None: 1e-4 to
+        fine-tune a checkpoint, 1e-3 from scratch (the same defaults in every estimator).
     clip : float, default=5.0
         Normalised values are clipped to ``[-clip, clip]`` (the reference uses 5), both in
         training windows and in `transform`.
@@ -199,7 +201,7 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         "window": [Interval(Integral, 2, None, closed="left")],
         "max_steps": positive_int(),
         "batch_size": positive_int(),
-        "learning_rate": positive_real(),
+        "learning_rate": [*positive_real(), None],
         "clip": positive_real(),
         "device": [str, torch.device],
         "random_state": ["random_state"],
@@ -207,8 +209,9 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
 
     def __init__(self, tokenizer: str | os.PathLike | None = None, *,
                  fit_strategy: str = "zero-shot", config: dict[str, Any] | None = None,
-                 window: int = 64, max_steps: int = 200, batch_size: int = 16,
-                 learning_rate: float = 1e-3, clip: float = 5.0,
+                 window: int = 64, max_steps: int = DEFAULT_MAX_STEPS,
+                 batch_size: int = DEFAULT_BATCH_SIZE, learning_rate: float | None = None,
+                 clip: float = 5.0,
                  device: str | torch.device = DEFAULT_DEVICE,
                  random_state: int | np.random.RandomState | None = None) -> None:
         self.tokenizer = tokenizer
@@ -401,14 +404,10 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
                                ensure_min_samples=2 if reset else 1)
         if reset:
             self.candle_columns_ = self._read_as(by_name, values.shape[1])
-        names = list(X.columns) if labels is not None else \
-            self.candle_columns_ or list(range(values.shape[1]))
-        bad = ~np.isfinite(values)
-        if bad.any():
-            row, col = (int(i) for i in np.argwhere(bad)[0])
-            where = f"row {row}" if labels is None else f"row {row} ({labels[row]})"
-            raise ValueError(f"X: column {names[col]!r} at {where} is {values[row, col]}; "
-                             "values must be finite (no NaN or inf): drop or fill those rows")
+        names = self.candle_columns_ or (list(X.columns) if labels is not None
+                                         else list(range(values.shape[1])))
+        check_values(values, names, pd.RangeIndex(len(values)) if labels is None else labels,
+                     "X")
         if self.candle_columns_ is None:
             return values.astype(np.float32)
         return assemble_features(pd.DataFrame(values, columns=self.candle_columns_))
@@ -469,4 +468,5 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
             "tokenizer", source, start=pretrained,
             model_config=None if network_config is None else network_config.to_dict(),
             max_steps=self.max_steps, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, seed=seed, device=str(device))
+            learning_rate=learning_rate_for(self.fit_strategy, self.learning_rate), seed=seed,
+            device=str(device))

@@ -6,6 +6,7 @@ import pytest
 from sklearn.exceptions import NotFittedError
 
 from kronos_sk.baselines import BlockBootstrapGenerator, GARCHGenerator, GBMGenerator
+from kronos_sk.data import repair_candles
 
 GENERATORS = [GBMGenerator(), GARCHGenerator(), GARCHGenerator(dist="t"),
               BlockBootstrapGenerator(block_length=4)]
@@ -168,12 +169,16 @@ def test_bootstrap_paths_are_circular_blocks_of_the_history(history, block_lengt
         np.testing.assert_array_equal((positions[1:] - positions[:-1])[within] % n, 1)
 
 
-def test_bootstrap_widens_broken_source_rows(history):
-    broken = history.copy()
+@pytest.mark.parametrize("generator", [GBMGenerator(), BlockBootstrapGenerator(block_length=3)])
+def test_broken_source_rows_are_named_and_repair_candles_fixes_them(history, generator):
+    broken = history.set_axis(pd.bdate_range("2020-01-01", periods=len(history)))
     broken.loc[broken.index[5], "high"] = broken["close"].iloc[5] * 0.99  # high < close
-    generator = BlockBootstrapGenerator(block_length=3).fit(broken)
-    assert (generator.relative_[:, 1] >= generator.relative_[:, [0, 3]].max(1)).all()
-    assert_valid_candles(generator.sample(50, 100, random_state=0), list(broken.columns))
+    with pytest.raises(ValueError, match=r"fit: candles: column 'high' at row 5 \(2020-01-08"):
+        generator.fit(broken)
+    repaired = repair_candles(broken).candles
+    assert repaired["high"].iloc[5] == max(broken["open"].iloc[5], broken["close"].iloc[5])
+    generator.fit(repaired)
+    assert_valid_candles(generator.sample(50, 100, random_state=0), list(repaired.columns))
 
 
 def test_bootstrap_refuses_bad_block_length(history):

@@ -128,7 +128,7 @@ def test_load_keeps_the_zone_and_derives_a_missing_amount(files):
     mean_price = expected[["open", "high", "low", "close"]].mean(axis=1)
     np.testing.assert_allclose(btc["amount"], expected["volume"] * mean_price, rtol=1e-12)
     assert btc.attrs == {"asset": "BTC", "market": "crypto", "amount_derived": True,
-                         "dropped_rows": 0}
+                         "dropped_rows": 0, "repaired": {}}
     assert corpus.load("AAA").attrs["amount_derived"] is False
 
 
@@ -142,11 +142,16 @@ def test_segments_end_exactly_at_the_gap_the_jump_and_the_bad_rows(files):
     aaa, bbb, ccc = (corpus.load(name) for name in ("AAA", "BBB", "CCC"))
     assert segment_starts(aaa).tolist() == [GAP_AT]
     assert segment_starts(bbb).tolist() == [JUMP_AT]
-    # Bad rows are dropped; the next good row starts a segment.
-    assert len(ccc) == ROWS - 2 and ccc.attrs["dropped_rows"] == 2
-    assert segment_starts(ccc).tolist() == [BAD_AT, NAN_AT - 1]
-    dropped = candles("CCC", seed=3)["timestamp"][[BAD_AT, NAN_AT]]
-    assert not ccc["timestamp"].isin(dropped).any()
+    # The row with a missing value is dropped and the next good row starts a segment; the
+    # row with high < low is repaired in place (high and low widened over open and close).
+    assert len(ccc) == ROWS - 1 and ccc.attrs["dropped_rows"] == 1
+    assert ccc.attrs["repaired"] == {"missing value": 1, "high below low": 1}
+    assert segment_starts(ccc).tolist() == [NAN_AT]
+    source = candles("CCC", seed=3)
+    assert not ccc["timestamp"].isin(source["timestamp"][[NAN_AT]]).any()
+    bad = ccc.iloc[BAD_AT]
+    assert bad["high"] == max(bad["open"], bad["close"]) == max(source.loc[BAD_AT, ["open", "close"]])
+    assert bad["low"] == source.loc[BAD_AT, "low"]
 
 
 def test_jumps_split_only_where_asked(files):

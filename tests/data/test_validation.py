@@ -5,7 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kronos_sk.data import FEATURE_COLUMNS, assemble_features, validate_candles, validate_panel
+from kronos_sk.data import (FEATURE_COLUMNS, RULES, assemble_features, repair_candles,
+                            validate_candles, validate_panel)
+from kronos_sk.data.validation import check_cells, check_values
 
 
 def make_candles(n=6, tz=None):
@@ -393,3 +395,106 @@ def test_assemble_features_derives_amount_in_float64():
     # 0.9487501 instead.
     assert features[0, 5] == np.float32(0.94875)
     np.testing.assert_array_equal(features[0, :5], np.float32([0.1, 0.7, 0.05, 0.3, 3.3]))
+
+
+# --- repair mode ----------------------------------------------------------------------------
+def broken_candles():
+    """Twelve hourly candles, rows 1-9 each breaking one rule of RULES (row 0 and 10-11 clean);
+    the last two timestamps are swapped and row 3 repeats row 2's timestamp."""
+    frame = make_candles(12)
+    set_row(frame, 1, close=np.nan)
+    set_row(frame, 4, volume=np.inf)
+    set_row(frame, 5, open=0.0)
+    set_row(frame, 6, amount=-3.0)
+    set_row(frame, 7, high=frame["low"].iloc[7] - 0.5)  # high below low (and below the body)
+    set_row(frame, 8, high=frame["close"].iloc[8] - 0.01)  # high below close only
+    set_row(frame, 9, low=frame["open"].iloc[9] + 0.01)  # low above open only
+    stamps = frame.index.to_numpy().copy()
+    stamps[3] = stamps[2]
+    stamps[10], stamps[11] = stamps[11], stamps[10]
+    frame.index = pd.DatetimeIndex(stamps, name="timestamp")
+    return frame
+
+
+def test_repair_counts_each_rule_and_names_the_kept_rows():
+    frame = broken_candles()
+    given = frame.copy()
+    repair = repair_candles(frame)
+    pd.testing.assert_frame_equal(frame, given)  # the input is not modified
+    assert repair.counts == {
+        "unsorted timestamps": 1, "duplicate timestamp": 1, "missing value": 1,
+        "infinite value": 1, "non-positive price": 1, "negative volume or amount": 1,
+        "high below low": 1, "high below max(open, close)": 1, "low above min(open, close)": 1}
+    assert set(repair.counts) <= set(RULES)
+    # Dropped: 1 (NaN), 3 (repeats 2), 4 (inf), 5 (zero open); 11 now comes before 10.
+    assert repair.kept.tolist() == [0, 2, 6, 7, 8, 9, 11, 10]
+    out = repair.candles
+    assert out.index.is_monotonic_increasing and not out.index.has_duplicates
+    assert out.index.equals(frame.index[repair.kept])
+    validate_candles(out)  # what repair returns passes the raise mode
+
+
+def test_repair_fixes_values_as_the_table_says():
+    frame = broken_candles()
+    out = repair_candles(frame).candles
+    row = {pos: out.iloc[i] for i, pos in enumerate(repair_candles(frame).kept)}
+    assert row[6]["amount"] == 0.0 and row[6]["volume"] == frame["volume"].iloc[6]
+    for pos in (7, 8):  # high raised to the top of the body
+        assert row[pos]["high"] == max(frame["open"].iloc[pos], frame["close"].iloc[pos])
+    assert row[7]["low"] == frame["low"].iloc[7]  # already below the body
+    assert row[9]["low"] == min(frame["open"].iloc[9], frame["close"].iloc[9])
+    for pos in (0, 2, 10, 11):  # clean rows pass through unchanged
+        np.testing.assert_array_equal(row[pos].to_numpy(), frame.iloc[pos].to_numpy())
+
+
+def test_repair_of_clean_candles_changes_nothing():
+    frame = make_candles(8)
+    repair = repair_candles(frame)
+    assert repair.counts == {} and repair.kept.tolist() == list(range(8))
+    pd.testing.assert_frame_equal(repair.candles, validate_candles(frame), check_freq=False)
+
+
+def test_repair_still_raises_for_what_no_row_repair_fixes():
+    with raises(ValueError, "candles: missing required column(s) ['low']"):
+        repair_candles(make_candles().drop(columns="low"))
+    with raises(TypeError, "candles: the index must hold datetimes"):
+        repair_candles(make_candles().reset_index(drop=True))
+    frame = set_row(make_candles(3), 0, close=np.nan)
+    with raises(ValueError, "candles: has 2 rows after repair (1 missing value), fewer than "
+                            "min_rows = 3"):
+        repair_candles(frame, min_rows=3)
+
+
+def test_raise_mode_breaks_ties_in_rule_table_order():
+    # Row 7 breaks "high below low" and "high below max(open, close)": the first is named.
+    with raises(ValueError, "column 'high' at row 0 (2024-01-01 07:00:00) is 9.95, below low "
+                            "= 10.45"):
+        validate_candles(broken_candles().iloc[7:8])
+
+
+def test_check_values_applies_the_rules_of_the_columns_present():
+    index = pd.RangeIndex(3)
+    check_values(np.array([[-1.0, 2.0]] * 3), ["x", "y"], index, "X")  # no sign rule for x
+    with raises(ValueError, "X: column 'close' at row 1 is -1.0, but prices must be positive"):
+        check_values(np.array([[1.0], [-1.0], [2.0]]), ["close"], index, "X")
+    with raises(ValueError, "X: column 'y' at row 2 is inf"):
+        check_values(np.array([[1.0, 1.0], [1.0, 1.0], [1.0, np.inf]]), ["x", "y"], index, "X")
+
+
+def test_check_cells_names_text_and_missing_cells_with_the_users_column():
+    frame = make_candles(4).rename(columns={"close": "Close"})
+    check_cells(frame, "y")
+    text = frame.astype({"open": object})
+    text.iloc[2, 0] = "n/a"
+    with raises(TypeError, "y: column 'open' has non-numeric dtype object; row 2 "
+                           "(2024-01-01 02:00:00) holds 'n/a'"):
+        check_cells(text, "y")
+    with raises(ValueError, "y: column 'Close' at row 3 (2024-01-01 03:00:00) is NaN"):
+        check_cells(set_row(frame.copy(), 3, Close=np.nan), "y")
+    check_cells(set_row(frame.copy(), 3, Close=-5.0), "y")  # signs are not its business
+
+
+def test_the_user_guide_lists_every_rule_with_its_repair():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "user-guide.md").read_text()
+    rows = re.findall(r"^\| (.+?) \| (.+?) \|$", text, re.M)
+    assert {rule: repair for rule, repair in rows if rule in RULES} == RULES

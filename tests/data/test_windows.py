@@ -61,7 +61,7 @@ def corpus(tmp_path):
     """Daily market: AAA with a gap, BBB with a -30% jump, CCC with a bad row.
     Hourly market (Shanghai time, no amount): BTC, ETH."""
     ccc = candles("CCC", seed=3)
-    ccc.loc[BAD_AT, "low"] = ccc.loc[BAD_AT, "high"] * 1.1
+    ccc.loc[BAD_AT, "low"] = -1.0  # a non-positive price: the row is dropped
     write(tmp_path / "daily.parquet", candles("AAA", seed=1, gap_at=GAP_AT),
           candles("BBB", seed=2, jump_at=JUMP_AT), ccc)
     hourly = [candles(name, n=n, freq="h", tz="Asia/Shanghai", seed=seed).drop(columns="amount")

@@ -1,6 +1,7 @@
 """KronosForecaster: parity through the public API, probabilistic output, panels, training."""
 
 import json
+import warnings
 import re
 import pickle
 from pathlib import Path
@@ -158,8 +159,9 @@ def test_bad_candles_name_the_problem(candles):
     broken.iloc[10, broken.columns.get_loc("high")] = np.inf
     with pytest.raises(ValueError, match=r"'high' at row 10 .* is inf"):
         fixture_forecaster().fit(broken)
-    broken.iloc[10, broken.columns.get_loc("high")] = np.nan  # sktime's own check
-    with pytest.raises(ValueError, match="missing data"):
+    broken.iloc[10, broken.columns.get_loc("high")] = np.nan  # before sktime's own check
+    with pytest.raises(ValueError, match=r"y: column 'high' at row 10 \(2025-03-03 10:25:00\) "
+                                         r"is NaN"):
         fixture_forecaster().fit(broken)
     with pytest.raises(ValueError, match="fit_strategy"):
         fixture_forecaster(fit_strategy="finetune").fit(candles.iloc[:64])
@@ -256,7 +258,7 @@ PATHS_767EAE1 = FIXTURES.parent / "paths_767eae1.csv"
 @pytest.fixture
 def generations(monkeypatch):
     """The n_samples of every call of the real generation function (which still runs)."""
-    from kronos_sk.estimators import forecaster as module
+    from kronos_sk import pipeline as module
     real, calls = module.forecast_paths, []
 
     def counted(*args, **kwargs):
@@ -424,19 +426,20 @@ def test_calibrated_outputs_describe_one_set_of_paths_around_the_same_median(can
 
 def test_calibration_backtests_see_only_rows_before_their_origin(candles):
     forecaster = calibrated().fit(candles.iloc[:120])
-    contexts, _, _, truths, _ = forecaster._backtests(4)
+    contexts, futures, truths, _ = forecaster._backtests(4)
     values = candles.iloc[:120].to_numpy(np.float32)
     assert [len(c) for c in contexts] == [116, 114, 112, 110, 108, 106]
-    for context, truth in zip(contexts, truths):
-        np.testing.assert_array_equal(np.concatenate([context, truth]),
+    for context, future, truth in zip(contexts, futures, truths):
+        np.testing.assert_array_equal(np.concatenate([context.to_numpy(np.float32), truth]),
                                       values[:len(context) + 4])
+        assert future.equals(candles.index[len(context):len(context) + 4])
     # Rows after an origin change only that origin's truth: its context, hence its paths,
     # are those of a series cut at the origin.
     changed = candles.iloc[:120].copy()
     changed.iloc[110:] *= 1.5
     cut = calibrated().fit(changed)._backtests(4)[0]
     for original, other in zip(contexts[3:], cut[3:]):
-        np.testing.assert_array_equal(original, other)
+        pd.testing.assert_frame_equal(original, other)
 
 
 def test_update_refreshes_the_calibration_from_the_arrived_truth(candles, generations):
@@ -507,6 +510,32 @@ def test_one_set_of_defaults_across_faces():
         args = parser.parse_args([command, *required])
         assert (args.samples, args.top_p, args.device) == (DEFAULT_N_SAMPLES, DEFAULT_TOP_P,
                                                            DEFAULT_DEVICE), command
+    tokenizer = defaults(KLineTokenizer)
+    for name in ("max_steps", "batch_size", "learning_rate"):
+        assert forecaster[name] == tokenizer[name], name
+    assert (forecaster["max_steps"], forecaster["batch_size"], forecaster["learning_rate"]) == (
+        100, 16, None)
+
+
+@pytest.mark.parametrize("fit_strategy, rate", [("from-scratch", 1e-3), ("fine-tune", 1e-4)])
+def test_learning_rate_none_is_the_fit_strategys_default(candles, fit_strategy, rate):
+    from kronos_sk.estimators import KLineTokenizer
+    params = dict(fit_strategy=fit_strategy, max_steps=3, batch_size=2, window=16,
+                  random_state=0)
+    if fit_strategy == "from-scratch":
+        params["config"] = {"d_model": 8, "ff_dim": 16, "n_heads": 2}
+    else:
+        params["tokenizer"] = str(FIXTURES / "tokenizer")
+    X = candles.iloc[:80]
+
+    def weights(**extra):
+        fitted = KLineTokenizer(**{**params, **extra}).fit(X)
+        return np.concatenate([p.detach().numpy().ravel()
+                               for p in fitted.tokenizer_.parameters()])
+
+    default = weights()
+    np.testing.assert_array_equal(default, weights(learning_rate=rate))
+    assert not np.array_equal(default, weights(learning_rate=rate * 3))
 
 
 def test_auto_device_forecasts_on_the_device_it_picks(candles):
@@ -535,3 +564,16 @@ def test_from_scratch_trains_the_tokenizers_small_network(candles):
     assert {k: getattr(tokenizer, k) for k in SMALL_TOKENIZER} == SMALL_TOKENIZER
     assert {k: getattr(predictor, k) for k in SMALL_PREDICTOR} == SMALL_PREDICTOR
     assert (predictor.s1_bits, predictor.s2_bits) == (tokenizer.s1_bits, tokenizer.s2_bits)
+
+
+def test_a_frame_without_timestamps_is_forecast_with_a_warning(candles):
+    values = candles.iloc[:80].reset_index(drop=True)
+    with pytest.warns(UserWarning, match=r"y has no timestamps \(its time index is a "
+                                         r"RangeIndex\).*one D step apart from 2000-01-03"):
+        fitted = fixture_forecaster(n_samples=2, random_state=0).fit(values, fh=[1, 2])
+    assert fitted.predict().index.tolist() == [80, 81]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fixture_forecaster(n_samples=2, random_state=0).fit(candles.iloc[:80],
+                                                            fh=candles.index[80:82])
+    assert not [w for w in seen if "no timestamps" in str(w.message)]

@@ -178,7 +178,7 @@ def test_non_finite_value_names_column_and_row(candles):
     bad = candles.copy()
     bad.iloc[5, 3] = np.nan
     with pytest.raises(ValueError, match=r"column 'close' at row 5 \(2025-03-03 10:00:00\) "
-                                         r"is nan"):
+                                         r"is NaN"):
         KLineTokenizer(TOKENIZER_DIR).fit(bad)
     array = candles[COLUMNS].to_numpy()
     array[7, 4] = np.inf
