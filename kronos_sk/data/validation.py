@@ -152,6 +152,8 @@ def check_cells(data: pd.DataFrame | pd.Series, name: str) -> None:
     messages name neither), so that every face answers bad cells in one way.
     """
     frame = data.to_frame() if isinstance(data, pd.Series) else data
+    if _is_nested(frame):
+        return
     for column in frame.columns:
         if not _is_real_dtype(frame[column].dtype):
             raise TypeError(_non_numeric_message(frame[column], frame.index, name))
@@ -159,6 +161,15 @@ def check_cells(data: pd.DataFrame | pd.Series, name: str) -> None:
     checks = _value_checks(values, list(frame.columns), frame.index)
     _raise_first_problem([c for c in checks if c.rule in ("missing value", "infinite value")],
                          name)
+
+
+def _is_nested(frame: pd.DataFrame) -> bool:
+    """Whether cells hold whole series (sktime's "nested_univ" panels), not values."""
+    for column in frame.columns:
+        if frame[column].dtype == object and len(frame):
+            if isinstance(frame[column].iloc[0], (pd.Series, np.ndarray)):
+                return True
+    return False
 
 
 def repair_candles(frame: pd.DataFrame, *, name: str = "candles",
@@ -404,7 +415,8 @@ def _non_numeric_message(column: pd.Series, index: pd.Index, name: str) -> str:
         if not is_missing and not _is_number(value):
             message += f"; {_row(index, pos)} holds {value!r}"
             break
-    return message + "; convert it with pd.to_numeric or astype('float64')"
+    return message + ("; convert it with pd.to_numeric or astype('float64') (candles are "
+                      "numbers, not text or categorical values)")
 
 
 def _is_number(value: object) -> bool:

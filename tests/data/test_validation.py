@@ -498,3 +498,10 @@ def test_the_user_guide_lists_every_rule_with_its_repair():
     text = (Path(__file__).resolve().parents[2] / "docs" / "user-guide.md").read_text()
     rows = re.findall(r"^\| (.+?) \| (.+?) \|$", text, re.M)
     assert {rule: repair for rule, repair in rows if rule in RULES} == RULES
+
+
+def test_check_cells_leaves_frames_of_whole_series_to_their_converter():
+    nested = pd.DataFrame({"var_0": [pd.Series([1.0, np.nan]), pd.Series([2.0, 3.0])]})
+    check_cells(nested, "y")  # sktime's "nested_univ" panels: sktime converts them first
+    with raises(TypeError, "(candles are numbers, not text or categorical values)"):
+        check_cells(pd.DataFrame({"x": ["a", "b"]}), "y")
