@@ -304,7 +304,7 @@ def sktime_comparison(size: dict, sample_counts: list[int], budget: float) -> No
         if last and last[0] != sample_counts[-1]:
             n_check = max(2, len(assets) // 10)
             check = seconds_of(theirs, last[0], n_check) * len(assets) / n_check
-            print(f"  extrapolation check, {last[0]} samples from {n_check} assets: "
+            print(f"  extrapolation check, {last[0]} sample(s) from {n_check} assets: "
                   f"~{check:.1f} s ({last[1]:.1f} s measured above)")
     if 1 in ratios:
         print(f"  target >= 20x faster than sktime at 1 sample: {ratios[1]:.1f}x "
@@ -376,8 +376,10 @@ def memory(size: dict, panel_sizes: list[int]) -> None:
     grown = (large["peak_rss"] - small["peak_rss"]) / mib
     data_grown = (large["y_bytes"] + large["paths_bytes"] - small["y_bytes"]
                   - small["paths_bytes"]) / mib
-    print(f"  peak RSS from {min(panel_sizes)} to {max(panel_sizes)} series: {grown:+.0f} MiB "
-          f"(y and the paths: {data_grown:+.1f} MiB)")
+    added = max(panel_sizes) - min(panel_sizes)
+    print(f"  peak RSS from {min(panel_sizes)} to {max(panel_sizes)} series: {grown:+.0f} MiB, "
+          f"{grown * 1024 / added:.0f} KiB per added series (y and the paths: "
+          f"{data_grown:+.1f} MiB)")
 
 
 def main() -> None:
