@@ -6,8 +6,9 @@
 # does not stop the others. The budgets cap the slowest tasks: the tables say how many
 # origins ran.
 #
-# Speed and memory (docs/benchmarks.md, "Speed and memory") run last; `reproduce.sh speed`
-# runs only them. Run them alone on the machine: other load skews their ratios.
+# Speed and memory (docs/benchmarks.md, "Speed and memory", roughly 30 minutes) run last;
+# `reproduce.sh speed` runs only them. Run them alone on the machine: other load skews
+# their ratios.
 cd "$(dirname "$0")/.." || exit 1
 status=0
 mkdir -p results
