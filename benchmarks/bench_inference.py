@@ -36,9 +36,9 @@ decode-step
 
 bound and no-slide take the best of `--repeats` runs of every timed piece.
 
-    python benchmarks/bench_inference.py                     # everything (about 20 minutes on 2 cores)
-    python benchmarks/bench_inference.py --sections bound,no-slide
-    python benchmarks/bench_inference.py --quick             # the table for Kronos-small, 1 series
+    python benchmarks/bench_inference.py              # everything (about 20 minutes, 2 cores)
+    python benchmarks/bench_inference.py --sections bound,no-slide          # about 2 minutes
+    python benchmarks/bench_inference.py --quick      # the table for Kronos-small, 1 series
     python benchmarks/bench_inference.py --tiny --sections bound,no-slide,gpu   # seconds
 """
 
