@@ -5,8 +5,22 @@
 # Each command writes OUT/<task>.{csv,md}, its plots and OUT/summary.md; a failing command
 # does not stop the others. The budgets cap the slowest tasks: the tables say how many
 # origins ran.
+#
+# Speed and memory (docs/benchmarks.md, "Speed and memory", roughly 30 minutes) run last;
+# `reproduce.sh speed` runs only them. Run them alone on the machine: other load skews
+# their ratios.
 cd "$(dirname "$0")/.." || exit 1
 status=0
+mkdir -p results
+speed() {
+  echo "+ python benchmarks/$1.py (output in results/$1.txt)"
+  PYTHONPATH=. python "benchmarks/$1.py" > "results/$1.txt" 2>&1 || status=1
+}
+if [ "$1" = speed ]; then
+  speed bench_panel
+  speed bench_inference
+  exit $status
+fi
 run() { echo "+ python -m benchmarks $*"; python -m benchmarks "$@" || status=1; }
 run price volatility --config benchmarks/configs/us_daily.toml --out results/us_daily --budget-minutes 22
 run price volatility --config benchmarks/configs/crypto_hourly.toml --out results/crypto_hourly --budget-minutes 15
@@ -24,4 +38,6 @@ run price volatility --config benchmarks/configs/crypto_hourly.toml --out result
 run price --config benchmarks/configs/us_daily_context152.toml --out results/us_daily_context152_0.2
 run price --config benchmarks/configs/us_daily.toml --out results/us_daily_0.1cal --models kronos-0.1-cal kronos-0.1 naive-last
 run generation --config benchmarks/configs/generation.toml --out results/generation_0.2 --models kronos kronos-0.1
+speed bench_panel
+speed bench_inference
 exit $status
