@@ -522,12 +522,12 @@ class KronosForecaster(BaseForecaster):
 
     def fit(self, y, X=None, fh=None):
         """Fit to `y` (sktime's `fit`); bad cells are named before sktime's checks run."""
-        check_cells_of(y)
+        _check_cells_of(y)
         return super().fit(y, X=X, fh=fh)
 
     def pretrain(self, y, X=None, fh=None):
         """Pre-train on the panel `y` (sktime's `pretrain`); bad cells are named first."""
-        check_cells_of(y)
+        _check_cells_of(y)
         return super().pretrain(y, X=X, fh=fh)
 
     def update(self, y, X=None, update_params=True):
@@ -536,7 +536,7 @@ class KronosForecaster(BaseForecaster):
         Rows already seen may be passed again (sktime's backtests resend the whole window),
         but `y` must reach the cutoff: ending before it would move the cutoff back.
         """
-        check_cells_of(y)
+        _check_cells_of(y)
         if self.is_fitted and isinstance(y, (pd.Series, pd.DataFrame)) and len(y):
             times = (y.index.get_level_values(-1) if isinstance(y.index, pd.MultiIndex)
                      else y.index)
@@ -815,7 +815,7 @@ class KronosForecaster(BaseForecaster):
                  "max_context": 16}]
 
 
-def check_cells_of(y) -> None:
+def _check_cells_of(y) -> None:
     """Name the first text, missing or infinite cell of a pandas `y` (sktime's own checks
     would answer "categorical features" or "missing data" without saying where)."""
     if isinstance(y, (pd.DataFrame, pd.Series)):
