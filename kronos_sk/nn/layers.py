@@ -7,6 +7,8 @@ Transformer block. Parameter names follow the released Kronos checkpoints.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -27,6 +29,72 @@ class Linear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__(in_features, out_features, bias)
         self.weight = nn.Parameter(self.weight.detach().t().contiguous().t())
+
+
+class FusedLinears(nn.Module):
+    """Linears that read the same input, computed as one product when no gradient is needed.
+
+    `forward(x)` returns the output of each linear. Without gradients it is one product with
+    their weights stacked along the outputs, (sum of out_features, in), stored input-major
+    like `Linear`; the linears' weights and biases are views of that stack, so in-place
+    updates (optimizer steps, `load_state_dict`) show in it at once and no memory is added.
+    With gradients each linear runs on its own, as without fusion. Parameter names, shapes
+    and checkpoints are unchanged. The stack is built at the first call without gradients,
+    and rebuilt from the current values after a parameter was replaced rather than updated
+    (`.to()`, `copy.deepcopy`, `load_state_dict(assign=True)`, `.data = ...`).
+    """
+
+    def __init__(self, *linears: nn.Linear):
+        super().__init__()
+        if len({linear.bias is None for linear in linears}) > 1:
+            raise ValueError("fused linears must all have a bias or all have none")
+        self.parts = linears  # a plain tuple: the linears stay registered where they are
+        self.sizes = [linear.out_features for linear in linears]
+        self.offsets = [0, *itertools.accumulate(self.sizes)]
+        self._unstack()
+
+    def forward(self, x: torch.Tensor, first: int = 0) -> tuple[torch.Tensor, ...]:
+        """The outputs of the linears from number `first` on, for input `x`."""
+        if torch.is_grad_enabled():
+            return tuple(linear(x) for linear in self.parts[first:])
+        if self._addresses() != self.stacked_addresses:
+            self._stack()
+        weight, bias = self.stacked_weight, self.stacked_bias
+        if first:
+            start = self.offsets[first]
+            weight, bias = weight[start:], None if bias is None else bias[start:]
+        return F.linear(x, weight, bias).split(self.sizes[first:], -1)
+
+    def _addresses(self) -> list[int]:
+        """Where the weights and biases are; a view of the stack keeps the address it got."""
+        return [tensor.data_ptr() for linear in self.parts
+                for tensor in (linear.weight, linear.bias) if tensor is not None]
+
+    @torch.no_grad()
+    def _stack(self) -> None:
+        with torch.inference_mode(False):  # the parameters become views: no inference tensors
+            weight = torch.cat([linear.weight.t() for linear in self.parts], 1).t()
+            bias = (None if self.parts[0].bias is None
+                    else torch.cat([linear.bias for linear in self.parts]))
+            for linear, start, end in zip(self.parts, self.offsets, self.offsets[1:]):
+                linear.weight.data = weight[start:end]
+                if bias is not None:
+                    linear.bias.data = bias[start:end]
+        self.stacked_weight, self.stacked_bias = weight, bias
+        self.stacked_addresses = self._addresses()
+
+    def _unstack(self) -> None:
+        self.stacked_weight = self.stacked_bias = self.stacked_addresses = None
+
+    def _apply(self, fn, recurse: bool = True):
+        self._unstack()  # .to() and the like replace the parameters: free the old stack now
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict:
+        # A deep copy or pickle of the stack would not be what the copied parameters view.
+        state = super().__getstate__()
+        state.update(stacked_weight=None, stacked_bias=None, stacked_addresses=None)
+        return state
 
 
 class RMSNorm(nn.Module):
@@ -88,15 +156,14 @@ class KVCache:
     def capacity(self) -> int:
         return self.k.shape[2]
 
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store (B, nh, T, hd) new entries; return all live keys and values."""
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store (B, nh, T, hd) new entries."""
         end = self.length + k.shape[2]
         if end > self.capacity:
             raise RuntimeError(f"KV cache overflow: {end} entries, capacity {self.capacity}")
         self.k[:, :, self.length:end] = k
         self.v[:, :, self.length:end] = v
         self.length = end
-        return self.live()
 
     def live(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k[:, :, self.start:self.length], self.v[:, :, self.start:self.length]
@@ -199,6 +266,7 @@ class Attention(nn.Module):
         self.q_proj = Linear(d_model, d_model)
         self.k_proj = Linear(d_model, d_model)
         self.v_proj = Linear(d_model, d_model)
+        self.qkv = FusedLinears(self.q_proj, self.k_proj, self.v_proj)
         self.out_proj = Linear(d_model, d_model)
         self.rotary = RotaryEmbedding(self.head_dim)
         self.attn_dropout_p = attn_dropout_p
@@ -217,10 +285,11 @@ class Attention(nn.Module):
         With a cache, the keys and values of `context` are appended to it first and the
         queries attend to everything it holds. A multi-token causal call needs an empty cache.
         """
-        context = x if context is None else context
-        q = self._heads(self.q_proj(x))        # (B, nh, Tq, hd)
-        k = self._heads(self.k_proj(context))  # (B, nh, Tk, hd)
-        v = self._heads(self.v_proj(context))
+        if context is None:
+            q, k, v = self.qkv(x)
+        else:
+            q, (k, v) = self.q_proj(x), self.qkv(context, first=1)
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, nh, Tq or Tk, hd)
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:  # inference: no attention dropout
@@ -232,7 +301,8 @@ class Attention(nn.Module):
 
     def extend_cache(self, context: torch.Tensor, cache: KVCache | SharedPrefixCache) -> None:
         """Append the keys and values of `context` (B, T, d) to `cache`, without rotary."""
-        cache.append(self._heads(self.k_proj(context)), self._heads(self.v_proj(context)))
+        k, v = self.qkv(context, first=1)
+        cache.append(self._heads(k), self._heads(v))
 
     def attend_cache(self, x: torch.Tensor, cache: KVCache | SharedPrefixCache,
                      mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -254,10 +324,12 @@ class FeedForward(nn.Module):
         self.w1 = Linear(d_model, ff_dim, bias=False)
         self.w3 = Linear(d_model, ff_dim, bias=False)
         self.w2 = Linear(ff_dim, d_model, bias=False)
+        self.gate_up = FusedLinears(self.w1, self.w3)
         self.dropout = nn.Dropout(dropout_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+        gate, up = self.gate_up(x)
+        return self.dropout(self.w2(F.silu(gate) * up))
 
 
 class Block(nn.Module):
