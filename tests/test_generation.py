@@ -7,7 +7,7 @@ from kronos_sk.checkpoints import load_predictor, load_tokenizer
 from kronos_sk.data import time_features, validate_candles
 from kronos_sk.data.schema import FEATURE_COLUMNS
 from kronos_sk.generation import (filter_logits, forecast_paths, generate_tokens,
-                                  generate_tokens_recompute, path_uniforms, sample_ids,
+                                  generate_tokens_recompute, nucleus, path_uniforms, sample_ids,
                                   series_seeds)
 from kronos_sk.nn.config import PredictorConfig
 from kronos_sk.nn.predictor import KronosPredictor
@@ -64,6 +64,52 @@ def test_top_p_applies_to_the_top_k_distribution():
     assert kept.tolist() == [[True, True, False, False]]
     kept = torch.isfinite(filter_logits(logits, top_k=2, top_p=1.0))
     assert kept.tolist() == [[True, True, False, False]]
+
+
+def sorted_filter(logits, top_k=0, top_p=1.0):
+    """Top-k then top-p by sorting the whole vocabulary, equal probabilities lower id first."""
+    logits = logits.float().clone()
+    if 0 < top_k < logits.shape[-1]:
+        kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits[logits < kth_largest] = float("-inf")
+    probs = logits.softmax(-1)
+    ranked, order = probs.sort(dim=-1, descending=True, stable=True)
+    mass_before = ranked.cumsum(-1) - ranked
+    kept = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, mass_before < top_p)
+    return logits.masked_fill(~kept, float("-inf"))
+
+
+def adversarial_logits():
+    g = torch.Generator().manual_seed(3)
+    V = 1024
+    yield "gaussian", torch.randn(64, V, generator=g) * 2
+    yield "flat", torch.zeros(4, V)  # every id tied: the lowest ids form the nucleus
+    yield "few levels", torch.randint(0, 4, (64, V), generator=g).float()  # many ties
+    yield "one spike", torch.full((3, V), -30.0).index_fill_(1, torch.tensor([700]), 0.0)
+    yield "long tail", -torch.arange(V).float().expand(5, V) * 1e-3  # nucleus beyond 64
+    peaked = torch.randn(64, V, generator=g)
+    peaked[:, :3] += 12  # three near-certain ids
+    yield "peaked", peaked
+    yield "3-d", torch.randn(2, 5, V, generator=g)
+
+
+@pytest.mark.parametrize("top_p", [1e-6, 0.05, 0.5, 0.9, 0.999, 1 - 1e-7])
+@pytest.mark.parametrize("top_k", [0, 1, 7, 300])
+def test_top_p_without_sorting_keeps_what_sorting_keeps(top_p, top_k):
+    for name, logits in adversarial_logits():
+        expected = torch.isfinite(sorted_filter(logits, top_k, top_p))
+        kept = torch.isfinite(filter_logits(logits, top_k=top_k, top_p=top_p))
+        assert torch.equal(kept, expected), name
+        assert kept.any(-1).all()
+
+
+def test_nucleus_reaching_past_its_candidates_sorts_its_row():
+    probs = torch.full((2, 1024), 1 / 1024)
+    probs[0] = 0.0
+    probs[0, [9, 3, 5, 1]] = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    kept = nucleus(probs, 0.9, candidates=4)  # 3 ids are needed in row 0, 922 in row 1
+    assert kept[0].nonzero().flatten().tolist() == [3, 5, 9]
+    assert kept[1].nonzero().flatten().tolist() == list(range(922))  # ties: the lowest ids
 
 
 def test_sample_ids_inverts_the_cdf():
