@@ -29,6 +29,7 @@ from kronos_sk.data.normalize import DEFAULT_CLIP, Normalizer
 from kronos_sk.nn.layers import KVCache, SharedPrefixCache, attention_mask
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
+from kronos_sk.runtime import resolve_dtype
 
 SLIDING_MODES = ("exact", "rolling")
 DEFAULT_MAX_PATHS = 256
@@ -194,6 +195,7 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
                     valid: torch.Tensor | None = None, n_samples: int = 1,
                     max_context: int = 512, temperature: float = 1.0, top_k: int = 0,
                     top_p: float = 1.0, sliding: str = "exact",
+                    prefill_precision: str = "float32",
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample `n_samples` continuations of each context with a key/value cache.
 
@@ -209,7 +211,7 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
         (B * n_samples, horizon, 2) draws from `path_uniforms`.
     valid : Tensor or None, default=None
         (B, T) bool, True on real tokens.
-    n_samples, max_context, temperature, top_k, top_p, sliding
+    n_samples, max_context, temperature, top_k, top_p, sliding, prefill_precision
         As for `forecast_paths`.
 
     Returns
@@ -228,6 +230,10 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
     sample = _Sampler(predictor, uniforms.to(s1_ids.device), temperature, top_k, top_p)
     dtype_like = predictor.norm.weight
     device = s1_ids.device
+    bf16 = resolve_dtype(prefill_precision, device) == torch.bfloat16
+
+    def batched() -> torch.autocast:  # the passes over many tokens, compute bound
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     stamps_p = stamps.repeat_interleave(S, 0)
     # key_valid[:, j]: is buffer position j (context then generated tokens) a real token?
     key_valid = None
@@ -244,11 +250,12 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
     # The context's keys and values are stored once per series, each path's tokens after them.
     n_cached = H if sliding == "rolling" else min(H, M - T + 1)
     caches = _context_caches(predictor.transformer, B, T, S, n_cached, dtype_like)
-    h = predictor.hidden(s1_ids, s2_ids, stamps[:, :T], valid, caches=caches)  # (B, T, d)
-    caches = [_for_paths(cache, S, n_cached) for cache in caches]
     dep_attn = predictor.dep_layer.cross_attn
     dep_cache = _context_cache(B, dep_attn, T, S, n_cached, dtype_like)
-    dep_attn.extend_cache(h, dep_cache)
+    with batched():
+        h = predictor.hidden(s1_ids, s2_ids, stamps[:, :T], valid, caches=caches)  # (B, T, d)
+        dep_attn.extend_cache(h, dep_cache)
+    caches = [_for_paths(cache, S, n_cached) for cache in caches]
     dep_cache = _for_paths(dep_cache, S, n_cached)
     h_last = h[:, -1:].repeat_interleave(S, 0)
     positions = torch.arange(T + n_cached, device=device)
@@ -279,11 +286,12 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
         if shared:
             shared_valid = None if valid is None else valid[:, start:]
             caches = _context_caches(predictor.transformer, B, shared, S, room, dtype_like)
-            h_shared = predictor.hidden(s1_ids[:, start:], s2_ids[:, start:],
-                                        stamps[:, start:T], shared_valid, caches=caches)
-            caches = [_for_paths(cache, S, room) for cache in caches]
             dep_cache = _context_cache(B, dep_attn, shared, S, room, dtype_like)
-            dep_attn.extend_cache(h_shared, dep_cache)
+            with batched():
+                h_shared = predictor.hidden(s1_ids[:, start:], s2_ids[:, start:],
+                                            stamps[:, start:T], shared_valid, caches=caches)
+                dep_attn.extend_cache(h_shared, dep_cache)
+            caches = [_for_paths(cache, S, room) for cache in caches]
             dep_cache = _for_paths(dep_cache, S, room)
         else:
             caches = _empty_caches(predictor.transformer, P, M, dtype_like)
@@ -296,10 +304,12 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
             positions = positions + shared
         keys = (key_valid[:, start:end] if key_valid is not None
                 else torch.ones(P, end - start, dtype=torch.bool, device=device))
-        h_new = predictor.hidden(coarse[:, first - T:i], fine[:, first - T:i],
-                                 stamps_p[:, first:end], caches=caches, positions=positions,
-                                 mask=attention_mask(keys, room, causal=True))
-        dep_attn.extend_cache(h_new, dep_cache)  # the window: shared part, then this path's
+        with batched():
+            h_new = predictor.hidden(coarse[:, first - T:i], fine[:, first - T:i],
+                                     stamps_p[:, first:end], caches=caches,
+                                     positions=positions,
+                                     mask=attention_mask(keys, room, causal=True))
+            dep_attn.extend_cache(h_new, dep_cache)  # the window: shared part, then this path's
         coarse[:, i], fine[:, i] = sample(i, h_new[:, -1:], dep_cache,
                                           window_mask(start, end))
     return coarse, fine
@@ -434,7 +444,8 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
                    max_context: int = 512,
                    seeds: Sequence[int] | None = None, random_state: int | None = None,
                    sliding: str = "exact", clip: float = DEFAULT_CLIP,
-                   max_paths: int = DEFAULT_MAX_PATHS) -> np.ndarray:
+                   max_paths: int = DEFAULT_MAX_PATHS,
+                   prefill_precision: str = "float32") -> np.ndarray:
     """Sample future candles for a batch of series; every path, in original units.
 
     Parameters
@@ -463,6 +474,13 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         Normalised values are clipped to [-clip, clip].
     max_paths : int, default=256
         At most this many paths (series x samples) are generated at once.
+    prefill_precision : {"float32", "bfloat16"}, default="float32"
+        Precision of the predictor's passes over many tokens: the contexts, and with
+        ``sliding="exact"`` the window recomputed at each step once it slides. "bfloat16" runs
+        them under bfloat16 autocast, faster where bfloat16 is native (CPUs with AVX-512 BF16
+        or AMX, recent GPUs; it warns elsewhere) at a small accuracy cost (see
+        benchmarks/bench_precision.py); "float32" runs them in the predictor's own precision.
+        The one-token steps, the tokenizer and the caches keep the model's precision.
 
     Returns
     -------
@@ -501,7 +519,8 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         coarse, fine = generate_tokens(
             predictor, s1, s2, torch.from_numpy(stamps).to(device), H, uniforms,
             valid=valid_t, n_samples=n_samples, max_context=max_context,
-            temperature=temperature, top_k=top_k, top_p=top_p, sliding=sliding)
+            temperature=temperature, top_k=top_k, top_p=top_p, sliding=sliding,
+            prefill_precision=prefill_precision)
         decoded = decode_paths(tokenizer, s1, s2, coarse, fine, valid=valid_t,
                                n_samples=n_samples, max_context=max_context)
         decoded = decoded.float().cpu().numpy().reshape(len(rows), n_samples, H, -1)

@@ -1,7 +1,11 @@
+import collections
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from kronos_sk.checkpoints import load_predictor, load_tokenizer
 from kronos_sk.data import time_features, validate_candles
@@ -11,6 +15,7 @@ from kronos_sk.generation import (filter_logits, forecast_paths, generate_tokens
                                   series_seeds)
 from kronos_sk.nn.config import PredictorConfig
 from kronos_sk.nn.predictor import KronosPredictor
+from kronos_sk.runtime import native_bf16
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +232,65 @@ def test_bfloat16_forecast_stays_close_to_float32(compat_dir, compat_candles):
     assert np.isfinite(out["bfloat16"]).all()
     close_error = np.abs(out["bfloat16"][..., 3] - out["float32"][..., 3]).mean()
     assert close_error < 0.05 * np.std(contexts[0][:, 3])
+
+
+class MatmulDtypes(TorchDispatchMode):
+    """Counts the matrix products run under it, by output dtype."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.__name__.split(".")[0] in ("mm", "addmm", "bmm", "baddbmm"):
+            self.counts[out.dtype] += 1
+        return out
+
+
+@pytest.mark.parametrize("sliding", ["exact", "rolling"])
+def test_bfloat16_prefill_computes_only_the_batched_passes_in_bfloat16(tiny_predictor, tokens,
+                                                                       sliding):
+    s1, s2, stamps, _ = tokens
+    counts = {}
+    for precision, horizon in (("float32", 4), ("bfloat16", 4), ("bfloat16", 8)):
+        with warnings.catch_warnings(), MatmulDtypes() as products:
+            warnings.simplefilter("ignore")  # a CPU without native bfloat16 warns
+            generate_tokens(tiny_predictor, s1, s2, stamps[:, :20 + horizon], horizon,
+                            path_uniforms([1, 2, 3], 2, horizon), n_samples=2,
+                            max_context=22, sliding=sliding, prefill_precision=precision)
+        counts[precision, horizon] = products.counts
+    assert counts["float32", 4][torch.bfloat16] == 0
+    bf16_4, bf16_8 = counts["bfloat16", 4], counts["bfloat16", 8]
+    assert bf16_4[torch.bfloat16] > 0 and bf16_8[torch.float32] > bf16_4[torch.float32]
+    if sliding == "rolling":  # the context only: the steps all run in float32
+        assert bf16_8[torch.bfloat16] == bf16_4[torch.bfloat16]
+    else:  # from step 3 on, the sliding window is recomputed at every step
+        assert bf16_8[torch.bfloat16] > bf16_4[torch.bfloat16]
+
+
+@pytest.mark.parametrize("max_context", [128, 40])  # 40: the window slides, is recomputed
+def test_bfloat16_prefill_stays_close_to_float32(compat_modules, compat_candles, max_context):
+    contexts, stamps, future = _fixture_inputs(compat_candles, rows=(64,))
+    kwargs = dict(n_samples=1, top_k=1, max_context=max_context)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full = forecast_paths(*compat_modules, contexts, stamps, future, **kwargs)
+    if native_bf16("cpu"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fast = forecast_paths(*compat_modules, contexts, stamps, future,
+                                  prefill_precision="bfloat16", **kwargs)
+    else:
+        with pytest.warns(UserWarning, match="no native bfloat16"):
+            fast = forecast_paths(*compat_modules, contexts, stamps, future,
+                                  prefill_precision="bfloat16", **kwargs)
+    assert fast.dtype == np.float32 and np.isfinite(fast).all()
+    close_error = np.abs(fast[..., 3] - full[..., 3]).mean()
+    assert close_error < 0.05 * np.std(contexts[0][:, 3])
+    with pytest.raises(ValueError, match="'half'"):
+        forecast_paths(*compat_modules, contexts, stamps, future, prefill_precision="half",
+                       **kwargs)
 
 
 @pytest.mark.parametrize("name, value", [("n_samples", 0), ("temperature", 0.0),
