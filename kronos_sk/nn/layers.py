@@ -34,7 +34,7 @@ class Linear(nn.Linear):
 class FusedLinears(nn.Module):
     """Linears that read the same input, computed as one product when no gradient is needed.
 
-    `forward(x)` returns the output of each linear. Without gradients it is one product with
+    `forward(x)` returns their outputs side by side. Without gradients it is one product with
     their weights stacked along the outputs, (sum of out_features, in), stored input-major
     like `Linear`; the linears' weights and biases are views of that stack, so in-place
     updates (optimizer steps, `load_state_dict`) show in it at once and no memory is added.
@@ -53,17 +53,17 @@ class FusedLinears(nn.Module):
         self.offsets = [0, *itertools.accumulate(self.sizes)]
         self._unstack()
 
-    def forward(self, x: torch.Tensor, first: int = 0) -> tuple[torch.Tensor, ...]:
-        """The outputs of the linears from number `first` on, for input `x`."""
+    def forward(self, x: torch.Tensor, first: int = 0) -> torch.Tensor:
+        """The outputs of the linears from number `first` on for input `x`, concatenated."""
         if torch.is_grad_enabled():
-            return tuple(linear(x) for linear in self.parts[first:])
+            return torch.cat([linear(x) for linear in self.parts[first:]], -1)
         if self._addresses() != self.stacked_addresses:
             self._stack()
         weight, bias = self.stacked_weight, self.stacked_bias
         if first:
             start = self.offsets[first]
             weight, bias = weight[start:], None if bias is None else bias[start:]
-        return F.linear(x, weight, bias).split(self.sizes[first:], -1)
+        return F.linear(x, weight, bias)
 
     def _addresses(self) -> list[int]:
         """Where the weights and biases are; a view of the stack keeps the address it got."""
@@ -273,8 +273,8 @@ class Attention(nn.Module):
         self.resid_dropout = nn.Dropout(resid_dropout_p)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
-        return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        B, T, _ = x.shape  # x: (B, T, n * d), n projections side by side
+        return x.view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, n * nh, T, hd)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -285,13 +285,17 @@ class Attention(nn.Module):
         With a cache, the keys and values of `context` are appended to it first and the
         queries attend to everything it holds. A multi-token causal call needs an empty cache.
         """
-        if context is None:
-            q, k, v = self.qkv(x)
+        nh = self.n_heads
+        if context is None:  # one product, and one rotation of the queries and keys together
+            qk, v = self._heads(self.qkv(x)).split((2 * nh, nh), 1)  # (B, 2nh | nh, T, hd)
+            if rope is not None:
+                qk = apply_rotary(qk, *rope)
+            q, k = qk.split(nh, 1)
         else:
-            q, (k, v) = self.q_proj(x), self.qkv(context, first=1)
-        q, k, v = self._heads(q), self._heads(k), self._heads(v)  # (B, nh, Tq or Tk, hd)
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            q = self._heads(self.q_proj(x))  # (B, nh, Tq, hd)
+            k, v = self._heads(self.qkv(context, first=1)).split(nh, 1)  # (B, nh, Tk, hd)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:  # inference: no attention dropout
             cache.append(k, v)
             return self._merge(cache.attend(q, mask, causal))
@@ -301,8 +305,8 @@ class Attention(nn.Module):
 
     def extend_cache(self, context: torch.Tensor, cache: KVCache | SharedPrefixCache) -> None:
         """Append the keys and values of `context` (B, T, d) to `cache`, without rotary."""
-        k, v = self.qkv(context, first=1)
-        cache.append(self._heads(k), self._heads(v))
+        k, v = self._heads(self.qkv(context, first=1)).split(self.n_heads, 1)
+        cache.append(k, v)
 
     def attend_cache(self, x: torch.Tensor, cache: KVCache | SharedPrefixCache,
                      mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -328,7 +332,7 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x)
+        gate, up = self.gate_up(x).chunk(2, -1)
         return self.dropout(self.w2(F.silu(gate) * up))
 
 
