@@ -72,12 +72,14 @@ def nucleus(probs: torch.Tensor, top_p: float,
     reaches past them sort their whole vocabulary.
     """
     rows = probs.reshape(-1, probs.shape[-1])  # (N, V)
-    top = rows.topk(min(candidates, rows.shape[-1]), dim=-1).values  # (N, k), largest first
+    k = min(candidates, rows.shape[-1])
+    top = rows.topk(k, dim=-1).values  # (N, k), largest first
     n_kept, least = _nucleus_size(top, top_p)
-    longer = (n_kept == top.shape[-1]).squeeze(-1).nonzero().squeeze(-1)
-    if len(longer) and top.shape[-1] < rows.shape[-1]:
-        ranked = rows[longer].sort(dim=-1, descending=True).values
-        n_kept[longer], least[longer] = _nucleus_size(ranked, top_p)
+    if k < rows.shape[-1]:
+        longer = (n_kept[:, 0] == k).nonzero()[:, 0]  # every candidate kept: look further
+        if len(longer):
+            ranked = rows[longer].sort(dim=-1, descending=True).values
+            n_kept[longer], least[longer] = _nucleus_size(ranked, top_p)
     kept = rows >= least
     if bool((kept.sum(-1, keepdim=True) > n_kept).any()):  # ids tied with it, not all kept
         tied = rows == least
@@ -172,7 +174,7 @@ class _Sampler:
                  top_k: int, top_p: float):
         self.predictor, self.uniforms = predictor, uniforms
         self.settings = (temperature, top_k, top_p)
-        self.filters = self.settings != (1.0, 0, 1.0)
+        self.filtering = self.settings != (1.0, 0, 1.0)
 
     def __call__(self, step: int, h_last: torch.Tensor, dep_cache: KVCache | SharedPrefixCache,
                  dep_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,7 +186,7 @@ class _Sampler:
         return coarse, self._draw(fine_logits[:, 0], self.uniforms[:, step, 1])
 
     def _draw(self, logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-        if self.filters:
+        if self.filtering:
             logits = filter_logits(logits, *self.settings)
         return sample_ids(logits.float(), uniforms)
 
@@ -234,6 +236,7 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
 
     def batched() -> torch.autocast:  # the passes over many tokens, compute bound
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
     stamps_p = stamps.repeat_interleave(S, 0)
     # key_valid[:, j]: is buffer position j (context then generated tokens) a real token?
     key_valid = None

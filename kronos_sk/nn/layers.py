@@ -49,21 +49,16 @@ class FusedLinears(nn.Module):
         if len({linear.bias is None for linear in linears}) > 1:
             raise ValueError("fused linears must all have a bias or all have none")
         self.parts = linears  # a plain tuple: the linears stay registered where they are
-        self.sizes = [linear.out_features for linear in linears]
-        self.offsets = [0, *itertools.accumulate(self.sizes)]
+        self.offsets = [0, *itertools.accumulate(linear.out_features for linear in linears)]
         self._unstack()
 
-    def forward(self, x: torch.Tensor, first: int = 0) -> torch.Tensor:
-        """The outputs of the linears from number `first` on for input `x`, concatenated."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The outputs of the linears for input `x`, concatenated."""
         if torch.is_grad_enabled():
-            return torch.cat([linear(x) for linear in self.parts[first:]], -1)
+            return torch.cat([linear(x) for linear in self.parts], -1)
         if self._addresses() != self.stacked_addresses:
             self._stack()
-        weight, bias = self.stacked_weight, self.stacked_bias
-        if first:
-            start = self.offsets[first]
-            weight, bias = weight[start:], None if bias is None else bias[start:]
-        return F.linear(x, weight, bias)
+        return F.linear(x, self.stacked_weight, self.stacked_bias)
 
     def _addresses(self) -> list[int]:
         """Where the weights and biases are; a view of the stack keeps the address it got."""
@@ -251,22 +246,28 @@ class SharedPrefixCache:
 
 
 class Attention(nn.Module):
-    """Multi-head attention with rotary positions, used for self- and cross-attention.
+    """Multi-head attention with rotary positions, for self-attention or, with `cross=True`,
+    cross-attention (queries from one input, keys and values from a `context`).
 
     `rope` holds the (cos, sin) of the query tokens; it is applied to the queries and to the
     new keys (equal lengths), or skipped when None. `mask` is boolean, True where a query may
-    attend, broadcastable to (B, nh, Tq, Tk).
+    attend, broadcastable to (B, nh, Tq, Tk). Without gradients, the projections that share an
+    input run as one product: q, k and v in self-attention, k and v in cross-attention.
     """
 
     def __init__(self, d_model: int, n_heads: int, attn_dropout_p: float = 0.0,
-                 resid_dropout_p: float = 0.0):
+                 resid_dropout_p: float = 0.0, cross: bool = False):
         super().__init__()
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
+        self.cross = cross
         self.q_proj = Linear(d_model, d_model)
         self.k_proj = Linear(d_model, d_model)
         self.v_proj = Linear(d_model, d_model)
-        self.qkv = FusedLinears(self.q_proj, self.k_proj, self.v_proj)
+        if cross:
+            self.kv = FusedLinears(self.k_proj, self.v_proj)
+        else:
+            self.qkv = FusedLinears(self.q_proj, self.k_proj, self.v_proj)
         self.out_proj = Linear(d_model, d_model)
         self.rotary = RotaryEmbedding(self.head_dim)
         self.attn_dropout_p = attn_dropout_p
@@ -280,22 +281,25 @@ class Attention(nn.Module):
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 mask: torch.Tensor | None = None, causal: bool = False,
                 cache: KVCache | SharedPrefixCache | None = None) -> torch.Tensor:
-        """Attend from `x` (B, Tq, d) to `context` (B, Tk, d; default x) -> (B, Tq, d).
+        """Attend from `x` (B, Tq, d) to `context` (B, Tk, d) -> (B, Tq, d).
 
-        With a cache, the keys and values of `context` are appended to it first and the
-        queries attend to everything it holds. A multi-token causal call needs an empty cache.
+        `context` is for cross-attention (default x); self-attention attends to `x`. With a
+        cache, the keys and values of `context` are appended to it first and the queries
+        attend to everything it holds. A multi-token causal call needs an empty cache.
         """
         nh = self.n_heads
-        if context is None:  # one product, and one rotation of the queries and keys together
+        if self.cross:
+            q = self._heads(self.q_proj(x))  # (B, nh, Tq, hd)
+            k, v = self._heads(self.kv(x if context is None else context)).split(nh, 1)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        elif context is not None:
+            raise ValueError("a self-attention layer takes no context; build it with cross=True")
+        else:  # one product, and one rotation of the queries and keys together
             qk, v = self._heads(self.qkv(x)).split((2 * nh, nh), 1)  # (B, 2nh | nh, T, hd)
             if rope is not None:
                 qk = apply_rotary(qk, *rope)
             q, k = qk.split(nh, 1)
-        else:
-            q = self._heads(self.q_proj(x))  # (B, nh, Tq, hd)
-            k, v = self._heads(self.qkv(context, first=1)).split(nh, 1)  # (B, nh, Tk, hd)
-            if rope is not None:
-                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:  # inference: no attention dropout
             cache.append(k, v)
             return self._merge(cache.attend(q, mask, causal))
@@ -304,8 +308,8 @@ class Attention(nn.Module):
             dropout_p=self.attn_dropout_p if self.training else 0.0))
 
     def extend_cache(self, context: torch.Tensor, cache: KVCache | SharedPrefixCache) -> None:
-        """Append the keys and values of `context` (B, T, d) to `cache`, without rotary."""
-        k, v = self._heads(self.qkv(context, first=1)).split(self.n_heads, 1)
+        """Append the unrotated keys and values of `context` (B, T, d) to `cache` (cross only)."""
+        k, v = self._heads(self.kv(context)).split(self.n_heads, 1)  # (B, nh, T, hd)
         cache.append(k, v)
 
     def attend_cache(self, x: torch.Tensor, cache: KVCache | SharedPrefixCache,

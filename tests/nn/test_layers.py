@@ -130,7 +130,7 @@ def test_fused_projections_equal_separate_ones():
     x = torch.randn(2, 5, 16)
     rope = block.self_attn.rotary(torch.arange(5))
     torch.testing.assert_close(*_fused_and_separate(block, x, rope))
-    cross = Attention(16, 4).eval()
+    cross = Attention(16, 4, cross=True).eval()
     context = torch.randn(2, 7, 16)
     torch.testing.assert_close(*_fused_and_separate(cross, x, context=context))
     cache = KVCache.empty(2, 4, 7, 4, torch.float32, "cpu")
@@ -138,6 +138,8 @@ def test_fused_projections_equal_separate_ones():
         cross.extend_cache(context, cache)  # keys and values from the fused k/v product
     torch.testing.assert_close(cache.live(), (cross._heads(cross.k_proj(context)).detach(),
                                               cross._heads(cross.v_proj(context)).detach()))
+    with pytest.raises(ValueError, match="cross=True"):
+        block.self_attn(x, context=context)
 
 
 def test_fusion_keeps_parameters_and_state_dict():
