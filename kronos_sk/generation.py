@@ -73,6 +73,8 @@ def nucleus(probs: torch.Tensor, top_p: float,
     """
     rows = probs.reshape(-1, probs.shape[-1])  # (N, V)
     k = min(candidates, rows.shape[-1])
+    if bool((rows.amax(-1) * k < top_p).all()):  # no nucleus fits in k ids: sort at once
+        k = rows.shape[-1]
     top = rows.topk(k, dim=-1).values  # (N, k), largest first
     n_kept, least = _nucleus_size(top, top_p)
     if k < rows.shape[-1]:

@@ -62,8 +62,9 @@ class FusedLinears(nn.Module):
 
     def _addresses(self) -> list[int]:
         """Where the weights and biases are; a view of the stack keeps the address it got."""
+        # Read from the parameter dicts: a few times faster than attribute access, per call.
         return [tensor.data_ptr() for linear in self.parts
-                for tensor in (linear.weight, linear.bias) if tensor is not None]
+                for tensor in linear._parameters.values() if tensor is not None]
 
     @torch.no_grad()
     def _stack(self) -> None:
