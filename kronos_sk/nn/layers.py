@@ -7,8 +7,6 @@ Transformer block. Parameter names follow the released Kronos checkpoints.
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -35,13 +33,12 @@ class FusedLinears(nn.Module):
     """Linears that read the same input, computed as one product when no gradient is needed.
 
     `forward(x)` returns their outputs side by side. Without gradients it is one product with
-    their weights stacked along the outputs, (sum of out_features, in), stored input-major
-    like `Linear`; the linears' weights and biases are views of that stack, so in-place
-    updates (optimizer steps, `load_state_dict`) show in it at once and no memory is added.
-    With gradients each linear runs on its own, as without fusion. Parameter names, shapes
-    and checkpoints are unchanged. The stack is built at the first call without gradients,
-    and rebuilt from the current values after a parameter was replaced rather than updated
-    (`.to()`, `copy.deepcopy`, `load_state_dict(assign=True)`, `.data = ...`).
+    a copy of their weights stacked along the outputs, (sum of out_features, in), stored
+    input-major like `Linear`; with gradients each linear runs on its own, as without fusion.
+    The parameters themselves, their names and checkpoints are unchanged. The copy is made
+    at the first call without gradients, made again after any weight or bias changed (an
+    in-place update such as an optimizer step or `load_state_dict`, or a replaced tensor),
+    and dropped by `train()`, `.to()` and copying.
     """
 
     def __init__(self, *linears: nn.Linear):
@@ -49,47 +46,45 @@ class FusedLinears(nn.Module):
         if len({linear.bias is None for linear in linears}) > 1:
             raise ValueError("fused linears must all have a bias or all have none")
         self.parts = linears  # a plain tuple: the linears stay registered where they are
-        self.offsets = [0, *itertools.accumulate(linear.out_features for linear in linears)]
         self._unstack()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The outputs of the linears for input `x`, concatenated."""
         if torch.is_grad_enabled():
             return torch.cat([linear(x) for linear in self.parts], -1)
-        if self._addresses() != self.stacked_addresses:
+        if self._versions() != self.stacked_versions:
             self._stack()
         return F.linear(x, self.stacked_weight, self.stacked_bias)
 
-    def _addresses(self) -> list[int]:
-        """Where the weights and biases are; a view of the stack keeps the address it got."""
+    def _versions(self) -> list[tuple[int, int]]:
+        """Where each weight and bias is and how often it was changed in place."""
         # Read from the parameter dicts: a few times faster than attribute access, per call.
-        return [tensor.data_ptr() for linear in self.parts
+        return [(tensor.data_ptr(), tensor._version) for linear in self.parts
                 for tensor in linear._parameters.values() if tensor is not None]
 
     @torch.no_grad()
     def _stack(self) -> None:
-        with torch.inference_mode(False):  # the parameters become views: no inference tensors
-            weight = torch.cat([linear.weight.t() for linear in self.parts], 1).t()
-            bias = (None if self.parts[0].bias is None
-                    else torch.cat([linear.bias for linear in self.parts]))
-            for linear, start, end in zip(self.parts, self.offsets, self.offsets[1:]):
-                linear.weight.data = weight[start:end]
-                if bias is not None:
-                    linear.bias.data = bias[start:end]
-        self.stacked_weight, self.stacked_bias = weight, bias
-        self.stacked_addresses = self._addresses()
+        with torch.inference_mode(False):  # a plain tensor, whatever mode the call runs in
+            self.stacked_weight = torch.cat([linear.weight.t() for linear in self.parts], 1).t()
+            self.stacked_bias = (None if self.parts[0].bias is None
+                                 else torch.cat([linear.bias for linear in self.parts]))
+        self.stacked_versions = self._versions()
 
     def _unstack(self) -> None:
-        self.stacked_weight = self.stacked_bias = self.stacked_addresses = None
+        self.stacked_weight = self.stacked_bias = self.stacked_versions = None
+
+    def train(self, mode: bool = True) -> FusedLinears:
+        if mode:
+            self._unstack()  # training changes the weights: no stale copy held meanwhile
+        return super().train(mode)
 
     def _apply(self, fn, recurse: bool = True):
-        self._unstack()  # .to() and the like replace the parameters: free the old stack now
+        self._unstack()  # .to() and the like replace the parameters: free the old copy now
         return super()._apply(fn, recurse)
 
     def __getstate__(self) -> dict:
-        # A deep copy or pickle of the stack would not be what the copied parameters view.
-        state = super().__getstate__()
-        state.update(stacked_weight=None, stacked_bias=None, stacked_addresses=None)
+        state = super().__getstate__()  # deep copies and pickles make their own stack
+        state.update(stacked_weight=None, stacked_bias=None, stacked_versions=None)
         return state
 
 

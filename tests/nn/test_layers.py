@@ -146,17 +146,15 @@ def test_fusion_keeps_parameters_and_state_dict():
     torch.manual_seed(7)
     block = Block(16, 4, 32).eval()
     before = {key: value.clone() for key, value in block.state_dict().items()}
-    names = [name for name, _ in block.named_parameters()]
+    layout = {name: (p.data_ptr(), p.stride()) for name, p in block.named_parameters()}
     with torch.no_grad():
         block(torch.randn(1, 3, 16), block.self_attn.rotary(torch.arange(3)))
-    assert [name for name, _ in block.named_parameters()] == names
+    assert block.self_attn.qkv.stacked_weight.shape == (48, 16)
+    assert {name: (p.data_ptr(), p.stride()) for name, p in block.named_parameters()} == layout
     assert block.state_dict().keys() == before.keys()
     assert all(torch.equal(block.state_dict()[key], value) for key, value in before.items())
-    # The weights are views of the stack: no copy is kept beside them.
-    stack = block.self_attn.qkv.stacked_weight
-    assert stack.shape == (48, 16)
-    assert block.self_attn.v_proj.weight.untyped_storage().data_ptr() == \
-        stack.untyped_storage().data_ptr()
+    block.train()  # training frees the stacked copies
+    assert block.self_attn.qkv.stacked_weight is None and block.ffn.gate_up.stacked_weight is None
 
 
 def test_fused_outputs_follow_in_place_updates_and_replaced_parameters():
