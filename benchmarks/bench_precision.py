@@ -8,8 +8,8 @@
    default model (or the checkpoints given): the greedy forecast's close in bf16 versus fp32,
    in units of the context's close std, and for 200 sampled paths the shift of the close's
    5/50/95% quantiles relative to the fp32 90% band width. Wall times are printed too.
-3. bfloat16 prefill on real candles (8 US stocks, lookback 400, horizon 120, so that the
-   window slides for the last steps; same seeds): how many greedy and sampled (20 paths)
+3. bfloat16 prefill on real candles (4 US stocks, lookback 400, horizon 120, so that the
+   window slides for the last steps; same seeds): how many greedy and sampled (10 paths)
    tokens agree with the float32 run, the shift of the mean path's close beside the shift
    that other seeds give in float32, and the time of the prefill and of the whole forecast.
 
@@ -114,8 +114,8 @@ def _agreement(a: torch.Tensor, b: torch.Tensor) -> str:
             f"{len(same)} paths; {horizon}: none)")
 
 
-def prefill_section(model, tokenizer, max_context: int, n_series: int = 8,
-                    n_samples: int = 20) -> None:
+def prefill_section(model, tokenizer, max_context: int, n_series: int = 4,
+                    n_samples: int = 10) -> None:
     lookback, horizon = 400, 120
     tokenizer, predictor = load_tokenizer(tokenizer, "cpu"), load_predictor(model, "cpu")
     contexts, stamps, future = real_contexts(n_series, lookback, horizon)
