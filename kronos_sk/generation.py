@@ -29,6 +29,7 @@ from kronos_sk.data.normalize import DEFAULT_CLIP, Normalizer
 from kronos_sk.nn.layers import KVCache, SharedPrefixCache, attention_mask
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
+from kronos_sk.runtime import resolve_dtype
 
 SLIDING_MODES = ("exact", "rolling")
 DEFAULT_MAX_PATHS = 256
@@ -37,6 +38,9 @@ MIN_CONTEXT_ROWS = 2
 # the predictor's window, contexts are cut to their last rows (with a warning) so that its
 # attention stays affordable. The predictor itself only sees the last max_context tokens.
 CONTEXT_LIMIT_FACTOR = 8
+# Top-p looks for the nucleus among this many most likely ids first (see `nucleus`): with
+# the bundled model, top_p = 0.9 keeps at most 53 coarse and 31 fine ids on real candles.
+NUCLEUS_CANDIDATES = 64
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
@@ -45,20 +49,51 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
 
     Returns a new float32 tensor of the same shape with -inf on removed ids; the input is not
     modified. The nucleus is the smallest set of ids whose probability reaches `top_p` under
-    the top-k-restricted distribution; it always holds the most likely id.
+    the top-k-restricted distribution; it always holds the most likely id (see `nucleus`).
     """
     logits = logits.float() / temperature
     if 0 < top_k < logits.shape[-1]:
         kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        mass_before = probs.cumsum(-1) - probs
-        remove_sorted = mass_before >= top_p
-        remove = remove_sorted.scatter(-1, order, remove_sorted)
-        logits = logits.masked_fill(remove, float("-inf"))
+        kept = nucleus(logits.softmax(-1), top_p, top_k or NUCLEUS_CANDIDATES)
+        logits = logits.masked_fill(~kept, float("-inf"))
     return logits
+
+
+def nucleus(probs: torch.Tensor, top_p: float,
+            candidates: int = NUCLEUS_CANDIDATES) -> torch.Tensor:
+    """Boolean mask (..., V) of the top-p nucleus of each row of probabilities (..., V).
+
+    Ids are ranked by probability, equal ones by lower id first. An id is kept when the ids
+    ranked before it hold less than `top_p`: the float32 cumulative sum of the probabilities,
+    largest first, up to the id, minus its own (so the most likely id always is). The ranking
+    is found among the `candidates` most likely ids of each row; only the rows whose nucleus
+    reaches past them sort their whole vocabulary.
+    """
+    rows = probs.reshape(-1, probs.shape[-1])  # (N, V)
+    k = min(candidates, rows.shape[-1])
+    if bool((rows.amax(-1) * k < top_p).all()):  # no nucleus fits in k ids: sort at once
+        k = rows.shape[-1]
+    top = rows.topk(k, dim=-1).values  # (N, k), largest first
+    n_kept, least = _nucleus_size(top, top_p)
+    if k < rows.shape[-1]:
+        longer = (n_kept[:, 0] == k).nonzero()[:, 0]  # every candidate kept: look further
+        if len(longer):
+            ranked = rows[longer].sort(dim=-1, descending=True).values
+            n_kept[longer], least[longer] = _nucleus_size(ranked, top_p)
+    kept = rows >= least
+    if bool((kept.sum(-1, keepdim=True) > n_kept).any()):  # ids tied with it, not all kept
+        tied = rows == least
+        room = n_kept - (rows > least).sum(-1, keepdim=True)
+        kept &= ~tied | (tied.cumsum(-1) <= room)
+    return kept.view(probs.shape)
+
+
+def _nucleus_size(ranked: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kept count (N, 1) among the largest probabilities (N, k), sorted, and the least kept."""
+    n_kept = (ranked.cumsum(-1) - ranked < top_p).sum(-1, keepdim=True)
+    return n_kept, ranked.gather(-1, n_kept - 1)
 
 
 def sample_ids(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
@@ -141,19 +176,21 @@ class _Sampler:
                  top_k: int, top_p: float):
         self.predictor, self.uniforms = predictor, uniforms
         self.settings = (temperature, top_k, top_p)
+        self.filtering = self.settings != (1.0, 0, 1.0)
 
     def __call__(self, step: int, h_last: torch.Tensor, dep_cache: KVCache | SharedPrefixCache,
                  dep_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.predictor
         # h_last: (P, 1, d); the dependency cache holds the whole window's hidden states.
-        coarse_logits = p.coarse_logits(h_last[:, 0])
-        coarse = sample_ids(filter_logits(coarse_logits, *self.settings),
-                            self.uniforms[:, step, 0])
+        coarse = self._draw(p.coarse_logits(h_last[:, 0]), self.uniforms[:, step, 0])
         query = p.embedding.emb_s1(coarse).unsqueeze(1)  # (P, 1, d)
         fine_logits = p.head.proj_s2(p.dep_layer.step(h_last, query, dep_cache, dep_mask))
-        fine = sample_ids(filter_logits(fine_logits[:, 0], *self.settings),
-                          self.uniforms[:, step, 1])
-        return coarse, fine
+        return coarse, self._draw(fine_logits[:, 0], self.uniforms[:, step, 1])
+
+    def _draw(self, logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+        if self.filtering:
+            logits = filter_logits(logits, *self.settings)
+        return sample_ids(logits.float(), uniforms)
 
 
 @torch.no_grad()
@@ -162,6 +199,7 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
                     valid: torch.Tensor | None = None, n_samples: int = 1,
                     max_context: int = 512, temperature: float = 1.0, top_k: int = 0,
                     top_p: float = 1.0, sliding: str = "exact",
+                    prefill_precision: str = "float32",
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample `n_samples` continuations of each context with a key/value cache.
 
@@ -177,7 +215,7 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
         (B * n_samples, horizon, 2) draws from `path_uniforms`.
     valid : Tensor or None, default=None
         (B, T) bool, True on real tokens.
-    n_samples, max_context, temperature, top_k, top_p, sliding
+    n_samples, max_context, temperature, top_k, top_p, sliding, prefill_precision
         As for `forecast_paths`.
 
     Returns
@@ -196,6 +234,11 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
     sample = _Sampler(predictor, uniforms.to(s1_ids.device), temperature, top_k, top_p)
     dtype_like = predictor.norm.weight
     device = s1_ids.device
+    bf16 = resolve_dtype(prefill_precision, device) == torch.bfloat16
+
+    def batched() -> torch.autocast:  # the passes over many tokens, compute bound
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
     stamps_p = stamps.repeat_interleave(S, 0)
     # key_valid[:, j]: is buffer position j (context then generated tokens) a real token?
     key_valid = None
@@ -212,21 +255,22 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
     # The context's keys and values are stored once per series, each path's tokens after them.
     n_cached = H if sliding == "rolling" else min(H, M - T + 1)
     caches = _context_caches(predictor.transformer, B, T, S, n_cached, dtype_like)
-    h = predictor.hidden(s1_ids, s2_ids, stamps[:, :T], valid, caches=caches)  # (B, T, d)
-    caches = [_for_paths(cache, S, n_cached) for cache in caches]
     dep_attn = predictor.dep_layer.cross_attn
     dep_cache = _context_cache(B, dep_attn, T, S, n_cached, dtype_like)
-    dep_attn.extend_cache(h, dep_cache)
+    with batched():
+        h = predictor.hidden(s1_ids, s2_ids, stamps[:, :T], valid, caches=caches)  # (B, T, d)
+        dep_attn.extend_cache(h, dep_cache)
+    caches = [_for_paths(cache, S, n_cached) for cache in caches]
     dep_cache = _for_paths(dep_cache, S, n_cached)
     h_last = h[:, -1:].repeat_interleave(S, 0)
+    positions = torch.arange(T + n_cached, device=device)
     for i in range(n_cached):
         if i > 0:
             end = T + i  # the token drawn at step i - 1 sits at end - 1
             start = max(0, end - M)
             for cache in caches + [dep_cache]:
                 cache.start = start
-            position = (n_valid + i - 1 if key_valid is not None
-                        else torch.tensor([end - 1], device=device))
+            position = n_valid + i - 1 if key_valid is not None else positions[end - 1:end]
             h_last = predictor.hidden(coarse[:, i - 1:i], fine[:, i - 1:i],
                                       stamps_p[:, end - 1:end], caches=caches,
                                       positions=position, mask=window_mask(start, end))
@@ -247,11 +291,12 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
         if shared:
             shared_valid = None if valid is None else valid[:, start:]
             caches = _context_caches(predictor.transformer, B, shared, S, room, dtype_like)
-            h_shared = predictor.hidden(s1_ids[:, start:], s2_ids[:, start:],
-                                        stamps[:, start:T], shared_valid, caches=caches)
-            caches = [_for_paths(cache, S, room) for cache in caches]
             dep_cache = _context_cache(B, dep_attn, shared, S, room, dtype_like)
-            dep_attn.extend_cache(h_shared, dep_cache)
+            with batched():
+                h_shared = predictor.hidden(s1_ids[:, start:], s2_ids[:, start:],
+                                            stamps[:, start:T], shared_valid, caches=caches)
+                dep_attn.extend_cache(h_shared, dep_cache)
+            caches = [_for_paths(cache, S, room) for cache in caches]
             dep_cache = _for_paths(dep_cache, S, room)
         else:
             caches = _empty_caches(predictor.transformer, P, M, dtype_like)
@@ -264,10 +309,12 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
             positions = positions + shared
         keys = (key_valid[:, start:end] if key_valid is not None
                 else torch.ones(P, end - start, dtype=torch.bool, device=device))
-        h_new = predictor.hidden(coarse[:, first - T:i], fine[:, first - T:i],
-                                 stamps_p[:, first:end], caches=caches, positions=positions,
-                                 mask=attention_mask(keys, room, causal=True))
-        dep_attn.extend_cache(h_new, dep_cache)  # the window: shared part, then this path's
+        with batched():
+            h_new = predictor.hidden(coarse[:, first - T:i], fine[:, first - T:i],
+                                     stamps_p[:, first:end], caches=caches,
+                                     positions=positions,
+                                     mask=attention_mask(keys, room, causal=True))
+            dep_attn.extend_cache(h_new, dep_cache)  # the window: shared part, then this path's
         coarse[:, i], fine[:, i] = sample(i, h_new[:, -1:], dep_cache,
                                           window_mask(start, end))
     return coarse, fine
@@ -402,7 +449,8 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
                    max_context: int = 512,
                    seeds: Sequence[int] | None = None, random_state: int | None = None,
                    sliding: str = "exact", clip: float = DEFAULT_CLIP,
-                   max_paths: int = DEFAULT_MAX_PATHS) -> np.ndarray:
+                   max_paths: int = DEFAULT_MAX_PATHS,
+                   prefill_precision: str = "float32") -> np.ndarray:
     """Sample future candles for a batch of series; every path, in original units.
 
     Parameters
@@ -431,6 +479,13 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         Normalised values are clipped to [-clip, clip].
     max_paths : int, default=256
         At most this many paths (series x samples) are generated at once.
+    prefill_precision : {"float32", "bfloat16"}, default="float32"
+        Precision of the predictor's passes over many tokens: the contexts, and with
+        ``sliding="exact"`` the window recomputed at each step once it slides. "bfloat16" runs
+        them under bfloat16 autocast, faster where bfloat16 is native (CPUs with AVX-512 BF16
+        or AMX, recent GPUs; it warns elsewhere) at a small accuracy cost (see
+        benchmarks/bench_precision.py); "float32" runs them in the predictor's own precision.
+        The one-token steps, the tokenizer and the caches keep the model's precision.
 
     Returns
     -------
@@ -469,7 +524,8 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         coarse, fine = generate_tokens(
             predictor, s1, s2, torch.from_numpy(stamps).to(device), H, uniforms,
             valid=valid_t, n_samples=n_samples, max_context=max_context,
-            temperature=temperature, top_k=top_k, top_p=top_p, sliding=sliding)
+            temperature=temperature, top_k=top_k, top_p=top_p, sliding=sliding,
+            prefill_precision=prefill_precision)
         decoded = decode_paths(tokenizer, s1, s2, coarse, fine, valid=valid_t,
                                n_samples=n_samples, max_context=max_context)
         decoded = decoded.float().cpu().numpy().reshape(len(rows), n_samples, H, -1)

@@ -1,16 +1,21 @@
+import collections
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from kronos_sk.checkpoints import load_predictor, load_tokenizer
 from kronos_sk.data import time_features, validate_candles
 from kronos_sk.data.schema import FEATURE_COLUMNS
 from kronos_sk.generation import (filter_logits, forecast_paths, generate_tokens,
-                                  generate_tokens_recompute, path_uniforms, sample_ids,
+                                  generate_tokens_recompute, nucleus, path_uniforms, sample_ids,
                                   series_seeds)
 from kronos_sk.nn.config import PredictorConfig
 from kronos_sk.nn.predictor import KronosPredictor
+from kronos_sk.runtime import native_bf16
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +69,52 @@ def test_top_p_applies_to_the_top_k_distribution():
     assert kept.tolist() == [[True, True, False, False]]
     kept = torch.isfinite(filter_logits(logits, top_k=2, top_p=1.0))
     assert kept.tolist() == [[True, True, False, False]]
+
+
+def sorted_filter(logits, top_k=0, top_p=1.0):
+    """Top-k then top-p by sorting the whole vocabulary, equal probabilities lower id first."""
+    logits = logits.float().clone()
+    if 0 < top_k < logits.shape[-1]:
+        kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits[logits < kth_largest] = float("-inf")
+    probs = logits.softmax(-1)
+    ranked, order = probs.sort(dim=-1, descending=True, stable=True)
+    mass_before = ranked.cumsum(-1) - ranked
+    kept = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, mass_before < top_p)
+    return logits.masked_fill(~kept, float("-inf"))
+
+
+def adversarial_logits():
+    g = torch.Generator().manual_seed(3)
+    V = 1024
+    yield "gaussian", torch.randn(64, V, generator=g) * 2
+    yield "flat", torch.zeros(4, V)  # every id tied: the lowest ids form the nucleus
+    yield "few levels", torch.randint(0, 4, (64, V), generator=g).float()  # many ties
+    yield "one spike", torch.full((3, V), -30.0).index_fill_(1, torch.tensor([700]), 0.0)
+    yield "long tail", -torch.arange(V).float().expand(5, V) * 1e-3  # nucleus beyond 64
+    peaked = torch.randn(64, V, generator=g)
+    peaked[:, :3] += 12  # three near-certain ids
+    yield "peaked", peaked
+    yield "3-d", torch.randn(2, 5, V, generator=g)
+
+
+@pytest.mark.parametrize("top_p", [1e-6, 0.05, 0.5, 0.9, 0.999, 1 - 1e-7])
+@pytest.mark.parametrize("top_k", [0, 1, 7, 300])
+def test_top_p_without_sorting_keeps_what_sorting_keeps(top_p, top_k):
+    for name, logits in adversarial_logits():
+        expected = torch.isfinite(sorted_filter(logits, top_k, top_p))
+        kept = torch.isfinite(filter_logits(logits, top_k=top_k, top_p=top_p))
+        assert torch.equal(kept, expected), name
+        assert kept.any(-1).all()
+
+
+def test_nucleus_reaching_past_its_candidates_sorts_its_row():
+    probs = torch.full((2, 1024), 1 / 1024)
+    probs[0] = 0.0
+    probs[0, [9, 3, 5, 1]] = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    kept = nucleus(probs, 0.9, candidates=4)  # 3 ids are needed in row 0, 922 in row 1
+    assert kept[0].nonzero().flatten().tolist() == [3, 5, 9]
+    assert kept[1].nonzero().flatten().tolist() == list(range(922))  # ties: the lowest ids
 
 
 def test_sample_ids_inverts_the_cdf():
@@ -181,6 +232,65 @@ def test_bfloat16_forecast_stays_close_to_float32(compat_dir, compat_candles):
     assert np.isfinite(out["bfloat16"]).all()
     close_error = np.abs(out["bfloat16"][..., 3] - out["float32"][..., 3]).mean()
     assert close_error < 0.05 * np.std(contexts[0][:, 3])
+
+
+class MatmulDtypes(TorchDispatchMode):
+    """Counts the matrix products run under it, by output dtype."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.__name__.split(".")[0] in ("mm", "addmm", "bmm", "baddbmm"):
+            self.counts[out.dtype] += 1
+        return out
+
+
+@pytest.mark.parametrize("sliding", ["exact", "rolling"])
+def test_bfloat16_prefill_computes_only_the_batched_passes_in_bfloat16(tiny_predictor, tokens,
+                                                                       sliding):
+    s1, s2, stamps, _ = tokens
+    counts = {}
+    for precision, horizon in (("float32", 4), ("bfloat16", 4), ("bfloat16", 8)):
+        with warnings.catch_warnings(), MatmulDtypes() as products:
+            warnings.simplefilter("ignore")  # a CPU without native bfloat16 warns
+            generate_tokens(tiny_predictor, s1, s2, stamps[:, :20 + horizon], horizon,
+                            path_uniforms([1, 2, 3], 2, horizon), n_samples=2,
+                            max_context=22, sliding=sliding, prefill_precision=precision)
+        counts[precision, horizon] = products.counts
+    assert counts["float32", 4][torch.bfloat16] == 0
+    bf16_4, bf16_8 = counts["bfloat16", 4], counts["bfloat16", 8]
+    assert bf16_4[torch.bfloat16] > 0 and bf16_8[torch.float32] > bf16_4[torch.float32]
+    if sliding == "rolling":  # the context only: the steps all run in float32
+        assert bf16_8[torch.bfloat16] == bf16_4[torch.bfloat16]
+    else:  # from step 3 on, the sliding window is recomputed at every step
+        assert bf16_8[torch.bfloat16] > bf16_4[torch.bfloat16]
+
+
+@pytest.mark.parametrize("max_context", [128, 40])  # 40: the window slides, is recomputed
+def test_bfloat16_prefill_stays_close_to_float32(compat_modules, compat_candles, max_context):
+    contexts, stamps, future = _fixture_inputs(compat_candles, rows=(64,))
+    kwargs = dict(n_samples=1, top_k=1, max_context=max_context)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full = forecast_paths(*compat_modules, contexts, stamps, future, **kwargs)
+    if native_bf16("cpu"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            fast = forecast_paths(*compat_modules, contexts, stamps, future,
+                                  prefill_precision="bfloat16", **kwargs)
+    else:
+        with pytest.warns(UserWarning, match="no native bfloat16"):
+            fast = forecast_paths(*compat_modules, contexts, stamps, future,
+                                  prefill_precision="bfloat16", **kwargs)
+    assert fast.dtype == np.float32 and np.isfinite(fast).all()
+    close_error = np.abs(fast[..., 3] - full[..., 3]).mean()
+    assert close_error < 0.05 * np.std(contexts[0][:, 3])
+    with pytest.raises(ValueError, match="'half'"):
+        forecast_paths(*compat_modules, contexts, stamps, future, prefill_precision="half",
+                       **kwargs)
 
 
 @pytest.mark.parametrize("name, value", [("n_samples", 0), ("temperature", 0.0),

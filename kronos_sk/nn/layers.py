@@ -29,6 +29,65 @@ class Linear(nn.Linear):
         self.weight = nn.Parameter(self.weight.detach().t().contiguous().t())
 
 
+class FusedLinears(nn.Module):
+    """Linears that read the same input, computed as one product when no gradient is needed.
+
+    `forward(x)` returns their outputs side by side. Without gradients it is one product with
+    a copy of their weights stacked along the outputs, (sum of out_features, in), stored
+    input-major like `Linear`; with gradients each linear runs on its own, as without fusion.
+    The parameters themselves, their names and checkpoints are unchanged. The copy is made
+    at the first call without gradients, made again after any weight or bias changed (an
+    in-place update such as an optimizer step or `load_state_dict`, or a replaced tensor),
+    and dropped by `train()`, `.to()` and copying.
+    """
+
+    def __init__(self, *linears: nn.Linear):
+        super().__init__()
+        if len({linear.bias is None for linear in linears}) > 1:
+            raise ValueError("fused linears must all have a bias or all have none")
+        self.parts = linears  # a plain tuple: the linears stay registered where they are
+        self._unstack()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The outputs of the linears for input `x`, concatenated."""
+        if torch.is_grad_enabled():
+            return torch.cat([linear(x) for linear in self.parts], -1)
+        if self._versions() != self.stacked_versions:
+            self._stack()
+        return F.linear(x, self.stacked_weight, self.stacked_bias)
+
+    def _versions(self) -> list[tuple[int, int]]:
+        """Where each weight and bias is and how often it was changed in place."""
+        # Read from the parameter dicts: a few times faster than attribute access, per call.
+        return [(tensor.data_ptr(), tensor._version) for linear in self.parts
+                for tensor in linear._parameters.values() if tensor is not None]
+
+    @torch.no_grad()
+    def _stack(self) -> None:
+        with torch.inference_mode(False):  # a plain tensor, whatever mode the call runs in
+            self.stacked_weight = torch.cat([linear.weight.t() for linear in self.parts], 1).t()
+            self.stacked_bias = (None if self.parts[0].bias is None
+                                 else torch.cat([linear.bias for linear in self.parts]))
+        self.stacked_versions = self._versions()
+
+    def _unstack(self) -> None:
+        self.stacked_weight = self.stacked_bias = self.stacked_versions = None
+
+    def train(self, mode: bool = True) -> FusedLinears:
+        if mode:
+            self._unstack()  # training changes the weights: no stale copy held meanwhile
+        return super().train(mode)
+
+    def _apply(self, fn, recurse: bool = True):
+        self._unstack()  # .to() and the like replace the parameters: free the old copy now
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()  # deep copies and pickles make their own stack
+        state.update(stacked_weight=None, stacked_bias=None, stacked_versions=None)
+        return state
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-5):
         super().__init__()
@@ -88,15 +147,14 @@ class KVCache:
     def capacity(self) -> int:
         return self.k.shape[2]
 
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store (B, nh, T, hd) new entries; return all live keys and values."""
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store (B, nh, T, hd) new entries."""
         end = self.length + k.shape[2]
         if end > self.capacity:
             raise RuntimeError(f"KV cache overflow: {end} entries, capacity {self.capacity}")
         self.k[:, :, self.length:end] = k
         self.v[:, :, self.length:end] = v
         self.length = end
-        return self.live()
 
     def live(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k[:, :, self.start:self.length], self.v[:, :, self.start:self.length]
@@ -184,45 +242,60 @@ class SharedPrefixCache:
 
 
 class Attention(nn.Module):
-    """Multi-head attention with rotary positions, used for self- and cross-attention.
+    """Multi-head attention with rotary positions, for self-attention or, with `cross=True`,
+    cross-attention (queries from one input, keys and values from a `context`).
 
     `rope` holds the (cos, sin) of the query tokens; it is applied to the queries and to the
     new keys (equal lengths), or skipped when None. `mask` is boolean, True where a query may
-    attend, broadcastable to (B, nh, Tq, Tk).
+    attend, broadcastable to (B, nh, Tq, Tk). Without gradients, the projections that share an
+    input run as one product: q, k and v in self-attention, k and v in cross-attention.
     """
 
     def __init__(self, d_model: int, n_heads: int, attn_dropout_p: float = 0.0,
-                 resid_dropout_p: float = 0.0):
+                 resid_dropout_p: float = 0.0, cross: bool = False):
         super().__init__()
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
+        self.cross = cross
         self.q_proj = Linear(d_model, d_model)
         self.k_proj = Linear(d_model, d_model)
         self.v_proj = Linear(d_model, d_model)
+        if cross:
+            self.kv = FusedLinears(self.k_proj, self.v_proj)
+        else:
+            self.qkv = FusedLinears(self.q_proj, self.k_proj, self.v_proj)
         self.out_proj = Linear(d_model, d_model)
         self.rotary = RotaryEmbedding(self.head_dim)
         self.attn_dropout_p = attn_dropout_p
         self.resid_dropout = nn.Dropout(resid_dropout_p)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, _ = x.shape
-        return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
+        B, T, _ = x.shape  # x: (B, T, n * d), n projections side by side
+        return x.view(B, T, -1, self.head_dim).transpose(1, 2)  # (B, n * nh, T, hd)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 mask: torch.Tensor | None = None, causal: bool = False,
                 cache: KVCache | SharedPrefixCache | None = None) -> torch.Tensor:
-        """Attend from `x` (B, Tq, d) to `context` (B, Tk, d; default x) -> (B, Tq, d).
+        """Attend from `x` (B, Tq, d) to `context` (B, Tk, d) -> (B, Tq, d).
 
-        With a cache, the keys and values of `context` are appended to it first and the
-        queries attend to everything it holds. A multi-token causal call needs an empty cache.
+        `context` is for cross-attention (default x); self-attention attends to `x`. With a
+        cache, the keys and values of `context` are appended to it first and the queries
+        attend to everything it holds. A multi-token causal call needs an empty cache.
         """
-        context = x if context is None else context
-        q = self._heads(self.q_proj(x))        # (B, nh, Tq, hd)
-        k = self._heads(self.k_proj(context))  # (B, nh, Tk, hd)
-        v = self._heads(self.v_proj(context))
-        if rope is not None:
-            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        nh = self.n_heads
+        if self.cross:
+            q = self._heads(self.q_proj(x))  # (B, nh, Tq, hd)
+            k, v = self._heads(self.kv(x if context is None else context)).split(nh, 1)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        elif context is not None:
+            raise ValueError("a self-attention layer takes no context; build it with cross=True")
+        else:  # one product, and one rotation of the queries and keys together
+            qk, v = self._heads(self.qkv(x)).split((2 * nh, nh), 1)  # (B, 2nh | nh, T, hd)
+            if rope is not None:
+                qk = apply_rotary(qk, *rope)
+            q, k = qk.split(nh, 1)
         if cache is not None:  # inference: no attention dropout
             cache.append(k, v)
             return self._merge(cache.attend(q, mask, causal))
@@ -231,8 +304,9 @@ class Attention(nn.Module):
             dropout_p=self.attn_dropout_p if self.training else 0.0))
 
     def extend_cache(self, context: torch.Tensor, cache: KVCache | SharedPrefixCache) -> None:
-        """Append the keys and values of `context` (B, T, d) to `cache`, without rotary."""
-        cache.append(self._heads(self.k_proj(context)), self._heads(self.v_proj(context)))
+        """Append the unrotated keys and values of `context` (B, T, d) to `cache` (cross only)."""
+        k, v = self._heads(self.kv(context)).split(self.n_heads, 1)  # (B, nh, T, hd)
+        cache.append(k, v)
 
     def attend_cache(self, x: torch.Tensor, cache: KVCache | SharedPrefixCache,
                      mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -254,10 +328,12 @@ class FeedForward(nn.Module):
         self.w1 = Linear(d_model, ff_dim, bias=False)
         self.w3 = Linear(d_model, ff_dim, bias=False)
         self.w2 = Linear(ff_dim, d_model, bias=False)
+        self.gate_up = FusedLinears(self.w1, self.w3)
         self.dropout = nn.Dropout(dropout_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+        gate, up = self.gate_up(x).chunk(2, -1)
+        return self.dropout(self.w2(F.silu(gate) * up))
 
 
 class Block(nn.Module):

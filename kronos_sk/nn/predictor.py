@@ -76,7 +76,8 @@ class DependencyAwareLayer(nn.Module):
 
     def __init__(self, d_model: int, attn_dropout_p: float = 0.0, resid_dropout_p: float = 0.0):
         super().__init__()
-        self.cross_attn = Attention(d_model, DEPENDENCY_HEADS, attn_dropout_p, resid_dropout_p)
+        self.cross_attn = Attention(d_model, DEPENDENCY_HEADS, attn_dropout_p, resid_dropout_p,
+                                    cross=True)
         self.norm = RMSNorm(d_model)
 
     def forward(self, h: torch.Tensor, query: torch.Tensor, valid: torch.Tensor | None = None,

@@ -1,11 +1,12 @@
+import copy
 import math
 
 import pytest
 import torch
 
-from kronos_sk.nn.layers import (Attention, Block, KVCache, RMSNorm, RotaryEmbedding,
-                                 SharedPrefixCache, apply_rotary, attention_mask,
-                                 positions_from_valid)
+from kronos_sk.nn.layers import (Attention, Block, FeedForward, FusedLinears, KVCache, Linear,
+                                 RMSNorm, RotaryEmbedding, SharedPrefixCache, apply_rotary,
+                                 attention_mask, positions_from_valid)
 
 
 def test_rmsnorm_matches_formula():
@@ -114,3 +115,82 @@ def test_shared_prefix_cache_attends_in_blocks_of_queries(monkeypatch):
     whole = shared.attend(q, mask)
     monkeypatch.setattr(layers, "SCORE_BLOCK", 2 * B * G * nh * (Tp + Tq))  # 2 queries a block
     torch.testing.assert_close(shared.attend(q, mask), whole)
+
+
+def _fused_and_separate(module, *inputs, **kwargs):
+    """The module's output without gradients (fused products) and with them (one per linear)."""
+    with torch.no_grad():
+        fused = module(*inputs, **kwargs)
+    return fused, module(*inputs, **kwargs).detach()
+
+
+def test_fused_projections_equal_separate_ones():
+    torch.manual_seed(6)
+    block = Block(16, 4, 32).eval()
+    x = torch.randn(2, 5, 16)
+    rope = block.self_attn.rotary(torch.arange(5))
+    torch.testing.assert_close(*_fused_and_separate(block, x, rope))
+    cross = Attention(16, 4, cross=True).eval()
+    context = torch.randn(2, 7, 16)
+    torch.testing.assert_close(*_fused_and_separate(cross, x, context=context))
+    cache = KVCache.empty(2, 4, 7, 4, torch.float32, "cpu")
+    with torch.no_grad():
+        cross.extend_cache(context, cache)  # keys and values from the fused k/v product
+    torch.testing.assert_close(cache.live(), (cross._heads(cross.k_proj(context)).detach(),
+                                              cross._heads(cross.v_proj(context)).detach()))
+    with pytest.raises(ValueError, match="cross=True"):
+        block.self_attn(x, context=context)
+
+
+def test_fusion_keeps_parameters_and_state_dict():
+    torch.manual_seed(7)
+    block = Block(16, 4, 32).eval()
+    before = {key: value.clone() for key, value in block.state_dict().items()}
+    layout = {name: (p.data_ptr(), p.stride()) for name, p in block.named_parameters()}
+    with torch.no_grad():
+        block(torch.randn(1, 3, 16), block.self_attn.rotary(torch.arange(3)))
+    assert block.self_attn.qkv.stacked_weight.shape == (48, 16)
+    assert {name: (p.data_ptr(), p.stride()) for name, p in block.named_parameters()} == layout
+    assert block.state_dict().keys() == before.keys()
+    assert all(torch.equal(block.state_dict()[key], value) for key, value in before.items())
+    block.train()  # training frees the stacked copies
+    assert block.self_attn.qkv.stacked_weight is None and block.ffn.gate_up.stacked_weight is None
+
+
+def test_fused_outputs_follow_in_place_updates_and_replaced_parameters():
+    torch.manual_seed(8)
+    ffn = FeedForward(8, 16).eval()
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        first = ffn(x)
+        ffn.w3.weight.mul_(2)  # in place, as an optimizer step
+    assert not torch.allclose(first, _fused_and_separate(ffn, x)[0])
+    torch.testing.assert_close(*_fused_and_separate(ffn, x))
+    twin = copy.deepcopy(ffn)
+    with torch.no_grad():
+        twin.w1.weight.add_(1)
+    torch.testing.assert_close(*_fused_and_separate(twin, x))
+    assert not torch.allclose(twin(x), ffn(x))
+    state = {key: torch.randn_like(value) for key, value in ffn.state_dict().items()}
+    ffn.load_state_dict(state, assign=True)
+    torch.testing.assert_close(*_fused_and_separate(ffn, x))
+    ffn.w1.weight.data = torch.randn(16, 8)
+    torch.testing.assert_close(*_fused_and_separate(ffn, x))
+    ffn.to(torch.float64)
+    fused, separate = _fused_and_separate(ffn, x.double())
+    assert fused.dtype == torch.float64
+    torch.testing.assert_close(fused, separate)
+
+
+def test_stack_built_in_inference_mode_leaves_parameters_trainable():
+    torch.manual_seed(9)
+    attn = Attention(8, 2)
+    with torch.inference_mode():
+        attn(torch.randn(1, 2, 8))
+    attn(torch.randn(1, 2, 8)).sum().backward()
+    assert attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_fused_linears_need_biases_on_all_or_none():
+    with pytest.raises(ValueError, match="bias"):
+        FusedLinears(Linear(4, 4), Linear(4, 4, bias=False))

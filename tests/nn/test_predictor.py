@@ -88,3 +88,31 @@ def test_training_forward_shapes_and_gradients():
     (coarse.sum() + fine.sum()).backward()
     assert predictor.head.proj_s2.weight.grad.abs().sum() > 0
     assert predictor.transformer[0].ffn.w1.weight.grad.abs().sum() > 0
+
+
+def test_fine_tuning_a_loaded_predictor_changes_its_fused_outputs(compat_dir, tmp_path):
+    from kronos_sk.checkpoints import save_checkpoint
+    predictor = load_predictor(compat_dir / "model", device="cpu")
+    g = torch.Generator().manual_seed(0)
+    s1 = torch.randint(0, 2 ** predictor.config.s1_bits, (2, 12), generator=g)
+    s2 = torch.randint(0, 2 ** predictor.config.s2_bits, (2, 12), generator=g)
+    stamps = torch.zeros(2, 12, 5, dtype=torch.long)
+    with torch.no_grad():
+        before = predictor.coarse_logits(predictor.hidden(s1, s2, stamps))  # fused
+    predictor.train()
+    optimizer = torch.optim.SGD(predictor.parameters(), lr=0.1)
+    coarse, fine = predictor(s1[:, :-1], s2[:, :-1], stamps[:, :-1], s1[:, 1:])
+    loss = torch.nn.functional.cross_entropy(coarse.flatten(0, 1), s1[:, 1:].flatten())
+    loss.backward()
+    assert predictor.transformer[0].self_attn.k_proj.weight.grad.abs().sum() > 0
+    optimizer.step()
+    predictor.eval()
+    with torch.no_grad():
+        after = predictor.coarse_logits(predictor.hidden(s1, s2, stamps))
+    unfused = predictor.coarse_logits(predictor.hidden(s1, s2, stamps)).detach()
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, unfused)
+    reloaded = load_predictor(save_checkpoint(predictor, tmp_path / "tuned"), device="cpu")
+    assert reloaded.state_dict().keys() == predictor.state_dict().keys()
+    for key, value in predictor.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[key], value), key
