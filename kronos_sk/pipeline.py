@@ -153,8 +153,9 @@ class KronosPipeline:
                future: pd.DatetimeIndex | Sequence[pd.DatetimeIndex] | None = None,
                freq: str | None = None, n_samples: int = DEFAULT_N_SAMPLES,
                temperature: float = 1.0, top_k: int = 0, top_p: float = DEFAULT_TOP_P,
-               random_state: int | None = None,
-               sliding: str = "exact", max_paths: int = DEFAULT_MAX_PATHS) -> ForecastPaths:
+               random_state: int | None = None, sliding: str = "exact",
+               max_paths: int = DEFAULT_MAX_PATHS,
+               prefill_precision: str = "float32") -> ForecastPaths:
         """Sample `n_samples` future paths of every series, all series in one batched call.
 
         Parameters
@@ -171,9 +172,12 @@ class KronosPipeline:
             use it for irregular calendars (sessions, lunch breaks, holidays).
         freq : str or None, default=None
             Frequency of the future rows when `horizon` is given.
-        n_samples, temperature, top_k, top_p, sliding, max_paths
+        n_samples, temperature, top_k, top_p, sliding, max_paths, prefill_precision
             Sampling settings, see `kronos_sk.generation.forecast_paths` (defaults: 20
-            paths, temperature 1, no top-k, top-p 1.0; the same in every face).
+            paths, temperature 1, no top-k, top-p 1.0, float32 prefill; the same in every
+            face). ``prefill_precision="bfloat16"`` runs the batched context passes in
+            bfloat16: faster on CPUs with native bf16, at a measured accuracy cost
+            (`benchmarks/bench_precision.py`).
         random_state : int or None, default=None
             Seeds every path from (random_state, asset name), so a series gets the same
             paths whatever else is in the batch.
@@ -188,7 +192,7 @@ class KronosPipeline:
         paths = self.sample_validated(
             frames, futures, [series_key(asset) for asset in assets], n_samples=n_samples,
             temperature=temperature, top_k=top_k, top_p=top_p, random_state=random_state,
-            sliding=sliding, max_paths=max_paths)
+            sliding=sliding, max_paths=max_paths, prefill_precision=prefill_precision)
         return ForecastPaths(paths, futures, assets)
 
     def sample_validated(self, frames: Sequence[pd.DataFrame],
@@ -196,7 +200,8 @@ class KronosPipeline:
                          n_samples: int = DEFAULT_N_SAMPLES, temperature: float = 1.0,
                          top_k: int = 0, top_p: float = DEFAULT_TOP_P,
                          random_state: int | None = None, sliding: str = "exact",
-                         max_paths: int = DEFAULT_MAX_PATHS) -> np.ndarray:
+                         max_paths: int = DEFAULT_MAX_PATHS,
+                         prefill_precision: str = "float32") -> np.ndarray:
         """The procedure after validation: features, calendar stamps, seeds, generation.
 
         Every face ends here (`sample`, `KronosForecaster` and its calibration backtests,
@@ -211,7 +216,7 @@ class KronosPipeline:
         keys : sequence of str
             The identity of each series (`kronos_sk.generation.series_key`); with
             `random_state` it seeds the series' paths.
-        n_samples, temperature, top_k, top_p, random_state, sliding, max_paths
+        n_samples, temperature, top_k, top_p, random_state, sliding, max_paths, prefill_precision
             As for `sample`.
 
         Returns
@@ -223,7 +228,8 @@ class KronosPipeline:
             [time_features(f.index) for f in frames],
             np.stack([time_features(idx) for idx in futures]), n_samples=n_samples,
             temperature=temperature, top_k=top_k, top_p=top_p, max_context=self.max_context,
-            seeds=series_seeds(random_state, keys), sliding=sliding, max_paths=max_paths)
+            seeds=series_seeds(random_state, keys), sliding=sliding, max_paths=max_paths,
+            prefill_precision=prefill_precision)
 
     @staticmethod
     def _future_indexes(frames: list[pd.DataFrame], horizon: int | None, future,

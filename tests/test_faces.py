@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from kronos_sk import KronosForecaster, KronosPipeline
 from kronos_sk.cli import main
@@ -17,18 +18,29 @@ def candles() -> pd.DataFrame:
     return pd.read_csv(FIXTURES / "candles.csv", index_col=0, parse_dates=True)
 
 
-def test_pipeline_forecaster_and_cli_give_the_same_paths(tmp_path):
+@pytest.mark.parametrize("prefill", ["float32", "bfloat16"])
+@pytest.mark.filterwarnings("ignore:.*bfloat16")
+def test_pipeline_forecaster_and_cli_give_the_same_paths(tmp_path, monkeypatch, prefill):
+    from kronos_sk import pipeline
+    real, seen = pipeline.forecast_paths, []
+
+    def recorded(*args, **kwargs):  # the real generation, its precision noted
+        seen.append(kwargs["prefill_precision"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "forecast_paths", recorded)
+    settings = {**SETTINGS, "prefill_precision": prefill}
     frame = candles()
     panel = {"A": frame.iloc[:90], "B": frame.iloc[30:120]}
     future = [frame.index[90:96], frame.index[120:126]]
     pipe = KronosPipeline.from_pretrained(MODEL, TOKENIZER, max_context=128)
-    piped = pipe.sample(panel, future=future, **SETTINGS).paths  # (2, 4, 6, 6)
+    piped = pipe.sample(panel, future=future, **settings).paths  # (2, 4, 6, 6)
 
     for position, (asset, context) in enumerate(panel.items()):
-        alone = pipe.sample({asset: context}, future=future[position], **SETTINGS).paths
+        alone = pipe.sample({asset: context}, future=future[position], **settings).paths
         np.testing.assert_array_equal(alone[0], piped[position])  # batch-independent
         forecaster = KronosForecaster(model=MODEL, tokenizer=TOKENIZER, max_context=128,
-                                      **SETTINGS)
+                                      **settings)
         y = pd.concat({asset: context}, names=["asset", "timestamp"])
         sampled = forecaster.fit(y).sample(fh=future[position])
         values = sampled.to_numpy().reshape(4, 6, 6)  # (sample, time, column)
@@ -40,11 +52,13 @@ def test_pipeline_forecaster_and_cli_give_the_same_paths(tmp_path):
     out = tmp_path / "paths.parquet"
     assert main(["sample", "--input", str(path), "--horizon", "6", "--out", str(out),
                  "--model", MODEL, "--tokenizer", TOKENIZER, "--max-context", "128",
-                 "--samples", "4", "--top-p", "0.9", "--seed", "7", "--freq", "5min"]) in (0, None)
+                 "--samples", "4", "--top-p", "0.9", "--seed", "7", "--freq", "5min",
+                 "--prefill-precision", prefill]) in (0, None)
     cli = pd.read_parquet(out)
     fh = pd.date_range(single.index[-1], periods=7, freq="5min")[1:]
     forecaster = KronosForecaster(model=MODEL, tokenizer=TOKENIZER, max_context=128,
-                                  **SETTINGS).fit(single)
+                                  **settings).fit(single)
     expected = forecaster.sample(fh=fh).to_numpy().reshape(4, 6, 6)
     columns = ["open", "high", "low", "close", "volume", "amount"]
     np.testing.assert_array_equal(cli[columns].to_numpy().reshape(4, 6, 6), expected)
+    assert seen and set(seen) == {prefill}  # every face passed it on
