@@ -38,7 +38,7 @@ run price volatility --config benchmarks/configs/crypto_hourly.toml --out result
 run price --config benchmarks/configs/us_daily_context152.toml --out results/us_daily_context152_0.2
 run price --config benchmarks/configs/us_daily.toml --out results/us_daily_0.1cal --models kronos-0.1-cal kronos-0.1 naive-last
 run generation --config benchmarks/configs/generation.toml --out results/generation_0.2 --models kronos kronos-0.1
-run investment --config benchmarks/configs/investment_us.toml --out results/investment_us_0.2 --models kronos naive-drift --budget-minutes 30
+run investment --config benchmarks/configs/investment_us.toml --out results/investment_us_0.2 --models kronos naive-drift --budget-minutes 40
 speed bench_panel
 speed bench_inference
 exit $status
