@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import numpy as np

@@ -12,7 +12,7 @@ from kronos_sk.checkpoints import load_predictor, load_tokenizer
 from kronos_sk.nn.config import TokenizerConfig
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
-from kronos_sk.training import TrainConfig, Trainer, run_training, train_modules
+from kronos_sk.training import TrainConfig, run_training, train_modules
 from kronos_sk.training.config import load_train_config
 from kronos_sk.training.distributed import DistributedEnv, resolve_device
 from training_helpers import TINY_TOKENIZER, SineCandles
