@@ -76,6 +76,16 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (VmHWM).
+
+    Not `resource.getrusage(...).ru_maxrss`: Linux carries that over from the parent
+    through fork and exec, so a child would report the parent's peak whenever it is larger.
+    """
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
 class PeakMemory:
     """Peak resident memory above the starting level while the block runs (sampled every 2 ms)."""
 

@@ -312,20 +312,9 @@ def sktime_comparison(size: dict, sample_counts: list[int], budget: float) -> No
 
 
 # ---------------------------------------------------------------------------- memory
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory (VmHWM).
-
-    Not `resource.getrusage(...).ru_maxrss`: Linux carries that over from the parent
-    through fork and exec, so a child would report the parent's peak (here, the whole US
-    file the parent read) whenever it is larger.
-    """
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-
-
 def memory_worker(data: str, horizon: int, samples: int, out: str) -> None:
     """Fit and predict the panel in `data` with the bundled model; write times and memory."""
-    from _common import rss_bytes
+    from _common import peak_rss_bytes, rss_bytes
     from kronos_sk.estimators import KronosForecaster
     warnings.simplefilter("ignore")
     y = pd.read_parquet(data)

@@ -8,6 +8,11 @@ with the same weights and windows. Sizes: Kronos-small and the bundled default m
 windows are real (../shared/data), drawn by the `WindowSampler` the recipes use. Also times
 the sampler alone, to show that the input pipeline is not the bottleneck.
 
+Each step is timed in a fresh process twice: with glibc's default allocator, and with freed
+memory retained in the process, as this project's training engine sets it on CPU
+(`kronos_sk.runtime.retain_freed_memory`). The engine column compares ours as the engine
+trains with the reference as released.
+
     python benchmarks/bench_training.py
     python benchmarks/bench_training.py --steps 5 --length 152 --precision fp32 bf16
 
@@ -20,17 +25,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 
 import torch
 
-from _common import SHARED_DATA, PeakMemory, machine
+from _common import SHARED_DATA, machine, peak_rss_bytes
 from kronos_sk.checkpoints import DEFAULT_MODEL_DIR
 from kronos_sk.data import CandleCorpus, TimeSplit, WindowSampler
 from kronos_sk.nn.config import PredictorConfig, TokenizerConfig
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
-from kronos_sk.runtime import native_bf16
+from kronos_sk.runtime import native_bf16, retain_freed_memory
 from kronos_sk.training import predictor_loss
 
 HORIZON = 24
@@ -88,8 +95,8 @@ def reference_step(tokenizer, model):
     return loss
 
 
-def time_training(model, loss_fn, batches, precision: str, steps: int, warmup: int):
-    """Tokens/s and added peak MiB of `steps` optimizer steps after `warmup` steps."""
+def time_training(model, loss_fn, batches, precision: str, steps: int, warmup: int) -> float:
+    """Tokens/s of `steps` optimizer steps after `warmup` steps."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -103,24 +110,15 @@ def time_training(model, loss_fn, batches, precision: str, steps: int, warmup: i
 
     for batch in batches[:warmup]:
         step(batch)
-    with PeakMemory() as memory:
-        start = time.perf_counter()
-        for batch in batches[warmup:warmup + steps]:
-            step(batch)
-        seconds = time.perf_counter() - start
-    tokens = steps * batches[0]["values"].shape[0] * (batches[0]["values"].shape[1] - 1)
-    return tokens / seconds, memory.added_mb
+    start = time.perf_counter()
+    for batch in batches[warmup:warmup + steps]:
+        step(batch)
+    seconds = time.perf_counter() - start
+    return steps * batches[0]["values"].shape[0] * (batches[0]["values"].shape[1] - 1) / seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--length", type=int, default=512, help="window rows")
-    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"],
-                        choices=["fp32", "bf16"])
-    args = parser.parse_args()
+def windows(args) -> tuple[list[dict[str, torch.Tensor]], float]:
+    """The timed batches (the same in every process) and the sampler's tokens/s."""
     source = sampler(args.batch_size, args.length)
     source.batch(0)  # loads the first block
     n = 100
@@ -129,30 +127,80 @@ def main() -> None:
         source.batch(k)
     loader_rate = n * args.batch_size * (args.length - 1) / (time.perf_counter() - start)
     raw = [source.batch(k) for k in range(args.warmup + args.steps)]
-    batches = [{key: torch.from_numpy(b[key]) for key in ("values", "stamps", "context")}
-               for b in raw]
+    return [{key: torch.from_numpy(b[key]) for key in ("values", "stamps", "context")}
+            for b in raw], loader_rate
+
+
+def time_one(args) -> None:
+    """Worker: time one implementation at one size, precision and allocator; print JSON."""
+    name, precision, implementation, allocator = args.one
+    batches, _ = windows(args)
+    torch.manual_seed(0)  # the same weights in every process
+    tok_config, pred_config = sizes()[name]
+    tokenizer = KronosTokenizer(tok_config).eval()
+    predictor = KronosPredictor(pred_config)
+    ref_tokenizer, reference = reference_modules(tokenizer, predictor)
+    if allocator == "retained" and not retain_freed_memory():
+        raise SystemExit("freed memory can be retained with glibc only")
+    if implementation == "ours":
+        rate = time_training(predictor, ours_step(tokenizer, predictor), batches, precision,
+                             args.steps, args.warmup)
+    else:
+        rate = time_training(reference, reference_step(ref_tokenizer, reference), batches,
+                             precision, args.steps, args.warmup)
+    print(json.dumps({"tokens_per_s": rate, "peak_gib": peak_rss_bytes() / 2 ** 30}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--length", type=int, default=512, help="window rows")
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"],
+                        choices=["fp32", "bf16"])
+    parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        return time_one(args)
+    _, loader_rate = windows(args)
     precisions = [p for p in args.precision if p == "fp32" or native_bf16()]
     print(f"{machine()}; windows of {args.length} rows, batch {args.batch_size}, "
-          f"{args.steps} timed steps after {args.warmup}")
+          f"{args.steps} timed steps after {args.warmup}, each in a fresh process")
     print(f"window sampler: {loader_rate:,.0f} tokens/s\n")
-    print(f"{'model':14} {'params':>7} {'prec':>5} | {'ours tok/s':>10} {'MiB':>6} | "
-          f"{'reference':>10} {'MiB':>6} | {'ours/ref':>8}")
-    for name, (tok_config, pred_config) in sizes().items():
+    print(f"{'':22}| {'glibc default allocator':^31} | {'freed memory retained':^31} |")
+    print(f"{'model':13} {'prec':>4}    | {'ours tok/s':>10} {'reference':>10} {'ours/ref':>8} | "
+          f"{'ours tok/s':>10} {'reference':>10} {'ours/ref':>8} | {'engine/ref':>10}")
+    passed = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size",
+              str(args.batch_size), "--length", str(args.length)]
+    for name in sizes():
         for precision in precisions:
-            torch.manual_seed(0)
-            tokenizer = KronosTokenizer(tok_config).eval()
-            predictor = KronosPredictor(pred_config)
-            ref_tokenizer, reference = reference_modules(tokenizer, predictor)
-            n_params = sum(p.numel() for p in predictor.parameters())
-            ours, ours_mb = time_training(predictor, ours_step(tokenizer, predictor), batches,
-                                          precision, args.steps, args.warmup)
-            ref, ref_mb = time_training(reference, reference_step(ref_tokenizer, reference),
-                                        batches, precision, args.steps, args.warmup)
-            print(f"{name:14} {n_params / 1e6:6.1f}M {precision:>5} | {ours:10,.0f} "
-                  f"{ours_mb:6.0f} | {ref:10,.0f} {ref_mb:6.0f} | {ours / ref:7.2f}x",
-                  flush=True)
-    print("\nours/ref: tokens/s of this project's training step over the reference's "
-          "(target >= 1.5x at fp32).")
+            rate = {}
+            for allocator in ("default", "retained"):
+                for implementation in ("ours", "reference"):
+                    out = subprocess.run(
+                        [sys.executable, __file__, *passed, "--one", name, precision,
+                         implementation, allocator], capture_output=True, text=True)
+                    if out.returncode:
+                        raise SystemExit(f"{name} {precision} {implementation} {allocator} "
+                                         f"failed:\n{out.stderr[-2000:]}")
+                    result = json.loads(out.stdout.strip().splitlines()[-1])
+                    rate[allocator, implementation] = result["tokens_per_s"]
+                    rate[allocator, implementation, "peak"] = result["peak_gib"]
+            cells = []
+            for allocator in ("default", "retained"):
+                ours, ref = rate[allocator, "ours"], rate[allocator, "reference"]
+                cells.append(f"{ours:10,.0f} {ref:10,.0f} {ours / ref:7.2f}x")
+            engine = rate["retained", "ours"] / rate["default", "reference"]
+            peaks = "/".join(f"{rate[a, i, 'peak']:.1f}" for a in ("default", "retained")
+                             for i in ("ours", "reference"))
+            print(f"{name:13} {precision:>4}    | {cells[0]} | {cells[1]} | {engine:9.2f}x"
+                  f"   peak GiB {peaks}", flush=True)
+    print("\nours/ref: tokens/s of this project's training step over the reference's, both "
+          "with the same allocator (target >= 1.5x at fp32).\nengine/ref: ours as the "
+          "training engine runs it (freed memory retained) over the reference as released "
+          "(glibc's default allocator).\npeak GiB: each process's peak resident memory, "
+          "ours/reference with the default allocator, then retained.")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 # does not stop the others. The budgets cap the slowest tasks: the tables say how many
 # origins ran.
 #
-# Speed and memory (docs/benchmarks.md, "Speed and memory", roughly 30 minutes) run last;
+# Speed and memory (docs/benchmarks.md, "Speed and memory", roughly 45 minutes) run last;
 # `reproduce.sh speed` runs only them. Run them alone on the machine: other load skews
 # their ratios.
 cd "$(dirname "$0")/.." || exit 1
@@ -19,6 +19,7 @@ speed() {
 if [ "$1" = speed ]; then
   speed bench_panel
   speed bench_inference
+  speed bench_training
   exit $status
 fi
 run() { echo "+ python -m benchmarks $*"; python -m benchmarks "$@" || status=1; }
@@ -41,4 +42,5 @@ run generation --config benchmarks/configs/generation.toml --out results/generat
 run investment --config benchmarks/configs/investment_us.toml --out results/investment_us_0.2 --models kronos naive-drift --budget-minutes 40
 speed bench_panel
 speed bench_inference
+speed bench_training
 exit $status

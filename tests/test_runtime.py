@@ -1,10 +1,13 @@
+import os
+import platform
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
-from kronos_sk.runtime import native_bf16, resolve_dtype, slow_bf16_warning
+from kronos_sk.runtime import (native_bf16, release_freed_memory, resolve_dtype,
+                               retain_freed_memory, slow_bf16_warning)
 
 
 def cpu_flags() -> set[str]:
@@ -38,3 +41,25 @@ def test_bf16_on_a_cpu_without_it_warns_and_float32_never_does():
 def test_unknown_precision_is_named():
     with pytest.raises(ValueError, match="'half'"):
         resolve_dtype("half")
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                    reason="the allocator settings are glibc's")
+def test_freed_memory_stays_in_the_process_until_released():
+    size = 256 * 2 ** 20
+    assert retain_freed_memory()
+    try:
+        before = _resident_bytes()
+        block = torch.ones(size // 4)  # written, so resident
+        del block
+        kept = _resident_bytes() - before
+    finally:
+        release_freed_memory()
+    released = _resident_bytes() - before
+    assert kept > size / 2  # glibc's default would have unmapped it at once
+    assert released < size / 4

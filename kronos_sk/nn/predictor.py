@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 
 from kronos_sk.nn.config import PredictorConfig
-from kronos_sk.nn.layers import (Attention, Block, KVCache, Linear, RMSNorm, SharedPrefixCache,
-                                 attention_mask, positions_from_valid)
+from kronos_sk.nn.layers import (Attention, Block, Dropout, KVCache, Linear, RMSNorm,
+                                 SharedPrefixCache, attention_mask, positions_from_valid)
 
 # (name, table size) of the calendar embeddings, in the column order of the stamps.
 TIME_FIELDS = (("minute", 60), ("hour", 24), ("weekday", 7), ("day", 32), ("month", 13))
@@ -118,7 +118,7 @@ class KronosPredictor(nn.Module):
         self.config = c = config
         self.embedding = HierarchicalEmbedding(c.s1_bits, c.s2_bits, c.d_model)
         self.time_emb = TemporalEmbedding(c.d_model, c.learn_te)
-        self.token_drop = nn.Dropout(c.token_dropout_p)
+        self.token_drop = Dropout(c.token_dropout_p)
         self.transformer = nn.ModuleList(
             Block(c.d_model, c.n_heads, c.ff_dim, c.ffn_dropout_p, c.attn_dropout_p,
                   c.resid_dropout_p) for _ in range(c.n_layers))
@@ -152,27 +152,36 @@ class KronosPredictor(nn.Module):
 
     def fine_logits(self, h: torch.Tensor, s1_ids: torch.Tensor,
                     valid: torch.Tensor | None = None, causal: bool | None = None,
-                    ) -> torch.Tensor:
+                    targets: torch.Tensor | None = None) -> torch.Tensor:
         """Fine logits (B, T, 2^s2) given the coarse ids at every position (full sequence).
 
         `causal=None`: causal in training mode only, as released (see `DependencyAwareLayer`).
+        `targets` (B, T) bool keeps the positions it marks: (N, 2^s2) rows, in its order.
         """
         query = self.embedding.emb_s1(s1_ids)
-        return self.head.proj_s2(self.dep_layer(h, query, valid, causal))
+        h = self.dep_layer(h, query, valid, causal)
+        return self.head.proj_s2(h if targets is None else h[targets])
 
     def forward(self, s1_ids: torch.Tensor, s2_ids: torch.Tensor, stamps: torch.Tensor,
-                s1_condition: torch.Tensor | None = None,
-                valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                s1_condition: torch.Tensor | None = None, valid: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Training pass: coarse logits, and fine logits conditioned on `s1_condition`.
 
         `s1_condition` (B, T) is the coarse id the fine head conditions on at each position:
         the next coarse targets for teacher forcing, or ids sampled from the model's own coarse
         distribution (paper section 4.2) when None. The dependency layer is causal here in
         both modes, so a validation loss does not see later tokens.
+
+        `targets` (B, T) bool, when given, marks the positions whose logits are wanted; they
+        come back as (N, vocab) rows in the mask's order, and the heads and the sampling run
+        on those positions only (the causal dependency layer makes a position's fine logits
+        depend on its own condition alone). Without it: (B, T, vocab) at every position.
         """
         h = self.hidden(s1_ids, s2_ids, stamps, valid)
-        s1_logits = self.coarse_logits(h)
+        s1_logits = self.coarse_logits(h if targets is None else h[targets])
         if s1_condition is None:
             probs = s1_logits.detach().float().softmax(-1)
-            s1_condition = torch.multinomial(probs.flatten(0, 1), 1).view(probs.shape[:-1])
-        return s1_logits, self.fine_logits(h, s1_condition, valid, causal=True)
+            sampled = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1)
+            s1_condition = (sampled.view(probs.shape[:-1]) if targets is None else
+                            torch.zeros_like(s1_ids).masked_scatter(targets, sampled))
+        return s1_logits, self.fine_logits(h, s1_condition, valid, causal=True, targets=targets)

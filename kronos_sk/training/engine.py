@@ -71,7 +71,8 @@ from kronos_sk import checkpoints
 from kronos_sk._files import write_atomically
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
-from kronos_sk.runtime import slow_bf16_warning
+from kronos_sk.runtime import (release_freed_memory, retain_freed_memory,
+                               slow_bf16_warning)
 from kronos_sk.training import distributed
 from kronos_sk.training.config import TrainConfig
 from kronos_sk.training.losses import predictor_loss, tokenizer_loss
@@ -190,6 +191,7 @@ class Trainer:
         self._finished = False
         self._progress: tqdm | None = None
         self._previous_threads: int | None = None
+        self._retains_memory = False
 
     @property
     def writes(self) -> bool:
@@ -224,6 +226,8 @@ class Trainer:
         self._previous_threads = torch.get_num_threads()
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
+        # Steps free and allocate large tensors: reuse the memory instead of faulting it in.
+        self._retains_memory = self.device.type == "cpu" and retain_freed_memory()
         self._owns_group = distributed.init_process_group(self.env, self.device)
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -593,12 +597,15 @@ class Trainer:
 
     # ---------------------------------------------------------------- cleanup
     def cleanup(self) -> None:
-        """Close the progress bar, leave the process group (after a barrier on success) and
-        give torch back its previous thread count."""
+        """Close the progress bar, leave the process group (after a barrier on success), give
+        torch back its previous thread count and the C library its allocator settings."""
         if self._progress is not None:
             self._progress.close()
         if self._previous_threads is not None:
             torch.set_num_threads(self._previous_threads)
+        if self._retains_memory:
+            release_freed_memory()
+            self._retains_memory = False
         distributed.shutdown(self._owns_group, barrier=self._finished)
         self._owns_group = False
 

@@ -81,7 +81,8 @@ def predictor_token_losses(predictor: nn.Module, tokenizer: KronosTokenizer,
     Returns
     -------
     ce_coarse, ce_fine : torch.Tensor
-        (B, L - 1) float32 cross-entropy of target positions 1..L-1, carrying the graph.
+        (B, L - 1) float32 cross-entropy of target positions 1..L-1, carrying the graph; 0 at
+        the targets not scored (they are not computed).
     scored : torch.Tensor
         (B, L - 1) bool: the targets the objective averages.
     """
@@ -90,19 +91,19 @@ def predictor_token_losses(predictor: nn.Module, tokenizer: KronosTokenizer,
     with torch.no_grad(), torch.autocast(values.device.type, enabled=False):
         s1_ids, s2_ids = tokenizer.encode(values.float())  # (B, L) each
     s1_targets, s2_targets = s1_ids[:, 1:], s2_ids[:, 1:]
-    s1_logits, s2_logits = predictor(
-        s1_ids[:, :-1], s2_ids[:, :-1], stamps[:, :-1],
-        s1_condition=s1_targets if teacher_forcing else None)  # (B, L-1, 2^s1), (B, L-1, 2^s2)
-    # Flattened (B * (L-1), vocab) rows: a class axis in the middle makes CPU kernels strided.
-    ce_coarse = F.cross_entropy(s1_logits.flatten(0, 1).float(), s1_targets.flatten(),
-                                reduction="none").view_as(s1_targets)
-    ce_fine = F.cross_entropy(s2_logits.flatten(0, 1).float(), s2_targets.flatten(),
-                              reduction="none").view_as(s2_targets)
     position = torch.arange(1, values.shape[1], device=values.device)
     scored = position >= context[:, None]
     if length is not None:
         scored &= position < length[:, None]
-    return ce_coarse, ce_fine, scored
+    # Logits at the scored targets only: (N, vocab) rows, which also keep the CPU kernels
+    # contiguous (a class axis in the middle makes them strided).
+    s1_logits, s2_logits = predictor(
+        s1_ids[:, :-1], s2_ids[:, :-1], stamps[:, :-1],
+        s1_condition=s1_targets if teacher_forcing else None, targets=scored)
+    ce_coarse = F.cross_entropy(s1_logits.float(), s1_targets[scored], reduction="none")
+    ce_fine = F.cross_entropy(s2_logits.float(), s2_targets[scored], reduction="none")
+    zeros = torch.zeros(scored.shape, device=values.device)
+    return zeros.masked_scatter(scored, ce_coarse), zeros.masked_scatter(scored, ce_fine), scored
 
 
 def predictor_loss(predictor: nn.Module, tokenizer: KronosTokenizer, values: torch.Tensor,

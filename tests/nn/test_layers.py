@@ -4,9 +4,12 @@ import math
 import pytest
 import torch
 
-from kronos_sk.nn.layers import (Attention, Block, FeedForward, FusedLinears, KVCache, Linear,
-                                 RMSNorm, RotaryEmbedding, SharedPrefixCache, apply_rotary,
-                                 attention_mask, positions_from_valid)
+import torch.nn.functional as F
+
+from kronos_sk.nn.layers import (Attention, Block, Dropout, FeedForward, FusedLinears, KVCache,
+                                 Linear, RMSNorm, RotaryEmbedding, SharedPrefixCache, apply_rotary,
+                                 attention_mask, causal_attention_with_dropout,
+                                 positions_from_valid)
 
 
 def test_rmsnorm_matches_formula():
@@ -16,6 +19,26 @@ def test_rmsnorm_matches_formula():
     x = torch.randn(3, 5, 8)
     expected = x / torch.sqrt((x ** 2).mean(-1, keepdim=True) + 1e-5) * norm.weight
     torch.testing.assert_close(norm(x), expected)
+
+
+def test_rmsnorm_bfloat16_input_normalises_in_float32():
+    torch.manual_seed(13)
+    norm = RMSNorm(8)
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(norm(x.bfloat16()).float(), norm(x), atol=2e-2, rtol=2e-2)
+
+
+def test_dropout_keeps_at_rate_scales_and_passes_gradients_through_kept_only():
+    torch.manual_seed(14)
+    dropout = Dropout(0.25)
+    x = (torch.rand(200, 500) + 1.0).requires_grad_()
+    y = dropout(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.75) < 4 * math.sqrt(0.75 * 0.25 / x.numel())
+    torch.testing.assert_close(y[kept], x[kept] / 0.75)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.75)
+    assert dropout.eval()(x) is x and Dropout(0.0).train()(x) is x
 
 
 def test_rotary_rotates_each_pair_by_position_times_frequency():
@@ -118,7 +141,7 @@ def test_shared_prefix_cache_attends_in_blocks_of_queries(monkeypatch):
 
 
 def _fused_and_separate(module, *inputs, **kwargs):
-    """The module's output without gradients (fused products) and with them (one per linear)."""
+    """The module's output without gradients (the kept stack) and with them (stacked anew)."""
     with torch.no_grad():
         fused = module(*inputs, **kwargs)
     return fused, module(*inputs, **kwargs).detach()
@@ -140,6 +163,48 @@ def test_fused_projections_equal_separate_ones():
                                               cross._heads(cross.v_proj(context)).detach()))
     with pytest.raises(ValueError, match="cross=True"):
         block.self_attn(x, context=context)
+
+
+def test_fused_product_with_gradients_trains_each_linear_as_separate_ones():
+    torch.manual_seed(10)
+    ffn = FeedForward(8, 16)
+    x = torch.randn(3, 8)
+    ffn(x).square().sum().backward()
+    fused = [p.grad.clone() for p in ffn.parameters()]
+    ffn.zero_grad()
+    ffn.w2(F.silu(ffn.w1(x)) * ffn.w3(x)).square().sum().backward()
+    for grad, p in zip(fused, ffn.parameters()):
+        torch.testing.assert_close(grad, p.grad)
+
+
+@pytest.mark.parametrize("length", [5, 11])  # one block, and blocks of 4 with a short last one
+def test_causal_attention_with_dropout_keeps_weights_at_rate_and_scales(length):
+    torch.manual_seed(11)
+    q, k = torch.randn(2, 3, length, 4), torch.randn(2, 3, length, 4)
+    # One-hot values: each output row is that query's weights after dropout.
+    v = torch.eye(length).expand(2, 3, length, length)
+    weights = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(causal_attention_with_dropout(q, k, v, 0.0, block=4), weights)
+    dropped = causal_attention_with_dropout(q, k, v, 0.3, block=4)
+    later = torch.ones(length, length, dtype=torch.bool).triu(1)
+    assert (dropped[..., later] == 0).all()  # causal
+    kept = dropped != 0
+    torch.testing.assert_close(dropped[kept], weights[kept] / 0.7)
+    rate = kept[..., ~later].float().mean().item()
+    draws = kept[..., ~later].numel()
+    assert abs(rate - 0.7) < 4 * math.sqrt(0.21 / draws)
+
+
+def test_causal_attention_with_dropout_has_the_gradients_of_attention():
+    torch.manual_seed(12)
+    qkv = [torch.randn(2, 2, 9, 4, requires_grad=True) for _ in range(3)]
+    causal_attention_with_dropout(*qkv, 0.0, block=4).square().sum().backward()
+    ours = [t.grad.clone() for t in qkv]
+    for t in qkv:
+        t.grad = None
+    F.scaled_dot_product_attention(*qkv, is_causal=True).square().sum().backward()
+    for grad, t in zip(ours, qkv):
+        torch.testing.assert_close(grad, t.grad)
 
 
 def test_fusion_keeps_parameters_and_state_dict():

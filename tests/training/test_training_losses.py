@@ -99,10 +99,12 @@ def test_no_scored_target_depends_on_itself_or_later_rows(tokenizer_dir):
     predictor = KronosPredictor(PredictorConfig(**TINY_PREDICTOR)).eval()
     tokenizer = load_tokenizer(tokenizer_dir)
 
-    def terms(series):
+    def terms(series, score_all=False):
         batch = SeriesWindows([(series, stamps)], 40, 8, 64, min_context=4, seed=3).batch(0)
         values, stamps_, context = tensors(batch)
         length = torch.from_numpy(batch["length"])
+        if score_all:  # the leaky objective: every target, whatever normalised it
+            context = torch.ones_like(context)
         ce_coarse, ce_fine, scored = predictor_token_losses(
             predictor, tokenizer, values, stamps_, context, length, teacher_forcing=True)
         return ce_coarse.detach(), ce_fine.detach(), scored, batch
@@ -118,8 +120,12 @@ def test_no_scored_target_depends_on_itself_or_later_rows(tokenizer_dir):
     assert before.sum() > 200  # plenty of scored targets before the change
     assert torch.equal(coarse[before], coarse_changed[before])
     assert torch.equal(fine[before], fine_changed[before])
-    # The test has teeth: the change does reach the scored targets from row j on, and the
-    # unscored targets before j (inside a context whose statistics it altered).
+    assert (coarse[~scored] == 0).all() and (coarse[scored] > 0).all()
+    # The test has teeth: the change does reach the scored targets from row j on, and, were
+    # they scored, the targets before j inside a context whose statistics it altered.
     assert not torch.equal(coarse[scored & ~before], coarse_changed[scored & ~before])
     leaky = ~scored & (row_of_target < j) & (row_of_target + 40 > j)
-    assert not torch.equal(coarse[leaky], coarse_changed[leaky])
+    all_coarse, *_ = terms(values, score_all=True)
+    all_coarse_changed, *_ = terms(changed, score_all=True)
+    torch.testing.assert_close(all_coarse[before], coarse[before])
+    assert not torch.equal(all_coarse[leaky], all_coarse_changed[leaky])
