@@ -40,10 +40,12 @@ run price --config benchmarks/configs/us_daily_context152.toml --out results/us_
 run price --config benchmarks/configs/us_daily.toml --out results/us_daily_0.1cal --models kronos-0.1-cal kronos-0.1 naive-last
 run generation --config benchmarks/configs/generation.toml --out results/generation_0.2 --models kronos kronos-0.1
 run investment --config benchmarks/configs/investment_us.toml --out results/investment_us_0.2 --models kronos naive-drift --budget-minutes 40
-# 0.2 fine-tuned with the leak-free objective (kronos-ft): about 3 minutes per market.
+# 0.2 fine-tuned with the leak-free objective (kronos-ft): about 3 minutes per market, and
+# the investment simulation (22-minute budget).
 for market in us_daily cn_daily crypto_hourly; do
   run price --config "benchmarks/configs/$market.toml" --out "results/${market}_ft_0.2" --models kronos-ft naive-last
 done
+run investment --config benchmarks/configs/investment_us.toml --out results/investment_us_ft_0.2 --models kronos-ft --budget-minutes 22
 speed bench_panel
 speed bench_inference
 speed bench_training
