@@ -117,37 +117,40 @@ def time_training(model, loss_fn, batches, precision: str, steps: int, warmup: i
     return steps * batches[0]["values"].shape[0] * (batches[0]["values"].shape[1] - 1) / seconds
 
 
-def windows(args) -> tuple[list[dict[str, torch.Tensor]], float]:
-    """The timed batches (the same in every process) and the sampler's tokens/s."""
+def windows(args) -> list[dict[str, torch.Tensor]]:
+    """The timed batches, the same in every process."""
     source = sampler(args.batch_size, args.length)
-    source.batch(0)  # loads the first block
-    n = 100
+    raw = [source.batch(k) for k in range(args.warmup + args.steps)]
+    return [{key: torch.from_numpy(b[key]) for key in ("values", "stamps", "context")}
+            for b in raw]
+
+
+def sampler_rate(args, n: int = 100) -> float:
+    """Tokens/s of the window sampler alone, after its first block is read."""
+    source = sampler(args.batch_size, args.length)
+    source.batch(0)
     start = time.perf_counter()
     for k in range(1, n + 1):
         source.batch(k)
-    loader_rate = n * args.batch_size * (args.length - 1) / (time.perf_counter() - start)
-    raw = [source.batch(k) for k in range(args.warmup + args.steps)]
-    return [{key: torch.from_numpy(b[key]) for key in ("values", "stamps", "context")}
-            for b in raw], loader_rate
+    return n * args.batch_size * (args.length - 1) / (time.perf_counter() - start)
 
 
 def time_one(args) -> None:
     """Worker: time one implementation at one size, precision and allocator; print JSON."""
     name, precision, implementation, allocator = args.one
-    batches, _ = windows(args)
+    batches = windows(args)
     torch.manual_seed(0)  # the same weights in every process
     tok_config, pred_config = sizes()[name]
     tokenizer = KronosTokenizer(tok_config).eval()
     predictor = KronosPredictor(pred_config)
-    ref_tokenizer, reference = reference_modules(tokenizer, predictor)
+    if implementation == "ours":
+        model, loss_fn = predictor, ours_step(tokenizer, predictor)
+    else:
+        ref_tokenizer, model = reference_modules(tokenizer, predictor)
+        loss_fn = reference_step(ref_tokenizer, model)
     if allocator == "retained" and not retain_freed_memory():
         raise SystemExit("freed memory can be retained with glibc only")
-    if implementation == "ours":
-        rate = time_training(predictor, ours_step(tokenizer, predictor), batches, precision,
-                             args.steps, args.warmup)
-    else:
-        rate = time_training(reference, reference_step(ref_tokenizer, reference), batches,
-                             precision, args.steps, args.warmup)
+    rate = time_training(model, loss_fn, batches, precision, args.steps, args.warmup)
     print(json.dumps({"tokens_per_s": rate, "peak_gib": peak_rss_bytes() / 2 ** 30}))
 
 
@@ -163,7 +166,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         return time_one(args)
-    _, loader_rate = windows(args)
+    loader_rate = sampler_rate(args)
     precisions = [p for p in args.precision if p == "fp32" or native_bf16()]
     print(f"{machine()}; windows of {args.length} rows, batch {args.batch_size}, "
           f"{args.steps} timed steps after {args.warmup}, each in a fresh process")

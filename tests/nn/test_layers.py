@@ -140,11 +140,25 @@ def test_shared_prefix_cache_attends_in_blocks_of_queries(monkeypatch):
     torch.testing.assert_close(shared.attend(q, mask), whole)
 
 
-def _fused_and_separate(module, *inputs, **kwargs):
+def _kept_and_fresh_stack(module, *inputs, **kwargs):
     """The module's output without gradients (the kept stack) and with them (stacked anew)."""
     with torch.no_grad():
-        fused = module(*inputs, **kwargs)
-    return fused, module(*inputs, **kwargs).detach()
+        kept = module(*inputs, **kwargs)
+    return kept, module(*inputs, **kwargs).detach()
+
+
+def _separate_attention(attn, x, context=None, rope=None, causal=False):
+    """Attention computed with one product per projection."""
+    context = x if context is None else context
+    q, k, v = (attn._heads(proj(inp)) for proj, inp in
+               ((attn.q_proj, x), (attn.k_proj, context), (attn.v_proj, context)))
+    if rope is not None:
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+    return attn._merge(F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+
+
+def _separate_feed_forward(ffn, x):
+    return ffn.w2(F.silu(ffn.w1(x)) * ffn.w3(x))
 
 
 def test_fused_projections_equal_separate_ones():
@@ -152,10 +166,15 @@ def test_fused_projections_equal_separate_ones():
     block = Block(16, 4, 32).eval()
     x = torch.randn(2, 5, 16)
     rope = block.self_attn.rotary(torch.arange(5))
-    torch.testing.assert_close(*_fused_and_separate(block, x, rope))
+    h = x + _separate_attention(block.self_attn, block.norm1(x), rope=rope, causal=True)
+    separate = (h + _separate_feed_forward(block.ffn, block.norm2(h))).detach()
+    for fused in _kept_and_fresh_stack(block, x, rope):
+        torch.testing.assert_close(fused, separate)
     cross = Attention(16, 4, cross=True).eval()
     context = torch.randn(2, 7, 16)
-    torch.testing.assert_close(*_fused_and_separate(cross, x, context=context))
+    separate = _separate_attention(cross, x, context).detach()
+    for fused in _kept_and_fresh_stack(cross, x, context=context):
+        torch.testing.assert_close(fused, separate)
     cache = KVCache.empty(2, 4, 7, 4, torch.float32, "cpu")
     with torch.no_grad():
         cross.extend_cache(context, cache)  # keys and values from the fused k/v product
@@ -172,7 +191,7 @@ def test_fused_product_with_gradients_trains_each_linear_as_separate_ones():
     ffn(x).square().sum().backward()
     fused = [p.grad.clone() for p in ffn.parameters()]
     ffn.zero_grad()
-    ffn.w2(F.silu(ffn.w1(x)) * ffn.w3(x)).square().sum().backward()
+    _separate_feed_forward(ffn, x).square().sum().backward()
     for grad, p in zip(fused, ffn.parameters()):
         torch.testing.assert_close(grad, p.grad)
 
@@ -229,22 +248,22 @@ def test_fused_outputs_follow_in_place_updates_and_replaced_parameters():
     with torch.no_grad():
         first = ffn(x)
         ffn.w3.weight.mul_(2)  # in place, as an optimizer step
-    assert not torch.allclose(first, _fused_and_separate(ffn, x)[0])
-    torch.testing.assert_close(*_fused_and_separate(ffn, x))
+    assert not torch.allclose(first, _kept_and_fresh_stack(ffn, x)[0])
+    torch.testing.assert_close(*_kept_and_fresh_stack(ffn, x))
     twin = copy.deepcopy(ffn)
     with torch.no_grad():
         twin.w1.weight.add_(1)
-    torch.testing.assert_close(*_fused_and_separate(twin, x))
+    torch.testing.assert_close(*_kept_and_fresh_stack(twin, x))
     assert not torch.allclose(twin(x), ffn(x))
     state = {key: torch.randn_like(value) for key, value in ffn.state_dict().items()}
     ffn.load_state_dict(state, assign=True)
-    torch.testing.assert_close(*_fused_and_separate(ffn, x))
+    torch.testing.assert_close(*_kept_and_fresh_stack(ffn, x))
     ffn.w1.weight.data = torch.randn(16, 8)
-    torch.testing.assert_close(*_fused_and_separate(ffn, x))
+    torch.testing.assert_close(*_kept_and_fresh_stack(ffn, x))
     ffn.to(torch.float64)
-    fused, separate = _fused_and_separate(ffn, x.double())
-    assert fused.dtype == torch.float64
-    torch.testing.assert_close(fused, separate)
+    kept, fresh = _kept_and_fresh_stack(ffn, x.double())
+    assert kept.dtype == torch.float64
+    torch.testing.assert_close(kept, fresh)
 
 
 def test_stack_built_in_inference_mode_leaves_parameters_trainable():
