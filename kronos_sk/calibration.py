@@ -33,10 +33,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 
 from kronos_sk.data.schema import FEATURE_COLUMNS
+from kronos_sk.data.validation import assemble_features
 
 LEVELS = (0.5, 0.8, 0.9)
+MIN_CALIBRATION_CONTEXT = 16  # fewest context rows of a calibration backtest
 SCALE_GRID = np.exp(np.linspace(np.log(0.2), np.log(20.0), 401))
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _AMOUNT = (
     FEATURE_COLUMNS.index(name) for name in ("open", "high", "low", "close", "volume", "amount"))
@@ -197,3 +200,89 @@ class PathCalibration:
             scale[:horizon] *= np.exp(rate * miss.mean(axis=0))
         return replace(self, price_scale=price_scale, volume_scale=volume_scale,
                        n_windows=self.n_windows + len(paths))
+
+
+def backtest_windows(frames: Sequence[pd.DataFrame], names: Sequence[tuple], horizon: int, *,
+                     origins: int = 8, stride: int | None = None,
+                     ) -> tuple[list[pd.DataFrame], list[pd.DatetimeIndex], np.ndarray, list[str]]:
+    """The calibration backtests inside validated candle frames.
+
+    Origin k of a series ends its context ``horizon + k * stride`` rows before the series'
+    end (`stride` default: `horizon`, non-overlapping); the next `horizon` rows are the truth.
+    Origins that would leave fewer than `MIN_CALIBRATION_CONTEXT` rows of context are skipped.
+
+    Returns
+    -------
+    contexts, futures, truths (n_windows, horizon, 6), seed keys
+        The seed key of origin k of the series named ``(a, b)`` is
+        ``repr(("calibration", a, b, k))``.
+    """
+    stride = stride or horizon
+    contexts, futures, truths, keys = [], [], [], []
+    for candles, name in zip(frames, names):
+        values = assemble_features(candles)
+        for k in range(origins):
+            origin = len(candles) - horizon - k * stride
+            if origin < MIN_CALIBRATION_CONTEXT:
+                break
+            contexts.append(candles.iloc[:origin])
+            futures.append(candles.index[origin:origin + horizon])
+            truths.append(values[origin:origin + horizon])
+            keys.append(repr(("calibration", *name, k)))
+    if not contexts:
+        raise ValueError(
+            f"calibration needs series of at least {MIN_CALIBRATION_CONTEXT + horizon} rows "
+            f"({MIN_CALIBRATION_CONTEXT} of context + a horizon of {horizon}); the longest "
+            f"has {max(len(frame) for frame in frames)}")
+    return contexts, futures, np.stack(truths), keys
+
+
+def fit_calibration(pipeline, frames: Sequence[pd.DataFrame], names: Sequence[tuple],
+                    horizon: int, *, origins: int = 8, stride: int | None = None,
+                    **sampling) -> PathCalibration:
+    """Backtest `pipeline` inside the frames (all origins in one batched generation) and
+    learn a `PathCalibration` from what happened.
+
+    Parameters
+    ----------
+    pipeline : KronosPipeline
+    frames : sequence of DataFrame
+        Validated candles (`kronos_sk.data.validate_candles`).
+    names : sequence of tuple
+        The identity of each series, which seeds its backtest paths.
+    horizon, origins, stride
+        See `backtest_windows`.
+    **sampling
+        Settings of `KronosPipeline.sample_validated` (n_samples, top_p, random_state, ...).
+    """
+    contexts, futures, truths, keys = backtest_windows(frames, names, horizon,
+                                                       origins=origins, stride=stride)
+    paths = pipeline.sample_validated(contexts, futures, keys, **sampling)
+    return PathCalibration.fit(paths, truths)
+
+
+def arrived_truth(grids: Sequence[pd.DatetimeIndex], candles: Sequence[pd.DataFrame],
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of forecast grids that have arrived in the series' candles.
+
+    For each series, the longest first part of its grid (the future stamps of a kept
+    forecast) found in its candles, wherever those rows sit; series with none are left out.
+
+    Returns
+    -------
+    rows : ndarray of int
+        The series with arrived truth.
+    truth : ndarray of shape (len(rows), H, 6)
+        Their candles at the first H stamps, H the shortest arrived part.
+    """
+    rows, truths = [], []
+    for i, (grid, frame) in enumerate(zip(grids, candles)):
+        present = grid.isin(frame.index)
+        n = len(grid) if present.all() else int(present.argmin())
+        if n:
+            rows.append(i)
+            truths.append(assemble_features(frame.loc[grid[:n]]))
+    if not rows:
+        return np.array([], dtype=int), np.empty((0, 0, len(FEATURE_COLUMNS)))
+    H = min(len(t) for t in truths)
+    return np.array(rows), np.stack([t[:H] for t in truths])

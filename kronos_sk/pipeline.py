@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kronos_sk.calibration import PathCalibration, fit_calibration
 from kronos_sk.checkpoints import load_predictor, load_tokenizer, model_context
 from kronos_sk.data import (FEATURE_COLUMNS, assemble_features, future_index, time_features,
                             validate_candles, validate_panel)
@@ -194,6 +195,33 @@ class KronosPipeline:
             temperature=temperature, top_k=top_k, top_p=top_p, random_state=random_state,
             sliding=sliding, max_paths=max_paths, prefill_precision=prefill_precision)
         return ForecastPaths(paths, futures, assets)
+
+    def calibrate(self, candles: Candles, horizon: int, *, origins: int = 8,
+                  stride: int | None = None, n_samples: int = DEFAULT_N_SAMPLES,
+                  temperature: float = 1.0, top_k: int = 0, top_p: float = DEFAULT_TOP_P,
+                  random_state: int | None = None, sliding: str = "exact",
+                  max_paths: int = DEFAULT_MAX_PATHS,
+                  prefill_precision: str = "float32") -> PathCalibration:
+        """Backtest on the last `origins` origins inside each series and learn a calibration.
+
+        All origins of all series are generated in one batched call; origin k ends its
+        context ``horizon + k * stride`` rows before the series' end (`stride` default:
+        `horizon`). Apply the result to the paths of a forecast with the same settings::
+
+            calibration = pipe.calibrate(candles, horizon=10, random_state=0)
+            paths = calibration.apply(pipe.sample(candles, 10, random_state=0).paths)
+
+        Returns
+        -------
+        PathCalibration
+        """
+        check_sampling(n_samples, temperature, top_k, top_p, self.max_context, sliding)
+        assets, frames = _split_input(candles)
+        return fit_calibration(
+            self, frames, [(asset, None) for asset in assets], horizon, origins=origins,
+            stride=stride, n_samples=n_samples, temperature=temperature, top_k=top_k,
+            top_p=top_p, random_state=random_state, sliding=sliding, max_paths=max_paths,
+            prefill_precision=prefill_precision)
 
     def sample_validated(self, frames: Sequence[pd.DataFrame],
                          futures: Sequence[pd.DatetimeIndex], keys: Sequence[str], *,

@@ -12,6 +12,7 @@ from pandas.tseries.frequencies import to_offset
 # holiday does not remove a weekday), two days show an intraday session's times.
 WEEKDAY_HISTORY = pd.Timedelta(days=14)
 SESSION_HISTORY = pd.Timedelta(days=2)
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def time_features(index: pd.DatetimeIndex) -> np.ndarray:
@@ -109,16 +110,7 @@ def _offset(freq: str | pd.DateOffset | pd.Timedelta) -> pd.DateOffset:
 def _observed_calendar(index: pd.DatetimeIndex, horizon: int,
                        step: pd.DateOffset | pd.Timedelta) -> pd.DatetimeIndex:
     """`horizon` steps after ``index[-1]`` on the weekdays and times of day `index` shows."""
-    try:
-        span = pd.Timedelta(step)
-    except (TypeError, ValueError):  # a calendar offset (month, business day): as it is
-        span = None
-    history = index[-1] - index[0]
-    day = pd.Timedelta(days=1)
-    weekdays = set(index.dayofweek) if span is not None and span <= day and \
-        history >= WEEKDAY_HISTORY else None
-    times = set(_time_of_day(index)) if span is not None and span < day and \
-        day % span == pd.Timedelta(0) and history >= SESSION_HISTORY else None
+    span, weekdays, times = _observed_pattern(index, step)
     found = pd.DatetimeIndex([], tz=index.tz).as_unit(index.unit)
     last = index[-1]
     while len(found) < horizon:
@@ -134,6 +126,47 @@ def _observed_calendar(index: pd.DatetimeIndex, horizon: int,
         found = found.append(candidates[keep])
         last = candidates[-1]
     return found[:horizon]
+
+
+def _observed_pattern(index: pd.DatetimeIndex, step: pd.DateOffset | pd.Timedelta):
+    """(step as a Timedelta or None, weekdays kept or None, times of day kept or None)."""
+    try:
+        span = pd.Timedelta(step)
+    except (TypeError, ValueError):  # a calendar offset (month, business day): as it is
+        return None, None, None
+    history = index[-1] - index[0]
+    day = pd.Timedelta(days=1)
+    weekdays = set(index.dayofweek) if span <= day and history >= WEEKDAY_HISTORY else None
+    times = set(_time_of_day(index)) if span < day and day % span == pd.Timedelta(0) and \
+        history >= SESSION_HISTORY else None
+    return span, weekdays, times
+
+
+def describe_calendar(index: pd.DatetimeIndex) -> str:
+    """The calendar `future_index` follows after `index` without a frequency, in words.
+
+    Examples
+    --------
+    >>> describe_calendar(pd.bdate_range("2024-01-01", periods=30).delete(10))
+    'every day on Mon-Fri (observed)'
+    """
+    step = _infer_step(index)
+    span, weekdays, times = _observed_pattern(index, step)
+    text = "every day" if span == pd.Timedelta(days=1) else f"every {to_offset(step).freqstr}"
+    if weekdays is not None and len(weekdays) < 7:
+        names = [DAY_NAMES[d] for d in sorted(weekdays)]
+        consecutive = sorted(weekdays) == list(range(min(weekdays), max(weekdays) + 1))
+        text += f" on {names[0]}-{names[-1]}" if consecutive and len(names) > 2 else \
+            f" on {', '.join(names)}"
+    if times is not None and len(times) < pd.Timedelta(days=1) / span:
+        clock = pd.to_timedelta(sorted(times), unit=index.unit)
+        text += f", {len(times)} times of day from {_clock(clock[0])} to {_clock(clock[-1])}"
+    return text + " (observed)"
+
+
+def _clock(offset: pd.Timedelta) -> str:
+    minutes = int(offset.total_seconds() // 60)
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def _time_of_day(index: pd.DatetimeIndex) -> np.ndarray:

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
+from kronos_sk.calibration import backtest_windows
 from kronos_sk.estimators import KronosForecaster
 from kronos_sk.generation import make_candles_valid
 
@@ -126,9 +127,24 @@ def test_relative_horizon_uses_the_index_frequency():
     assert list(predicted.columns) == ["Open", "High", "Low", "Close"]
 
 
-def test_relative_horizon_without_a_frequency_is_a_clear_error(candles):
-    forecaster = fixture_forecaster().fit(candles.iloc[:64])
-    with pytest.raises(ValueError, match="freq"):
+def test_relative_horizon_follows_the_observed_session_calendar(candles):
+    # Two days of 5-minute A-share bars with a lunch break and no pandas frequency: the
+    # next session rows after 11:30 are 13:05 and 13:10, and calendar_ says what was read.
+    end = candles.index.get_loc(pd.Timestamp("2025-03-05 11:30"))
+    forecaster = fixture_forecaster(n_samples=2).fit(candles.iloc[:end + 1])
+    assert candles.index[:end + 1].freq is None
+    predicted = forecaster.predict(fh=[1, 2])
+    assert list(predicted.index) == list(candles.index[end + 1:end + 3])
+    assert predicted.index[0] == pd.Timestamp("2025-03-05 13:05")
+    assert forecaster.calendar_ == {"y": "every 5min, 48 times of day from "
+                                         "09:35 to 15:00 (observed)"}
+
+
+def test_relative_horizon_where_no_calendar_can_be_read_is_a_clear_error(candles):
+    stamps = pd.DatetimeIndex(np.cumsum(np.arange(1, 65)) * pd.Timedelta(minutes=1)
+                              + pd.Timestamp("2025-03-03 09:30"))
+    forecaster = fixture_forecaster().fit(candles.iloc[:64].set_axis(stamps))
+    with pytest.raises(ValueError, match="relative fh needs a calendar.*pass freq="):
         forecaster.predict(fh=[1, 2])
 
 
@@ -426,7 +442,8 @@ def test_calibrated_outputs_describe_one_set_of_paths_around_the_same_median(can
 
 def test_calibration_backtests_see_only_rows_before_their_origin(candles):
     forecaster = calibrated().fit(candles.iloc[:120])
-    contexts, futures, truths, _ = forecaster._backtests(4)
+    contexts, futures, truths, _ = backtest_windows(
+        [s.candles for s in forecaster._contexts], [(None, None)], 4, origins=6, stride=2)
     values = candles.iloc[:120].to_numpy(np.float32)
     assert [len(c) for c in contexts] == [116, 114, 112, 110, 108, 106]
     for context, future, truth in zip(contexts, futures, truths):
@@ -437,7 +454,7 @@ def test_calibration_backtests_see_only_rows_before_their_origin(candles):
     # are those of a series cut at the origin.
     changed = candles.iloc[:120].copy()
     changed.iloc[110:] *= 1.5
-    cut = calibrated().fit(changed)._backtests(4)[0]
+    cut = backtest_windows([changed], [(None, None)], 4, origins=6, stride=2)[0]
     for original, other in zip(contexts[3:], cut[3:]):
         pd.testing.assert_frame_equal(original, other)
 

@@ -1,0 +1,50 @@
+"""The calibration backtests next to PathCalibration: windows, arrived truth, the pipeline."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kronos_sk.calibration import arrived_truth, backtest_windows
+from kronos_sk.data import assemble_features
+from kronos_sk.estimators import KronosForecaster
+from kronos_sk.pipeline import KronosPipeline
+
+
+def test_backtest_windows_end_before_their_truth(compat_candles):
+    frames = [compat_candles.iloc[:60], compat_candles.iloc[100:130]]
+    contexts, futures, truths, keys = backtest_windows(frames, [("a", None), ("b", None)], 5,
+                                                       origins=3)
+    assert [len(c) for c in contexts] == [55, 50, 45, 25, 20]  # 30 rows: 2 origins fit
+    assert keys[0] == repr(("calibration", "a", None, 0)) and truths.shape == (5, 5, 6)
+    for context, future, truth, frame in zip(contexts, futures, truths,
+                                             [frames[0]] * 3 + [frames[1]] * 2):
+        n = len(context)
+        assert future.equals(frame.index[n:n + 5])
+        np.testing.assert_array_equal(truth, assemble_features(frame.iloc[n:n + 5]))
+    with pytest.raises(ValueError, match="needs series of at least 21 rows"):
+        backtest_windows([compat_candles.iloc[:20]], [(None, None)], 5)
+
+
+def test_arrived_truth_finds_the_grid_wherever_the_rows_sit(compat_candles):
+    grids = [compat_candles.index[80:84], compat_candles.index[200:204]]
+    rows, truth = arrived_truth(grids, [compat_candles.iloc[:83], compat_candles.iloc[:150]])
+    assert list(rows) == [0] and truth.shape == (1, 3, 6)  # 3 of the 4 stamps arrived
+    np.testing.assert_array_equal(truth[0], assemble_features(compat_candles.iloc[80:83]))
+    rows, truth = arrived_truth(grids, [compat_candles.iloc[:10]] * 2)
+    assert len(rows) == 0
+
+
+def test_the_pipeline_calibrates_as_the_forecaster_does(compat_dir, compat_candles):
+    y = compat_candles.iloc[:120]
+    settings = dict(n_samples=9, top_p=0.95, random_state=0)
+    forecaster = KronosForecaster(model=str(compat_dir / "model"),
+                                  tokenizer=str(compat_dir / "tokenizer"), max_context=128,
+                                  calibration="conformal", calibration_origins=4,
+                                  calibration_stride=2, horizon=4, **settings).fit(y)
+    pipe = KronosPipeline.from_pretrained(compat_dir / "model", compat_dir / "tokenizer",
+                                          max_context=128)
+    calibration = pipe.calibrate(y, 4, origins=4, stride=2, **settings)
+    np.testing.assert_array_equal(calibration.price_scale, forecaster.calibration_.price_scale)
+    assert calibration.n_windows == forecaster.calibration_.n_windows == 4
+    paths = calibration.apply(pipe.sample(y, 4, **settings).paths)
+    assert paths.shape == (1, 9, 4, 6) and np.isfinite(paths).all()
