@@ -286,3 +286,15 @@ def arrived_truth(grids: Sequence[pd.DatetimeIndex], candles: Sequence[pd.DataFr
         return np.array([], dtype=int), np.empty((0, 0, len(FEATURE_COLUMNS)))
     H = min(len(t) for t in truths)
     return np.array(rows), np.stack([t[:H] for t in truths])
+
+
+def adapt_calibration(calibration: PathCalibration, paths: np.ndarray,
+                      grids: Sequence[pd.DatetimeIndex], candles: Sequence[pd.DataFrame],
+                      rate: float) -> PathCalibration:
+    """`calibration` after scoring kept forecast paths (n_series, S, H, 6), made for the
+    stamps `grids`, against the rows of those stamps that have arrived in `candles`
+    (`arrived_truth`); unchanged when none has."""
+    rows, truth = arrived_truth(grids, candles)
+    if not len(rows):
+        return calibration
+    return calibration.update(paths[rows, :, :truth.shape[1]], truth, rate=rate)

@@ -21,6 +21,9 @@ from kronos_sk.data.calendar import describe_calendar, future_index
 
 # Integer and period indexes get calendar stamps counted from this Monday.
 SYNTHETIC_ORIGIN = pd.Timestamp("2000-01-03")
+# On a calendar read from the rows, update warns when this many steps or more are missing
+# (one missing session is most often a holiday).
+CALENDAR_GAP_STEPS = 2
 
 
 def wall_clock(index: pd.Index, freq: str | pd.DateOffset | None = None) -> pd.DatetimeIndex:
@@ -149,25 +152,36 @@ def warn_lagging(name: str, lag: int, steps: np.ndarray) -> None:
                       UserWarning, stacklevel=6)
 
 
-def first_gap(original: pd.Index, new: pd.Index, freq=None) -> object | None:
-    """The first row missing between a series' last row and rows sent to `update`, or None.
+def first_gap(original: pd.Index, new: pd.Index, freq=None) -> tuple[object, int, bool]:
+    """The first step missing between a series' last row and the rows sent to `update`.
 
-    With a calendar of fixed steps (a pandas frequency, integer or period index) the first
-    new row must be the next step. Without one (sessions, trading days), nothing is known
-    to be missing and None is returned.
+    Returns (first missing step or None, how many steps are missing, whether the calendar
+    has fixed steps). Fixed steps are a pandas frequency, integer and period indexes; for
+    a calendar read from the rows (trading days, sessions) a missing step may be a
+    holiday, so the caller only warns.
     """
     new = new[new > original[-1]]
     if not len(new):
-        return None
-    last = original[-1]
+        return None, 0, True
+    last, first = original[-1], new.min()
     if isinstance(original, pd.DatetimeIndex):
         step = pandas_freq(original, freq)
-        expected = None if step is None else last + step
+        if step is None:
+            try:
+                grid = future_index(original, 8)
+                while grid[-1] < first and len(grid) < 100_000:
+                    grid = future_index(original, 2 * len(grid))
+            except ValueError:  # no calendar to read: nothing is known to be missing
+                return None, 0, False
+            missing = grid[grid < first]
+            return (missing[0] if len(missing) else None), len(missing), False
+        grid = pd.date_range(last, first, freq=step)[1:]
     elif isinstance(original, pd.PeriodIndex):
-        expected = last + 1
+        grid = pd.period_range(last + 1, first, freq=original.freq)
     else:
-        expected = int(last) + 1
-    return expected if expected is not None and new.min() > expected else None
+        grid = pd.Index(np.arange(int(last) + 1, int(first) + 1))
+    missing = grid[grid < first]
+    return (missing[0] if len(missing) else None), len(missing), True
 
 
 def read_calendar(original: pd.Index, freq=None) -> str:

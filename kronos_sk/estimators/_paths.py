@@ -148,3 +148,15 @@ def realized_volatility(closes: np.ndarray, last: np.ndarray, horizons: np.ndarr
         with np.errstate(invalid="ignore", divide="ignore"):
             rv[rows] = (np.diff(np.log(path), axis=2) ** 2).sum(2)
     return rv, bad
+
+
+def volatility_table(closes: np.ndarray, horizons: np.ndarray, last: list, labels: list,
+                     names: list, quantiles) -> pd.DataFrame:
+    """`predict_volatility`'s frame: the mean and quantiles over paths of each series'
+    realized volatility, one row per label; a path with a close <= 0 is named by series."""
+    rv, bad = realized_volatility(closes, np.asarray(last, np.float64), horizons)
+    if bad.any():
+        raise ValueError("realized volatility needs positive closes; a sampled path of "
+                         f"{names[int(np.flatnonzero(bad)[0])]} has a close <= 0")
+    table = {"mean": rv.mean(1), **{f"q{q:g}": np.quantile(rv, q, axis=1) for q in quantiles}}
+    return pd.DataFrame(table, index=pd.Index(labels))

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from kronos_sk.data import FEATURE_COLUMNS, PRICE_COLUMNS, canonical_columns, validate_candles
-from kronos_sk.data.horizon import SYNTHETIC_ORIGIN, first_gap, wall_clock, without_freq
+from kronos_sk.data.horizon import (CALENDAR_GAP_STEPS, SYNTHETIC_ORIGIN, first_gap, wall_clock,
+                                    without_freq)
 from kronos_sk.data.validation import check_cells, check_values
 
 
@@ -113,11 +114,15 @@ def check_update(contexts: list[Series], arriving: list[Series], cutoff, freq=No
         old = known.get((new.key, new.column))
         if old is None:
             continue
-        gap = first_gap(old.index, new.index, freq)
-        if gap is not None:
-            raise ValueError(f"update: {series_name(new)} ends at {old.index[-1]} and the "
-                             f"rows sent leave {gap} missing; send the rows that follow its "
-                             "end")
+        gap, missing, fixed = first_gap(old.index, new.index, freq)
+        message = (f"update: {series_name(new)} ends at {old.index[-1]} and the rows sent "
+                   f"leave {missing} step(s) missing from {gap}")
+        if gap is not None and fixed:
+            raise ValueError(f"{message}; send the rows that follow its end")
+        if gap is not None and missing >= CALENDAR_GAP_STEPS:
+            warnings.warn(f"{message} on the calendar its rows show; holidays are fine, "
+                          "otherwise send the rows that follow its end", UserWarning,
+                          stacklevel=4)
         added += int((new.index > old.index[-1]).sum())
     if not added and end < cutoff:
         raise ValueError(f"update: y ends at {end}, before the cutoff {cutoff}, and adds no "

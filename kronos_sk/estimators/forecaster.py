@@ -16,12 +16,12 @@ from kronos_sk._defaults import (DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_MAX
                                 DEFAULT_N_SAMPLES, DEFAULT_TOP_P)
 from kronos_sk._params import positive_int, positive_real, validate_params
 from kronos_sk._sktime_notices import no_remember_data_notice
-from kronos_sk.calibration import arrived_truth, fit_calibration
+from kronos_sk.calibration import adapt_calibration, fit_calibration
 from kronos_sk.checkpoints import default_checkpoint, model_context
 from kronos_sk.data import FEATURE_COLUMNS
 from kronos_sk.data.horizon import padded, plan_series, read_calendar, relative_targets
 from kronos_sk.estimators._paths import (PathCache, empirical, empirical_quantiles,
-                                         path_covariance, realized_volatility)
+                                         path_covariance, volatility_table)
 from kronos_sk.estimators._series import (Outputs, check_cells_of, check_update, columns_of,
                                           layout, series_name, split_series,
                                           warn_without_timestamps)
@@ -280,15 +280,9 @@ class KronosForecaster(BaseForecaster):
         self.pretrain_loss_curve_ = self.pretrain_loss_curve_ + self.loss_curve_
         return self
 
-    def fit(self, y, X=None, fh=None):
-        """Fit to `y` (sktime's `fit`); bad cells are named before sktime's checks run."""
-        check_cells_of(y)
-        return super().fit(y, X=X, fh=fh)
-
-    def pretrain(self, y, X=None, fh=None):
-        """Pre-train on the panel `y` (sktime's `pretrain`); bad cells are named first."""
-        check_cells_of(y)
-        return super().pretrain(y, X=X, fh=fh)
+    def _check_X_y(self, X=None, y=None, **kwargs):
+        check_cells_of(y)  # named by column, row and value before sktime's own checks
+        return super()._check_X_y(X=X, y=y, **kwargs)
 
     def update(self, y, X=None, update_params=True):
         """Append the rows of `y` after each series' own last row to its context.
@@ -311,23 +305,15 @@ class KronosForecaster(BaseForecaster):
 
     def _update(self, y, X=None, update_params=True):
         updated = self._read_y(self._y, warn=False)  # the base class has appended y to self._y
-        if update_params:
-            self._adapt_calibration(updated)
+        kept = _KEPT_PATHS.get(self)
+        if update_params and self.calibration_ is not None and kept is not None:
+            # The adaptive-conformal step: the kept paths against the rows that arrived.
+            arrived = {(s.key, s.column): s.candles for s in updated}
+            self.calibration_ = adapt_calibration(
+                self.calibration_, kept.raw, kept.grids,
+                [arrived[(s.key, s.column)] for s in self._contexts], self.calibration_rate)
         self._set_context(updated)
         return self
-
-    def _adapt_calibration(self, updated: list) -> None:
-        """The adaptive-conformal step: score the kept paths of the last prediction against
-        the rows of its forecast grid that have now arrived, however the update was sent."""
-        kept = _KEPT_PATHS.get(self)
-        if getattr(self, "calibration_", None) is None or kept is None:
-            return
-        arrived = {(s.key, s.column): s.candles for s in updated}
-        rows, truth = arrived_truth(
-            kept.grids, [arrived[(s.key, s.column)] for s in self._contexts])
-        if len(rows):
-            self.calibration_ = self.calibration_.update(
-                kept.raw[rows, :, :truth.shape[1]], truth, rate=self.calibration_rate)
 
     # ------------------------------------------------------------------ predict
     def _check_fh(self, fh, pred_int=False):
@@ -445,17 +431,10 @@ class KronosForecaster(BaseForecaster):
         self.check_is_fitted()
         fh = self._check_fh(fh)
         kept, _ = self._paths(fh)
-        last = np.array([s.candles["close"].iloc[-1] for s in self._contexts], np.float64)
-        rv, bad = realized_volatility(kept.paths[..., CLOSE], last, kept.steps.max(axis=1))
-        if bad.any():
-            raise ValueError("realized volatility needs positive closes; a sampled path of "
-                             f"{series_name(self._contexts[int(np.flatnonzero(bad)[0])])} "
-                             "has a close <= 0")
-        labels = [(s.key, s.column) if self._mode == "flat" else s.key
-                  for s in self._contexts]
-        return pd.DataFrame({"mean": rv.mean(1), **{f"q{q:g}": np.quantile(rv, q, axis=1)
-                                                     for q in quantiles}},
-                            index=pd.Index(labels))
+        labels = [(s.key, s.column) if self._mode == "flat" else s.key for s in self._contexts]
+        return volatility_table(kept.paths[..., CLOSE], kept.steps.max(axis=1),
+                                [s.candles["close"].iloc[-1] for s in self._contexts],
+                                labels, [series_name(s) for s in self._contexts], quantiles)
 
     @classmethod
     def get_test_params(cls, parameter_set="default"):

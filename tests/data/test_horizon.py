@@ -77,11 +77,12 @@ def test_lag_beyond_the_horizon_warns_with_the_series_and_the_lag():
 def test_first_gap_names_the_first_missing_step(trading_days):
     hours = pd.date_range("2024-01-01", periods=150, freq="h")
     later = pd.date_range(hours[-1] + pd.Timedelta(hours=11), periods=10, freq="h")
-    assert first_gap(hours, later) == hours[-1] + pd.Timedelta(hours=1)
-    assert first_gap(hours, hours[-5:].append(later[:0])) is None  # resent rows only
-    assert first_gap(pd.RangeIndex(0, 150), pd.Index(range(160, 170))) == 150
-    # Sessions without a pandas frequency: a skipped day may be a holiday.
-    assert first_gap(trading_days[:100], trading_days[105:110]) is None
+    assert first_gap(hours, later) == (hours[-1] + pd.Timedelta(hours=1), 10, True)
+    assert first_gap(hours, hours[-5:]) == (None, 0, True)  # resent rows only
+    assert first_gap(hours, later[:0].append(hours[-1:] + pd.Timedelta(hours=1)))[0] is None
+    assert first_gap(pd.RangeIndex(0, 150), pd.Index(range(160, 170))) == (150, 10, True)
+    # Sessions without a pandas frequency: missing sessions are counted, not refused.
+    assert first_gap(trading_days[:100], trading_days[105:110]) == (trading_days[100], 5, False)
 
 
 def test_padded_repeats_the_last_step():

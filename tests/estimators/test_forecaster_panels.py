@@ -80,11 +80,15 @@ def test_update_with_a_gap_after_the_cutoff_is_refused(stocks):
     hourly = stocks["AAPL"].iloc[:170].set_axis(
         pd.date_range("2024-01-01", periods=170, freq="h", name="time"))
     f = forecaster().fit(hourly.iloc[:150])
-    with pytest.raises(ValueError, match=r"y ends at 2024-01-07 05:00:00 and the rows sent leave "
-                                         r"2024-01-07 06:00:00 missing"):
+    with pytest.raises(ValueError, match=r"y ends at 2024-01-07 05:00:00 and the rows sent "
+                                         r"leave 10 step\(s\) missing from 2024-01-07 06:00"):
         f.update(hourly.iloc[160:170])
     f.update(hourly.iloc[150:160])  # the rows that follow are fine
     assert f.cutoff[0] == hourly.index[159]
+    # Trading days: missing sessions may be holidays, so they are warned about.
+    daily = forecaster().fit(stocks["AAPL"].iloc[:100])
+    with pytest.warns(UserWarning, match=r"leave 5 step\(s\) missing from 2015-05-28"):
+        daily.update(stocks["AAPL"].iloc[105:110])
 
 
 def test_the_canonical_backtest_runs_on_trading_days_as_typed(stocks):
