@@ -15,7 +15,8 @@ batching
 sktime
     Random weights of the Kronos-mini size with Tokenizer-base, saved once and loaded by
     both sides: 100 US stocks x 90 daily candles, horizon 10, at 1, 10 and 100 samples,
-    `fit` + `predict` of this project's `KronosForecaster` against sktime 1.2's
+    `fit` + `predict` of this project's `KronosForecaster` in float32 and with
+    `precision="auto"` (bfloat16 where the CPU computes it natively) against sktime 1.2's
     (`sktime.forecasting.kronos`, which forecasts one asset at a time). Target: >= 20x at
     1 sample. Where sktime would take longer than `--sktime-budget` seconds, it runs on the
     first assets only and is scaled linearly by the number of assets, marked "~".
@@ -254,6 +255,7 @@ def sktime_comparison(size: dict, sample_counts: list[int], budget: float) -> No
 
     from kronos_sk.checkpoints import model_context
     from kronos_sk.estimators import KronosForecaster
+    from kronos_sk.runtime import native_bf16, resolve_precision
     y = panel(size["assets"], size["rows"])
     fh = future(y, size["horizon"])
     assets = y.index.unique(level="asset")
@@ -261,9 +263,12 @@ def sktime_comparison(size: dict, sample_counts: list[int], budget: float) -> No
         tokenizer, model = random_checkpoints("Kronos-mini", tmp)
         model_window = model_context(model)
 
-        def ours(n_samples: int, max_context: int | None = None) -> None:
+        def ours(n_samples: int, max_context: int | None = None,
+                 precision: str = "float32") -> None:
             KronosForecaster(model=model, tokenizer=tokenizer, max_context=max_context,
-                             n_samples=n_samples, top_p=0.9, random_state=0).fit(y).predict(fh)
+                             n_samples=n_samples, top_p=0.9, random_state=0,
+                             precision=precision, prefill_precision=precision
+                             ).fit(y).predict(fh)
 
         def theirs(n_samples: int, n_assets: int) -> None:
             kwargs = dict(sample_count=n_samples, top_p=0.9, verbose=False)
@@ -271,20 +276,26 @@ def sktime_comparison(size: dict, sample_counts: list[int], budget: float) -> No
                          predict_kwargs=kwargs).fit(y.loc[assets[:n_assets]]).predict(fh)
 
         ours(1)  # loads the weights on each side
+        ours(1, precision="auto")
         theirs(1, 1)
+        auto = resolve_precision("auto", "cpu")
         print(f"\nsktime: Kronos-mini size (random weights, Tokenizer-base), {len(assets)} US "
               f"stocks x {size['rows']} daily candles, horizon {size['horizon']}, top_p 0.9; "
               f"fit + predict")
         window = f"w{size['rows']}"
         print(f"  sktime's forecaster sets max_context to the context length ({size['rows']}), "
               "so its window slides from the first step;\n  ours keeps the model's window "
-              f"({model_window}) by default, and 'ours {window}' runs with sktime's window.")
-        header = (f"  {'samples':>7} | {'ours s':>7} {'ours ' + window + ' s':>10} | "
-                  f"{'sktime s':>9} | {'sktime/ours':>11} {'/ours ' + window:>10}")
+              f"({model_window}) by default, and 'ours {window}' runs with sktime's window.\n"
+              f"  'ours' runs in float32; 'auto' with precision='auto', here {auto} "
+              f"(native bf16: {native_bf16('cpu')}).")
+        header = (f"  {'samples':>7} | {'ours s':>7} {'auto s':>7} {'ours ' + window + ' s':>10} "
+                  f"| {'sktime s':>9} | {'sktime/ours':>11} {'/auto':>6} {'/ours ' + window:>10}")
         print(header + "\n  " + "-" * (len(header) - 2))
         ratios, last = {}, None
         for n_samples in sample_counts:
             ours_s = float(np.median([seconds_of(ours, n_samples) for _ in range(3)]))
+            auto_s = float(np.median([seconds_of(ours, n_samples, precision="auto")
+                                      for _ in range(3)]))
             window_s = seconds_of(ours, n_samples, size["rows"])
             # sktime forecasts one asset at a time, so its cost scales with the assets.
             estimate = last[1] * n_samples / last[0] if last else 0.0
@@ -299,8 +310,9 @@ def sktime_comparison(size: dict, sample_counts: list[int], budget: float) -> No
                 text = f"~{sktime_s:8.1f}"
             ratios[n_samples] = sktime_s / ours_s
             note = "" if n_assets == len(assets) else f"  (~: {n_assets} assets, scaled)"
-            print(f"  {n_samples:7d} | {ours_s:7.2f} {window_s:10.2f} | {text} | "
-                  f"{sktime_s / ours_s:10.1f}x {sktime_s / window_s:9.1f}x{note}", flush=True)
+            print(f"  {n_samples:7d} | {ours_s:7.2f} {auto_s:7.2f} {window_s:10.2f} | {text} | "
+                  f"{sktime_s / ours_s:10.1f}x {sktime_s / auto_s:5.1f}x "
+                  f"{sktime_s / window_s:9.1f}x{note}", flush=True)
         if last and last[0] != sample_counts[-1]:
             n_check = max(2, len(assets) // 10)
             check = seconds_of(theirs, last[0], n_check) * len(assets) / n_check

@@ -4,13 +4,15 @@ sktime.
 The public surface::
 
     from kronos_sk import (KronosForecaster, KLineTokenizer, KronosPipeline, PathCalibration,
-                           load_tokenizer, load_predictor, save_checkpoint, __version__)
+                           LookAheadWarning, load_tokenizer, load_predictor, save_checkpoint,
+                           __version__)
 
 - `KronosForecaster`: the sktime forecaster (point, quantile, interval, variance, skpro
   distribution, sampled paths, volatility).
 - `KLineTokenizer`: the scikit-learn transformer from candles to coarse/fine token ids.
 - `KronosPipeline`: the forecasting procedure from candles to every sampled path.
 - `PathCalibration`: conformal spread calibration of sampled paths.
+- `LookAheadWarning`: a forecast origin inside the data a checkpoint was trained on.
 - `load_tokenizer`, `load_predictor`, `save_checkpoint`: checkpoints in the released layout.
 
 Names are imported on first use, so ``import kronos_sk`` stays cheap (torch, sktime and
@@ -29,19 +31,22 @@ _HOMES = {
     "KLineTokenizer": "kronos_sk.estimators.tokenizer",
     "KronosPipeline": "kronos_sk.pipeline",
     "PathCalibration": "kronos_sk.calibration",
+    "LookAheadWarning": "kronos_sk.lookahead",
     "load_tokenizer": "kronos_sk.checkpoints",
     "load_predictor": "kronos_sk.checkpoints",
     "save_checkpoint": "kronos_sk.checkpoints",
 }
 
-__all__ = ["KLineTokenizer", "KronosForecaster", "KronosPipeline", "PathCalibration",
-           "__version__", "load_predictor", "load_tokenizer", "save_checkpoint"]
+__all__ = ["KLineTokenizer", "KronosForecaster", "KronosPipeline", "LookAheadWarning",
+           "PathCalibration", "__version__", "load_predictor", "load_tokenizer",
+           "save_checkpoint"]
 
 if TYPE_CHECKING:
     from kronos_sk.calibration import PathCalibration
     from kronos_sk.checkpoints import load_predictor, load_tokenizer, save_checkpoint
     from kronos_sk.estimators.forecaster import KronosForecaster
     from kronos_sk.estimators.tokenizer import KLineTokenizer
+    from kronos_sk.lookahead import LookAheadWarning
     from kronos_sk.pipeline import KronosPipeline
 
 

@@ -1,30 +1,40 @@
-"""Conformal calibration of sampled K-line paths: one spread scale per horizon step.
+"""Conformal calibration of sampled K-line paths: a spread that grows along each path.
 
-A forecaster's sampled paths are often too narrow (or too wide). Backtested on origins whose
-truth is known, the realised closes tell by how much, step by step. The correction here
-scales every path's deviation from the median path, in log space, by a factor ``c_h`` per
-horizon step ``h``:
+A forecaster's sampled paths are often too narrow (or too wide) at the horizon while their
+day-to-day moves are about right: the bundled model's paths move as much as prices do from
+day to day, but do not wander as far over ten days. Backtested on origins whose truth is
+known, the realised values tell by how much, step by step. The correction keeps every
+path's own steps and adds to it a level that grows along the horizon, in the direction the
+path itself ends up:
 
-    log x' = log m_h + c_h * (log x - log m_h),    m_h = the median path (log space)
+    y'_h = y_h + g_h * D,    D = y_H - m_H,    y = log price (or the value itself)
 
-- Close sets the price factor; open, high and low of the same path and step are multiplied
-  by the close's factor ``x'/x``, so the candle envelope (high >= max(open, close) >= ...)
-  holds exactly as it did. Volume gets its own factor, learned in ``log(1 + volume)``, and
-  amount is multiplied by both factors (amount ~ volume x price).
-- The transform is monotone in each path's value, so quantiles stay ordered, the median
-  (in log space) does not move, and every statistic of the paths — quantiles, intervals,
-  variance, the skpro distribution, the samples — is calibrated together.
-- ``c_h`` is chosen on a grid to minimise the squared coverage error of the central
-  50/80/90 % intervals over the backtest windows; where a step has fewer than
-  `min_windows` windows, one pooled factor serves every step.
+where m is the median path and ``g_h`` is learned per step (``g_0 = 0`` at the origin).
+Each step's increment changes only by ``(g_h - g_(h-1)) * D``, a small drift constant
+along the path, so day-to-day returns, realized volatility and the look of generated
+K-lines stay what the model made them, while the spread at step h becomes about
+``1 + g_h`` times wider along the paths' terminal direction. The map is monotone in `D`
+at the last step, so quantiles there are scaled and stay ordered; the paths are then moved
+alike, per step, back to their mean, so the point forecast does not move.
 
-This follows split conformal prediction for time series, with the nonconformity measured
-relative to the model's own spread (normalised / locally weighted conformal, Lei et al.,
-2018, "Distribution-free predictive inference for regression"), and the rolling-origin
-backtests of Stankeviciute et al. (2021, "Conformal time-series forecasting"). `update`
-follows adaptive conformal inference (Gibbs and Candès, 2021, "Adaptive conformal inference
-under distribution shift"): each new outcome moves ``log c_h`` by ``rate`` times the
-difference between the observed and the nominal miss rate, without a refit.
+- Close sets the price drift; open, high and low of the same path and step move by the
+  close's factor, so the candle envelope holds exactly. Volume gets its own drift, in
+  ``log(1 + volume)``; amount moves by both factors.
+- Positive prices are calibrated in log space (a multiplicative drift); a column that is
+  not a positive price (returns, spreads: a value <= 0 in the backtests) in its own space,
+  additively (`price_space` says which).
+- ``g_h`` ramps linearly from 0 at the origin to ``g_H``, and ``1 + g_H`` is chosen on a
+  grid to minimise the squared coverage error of the central 50/80/90 % intervals pooled
+  over every step of the backtest windows. A straight ramp keeps the drift a small,
+  steady part of each step.
+
+This follows split conformal prediction for time series with the nonconformity measured
+relative to the model's own spread (normalised conformal prediction, Lei et al. 2018,
+"Distribution-free predictive inference for regression") on rolling origins (Stankeviciute
+et al. 2021, "Conformal time-series forecasting"). `update` follows adaptive conformal
+inference (Gibbs and Candes 2021, "Adaptive conformal inference under distribution
+shift"): each new outcome moves ``log(1 + g_h)`` by ``rate`` times the difference between
+the observed and the nominal miss rate, without a refit.
 """
 
 from __future__ import annotations
@@ -39,83 +49,114 @@ from kronos_sk.data.schema import FEATURE_COLUMNS
 from kronos_sk.data.validation import assemble_features
 
 LEVELS = (0.5, 0.8, 0.9)
+SCALE_GRID = np.exp(np.linspace(np.log(0.2), np.log(20.0), 241))
 MIN_CALIBRATION_CONTEXT = 16  # fewest context rows of a calibration backtest
-SCALE_GRID = np.exp(np.linspace(np.log(0.2), np.log(20.0), 401))
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _AMOUNT = (
     FEATURE_COLUMNS.index(name) for name in ("open", "high", "low", "close", "volume", "amount"))
-_TINY = 1e-12
+_GRID_CHUNK = 24  # grid factors evaluated at once (memory: chunk x windows x samples)
 
 
-def _log_price(values: np.ndarray) -> np.ndarray:
-    return np.log(np.maximum(values, _TINY))
+def _to_space(values: np.ndarray, space: str) -> np.ndarray:
+    if space == "log":
+        return np.log(values)
+    if space == "log1p":
+        return np.log1p(np.maximum(values, 0.0))
+    return values
 
 
-def _centered(logs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(…, S, H) log values -> their median over samples (…, 1, H) and the deviations."""
-    center = np.median(logs, axis=-2, keepdims=True)
-    return center, logs - center
+def _from_space(values: np.ndarray, space: str) -> np.ndarray:
+    if space == "log":
+        return np.exp(values)
+    if space == "log1p":
+        return np.expm1(values)
+    return values
 
 
-def _coverage(deviation: np.ndarray, realised: np.ndarray, scales: np.ndarray,
-              levels: Sequence[float]) -> np.ndarray:
-    """Coverage of central intervals of scaled deviations.
+def _deviations(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(…, S, H) values -> median path (…, 1, H), deviations (…, S, H), terminal D (…, S, 1)."""
+    center = np.median(values, axis=-2, keepdims=True)
+    deviation = values - center
+    return center, deviation, deviation[..., -1:]
 
-    deviation (W, S, H), realised (W, H), scales (G,) or (G, H) -> (G, len(levels), H).
+
+def _coverage(deviation: np.ndarray, terminal: np.ndarray, realised: np.ndarray,
+              factors: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """Coverage at one step of the drifted deviations ``dev + (f - 1) * D``.
+
+    deviation, terminal (W, S), realised (W,), factors (G,) -> (G, len(levels)).
     """
-    scales = np.asarray(scales, np.float64)
-    scales = scales.reshape(scales.shape[0], 1, -1)  # (G, 1, 1) or (G, 1, H)
-    out = np.empty((len(scales), len(levels), deviation.shape[-1]))
-    for j, level in enumerate(levels):
-        low, high = np.quantile(deviation, [(1 - level) / 2, (1 + level) / 2], axis=1)
-        inside = (scales * low <= realised) & (realised <= scales * high)  # (G, W, H)
-        out[:, j] = inside.mean(axis=1)
+    out = np.empty((len(factors), len(levels)))
+    for lo in range(0, len(factors), _GRID_CHUNK):
+        g = factors[lo:lo + _GRID_CHUNK, None, None] - 1.0
+        shifted = deviation[None] + g * terminal[None]  # (G, W, S)
+        for j, level in enumerate(levels):
+            low, high = np.quantile(shifted, [(1 - level) / 2, (1 + level) / 2], axis=-1)
+            out[lo:lo + _GRID_CHUNK, j] = ((low <= realised) & (realised <= high)).mean(-1)
     return out
 
 
-def _fit_scales(deviation: np.ndarray, realised: np.ndarray, levels: Sequence[float],
-                min_windows: int) -> np.ndarray:
-    """Per-step scale from the grid minimising the squared coverage error (H,)."""
-    keep = np.isfinite(realised).all(axis=1) & np.isfinite(deviation).all(axis=(1, 2))
-    deviation, realised = deviation[keep], realised[keep]
-    horizon = deviation.shape[-1]
-    if len(realised) == 0:
+def _ramp(last: float, horizon: int) -> np.ndarray:
+    """Factors ``1 + g_h`` of steps 1..horizon, growing linearly to `last` at the last."""
+    return 1 + (last - 1) * np.arange(1, horizon + 1) / horizon
+
+
+def _fit_factors(values: np.ndarray, truth: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """Per-step factors ``1 + g_h`` (H,) of values (W, S, H) in their space against truth.
+
+    One last-step factor, reached linearly, chosen on the grid to minimise the squared
+    coverage error of the central intervals pooled over every step of every window. A
+    linear ramp keeps the drift a small constant part of each step (per-step factors,
+    fitted freely, are noisy enough to make paths jump: step-return std x1.14-1.55).
+    """
+    keep = np.isfinite(truth).all(axis=1) & np.isfinite(values).all(axis=(1, 2))
+    values, truth = values[keep], truth[keep]
+    horizon = values.shape[-1]
+    if len(truth) == 0:
         return np.ones(horizon)
-    target = np.asarray(levels)[None, :, None]
-    error = ((_coverage(deviation, realised, SCALE_GRID, levels) - target) ** 2).sum(axis=1)
-    # Among equally good scales prefer the one nearest 1 (the model as it is).
-    error = error + 1e-9 * np.abs(np.log(SCALE_GRID))[:, None]
-    if len(realised) < min_windows:
-        return np.full(horizon, SCALE_GRID[error.sum(axis=1).argmin()])
-    return SCALE_GRID[error.argmin(axis=0)]
+    center, deviation, terminal = _deviations(values)
+    realised = truth - center[:, 0]
+    covered = sum(_coverage(deviation[..., h], terminal[..., 0], realised[:, h],
+                            1 + (SCALE_GRID - 1) * (h + 1) / horizon, levels)
+                  for h in range(horizon)) / horizon  # (G, levels), pooled over steps
+    error = ((covered - np.asarray(levels)) ** 2).sum(axis=1)
+    # Among equally good factors prefer the one nearest 1 (the model as it is).
+    last = SCALE_GRID[(error + 1e-9 * np.abs(np.log(SCALE_GRID))).argmin()]
+    return _ramp(float(last), horizon)
 
 
-def _volume_logs(values: np.ndarray) -> np.ndarray:
-    return np.log1p(np.maximum(values, 0.0))
+def _space_of(paths: np.ndarray, truth: np.ndarray) -> str:
+    """"log" where every backtest value is a positive price, else "linear"."""
+    return "log" if (paths > 0).all() and (truth[np.isfinite(truth)] > 0).all() else "linear"
 
 
 @dataclass(frozen=True)
 class PathCalibration:
-    """Per-step spread scales of prices and volume, learned from backtested paths.
+    """Per-step spread factors of prices and volume, learned from backtested paths.
 
     Attributes
     ----------
     price_scale, volume_scale : ndarray of shape (horizon,)
-        ``c_h`` of the close (all four prices) and of the volume.
+        ``1 + g_h`` of the close (all four prices) and of the volume: how many times wider
+        the spread at step h is made, along each path's terminal direction.
     levels : tuple of float
-        The central-interval levels the scales were fitted to.
+        The central-interval levels the factors were fitted to.
     n_windows : int
-        Backtest windows the scales were learned from.
+        Backtest windows the factors were learned from.
+    price_space : {"log", "linear"}
+        "log" for positive prices (a multiplicative drift), "linear" for a column that is
+        not a positive price (an additive one).
     """
 
     price_scale: np.ndarray
     volume_scale: np.ndarray
     levels: tuple[float, ...] = LEVELS
     n_windows: int = 0
+    price_space: str = "log"
 
     @classmethod
     def fit(cls, paths: np.ndarray, truth: np.ndarray, *,
-            levels: Sequence[float] = LEVELS, min_windows: int = 30) -> PathCalibration:
-        """Learn the scales from sampled paths at backtest origins and what happened.
+            levels: Sequence[float] = LEVELS) -> PathCalibration:
+        """Learn the factors from sampled paths at backtest origins and what happened.
 
         Parameters
         ----------
@@ -124,8 +165,6 @@ class PathCalibration:
         truth : ndarray of shape (n_windows, horizon, 6)
             The realised candles of each window; windows with a non-finite value are left out.
         levels : sequence of float, default=(0.5, 0.8, 0.9)
-        min_windows : int, default=30
-            Fewer windows than this: one pooled scale for every step.
         """
         paths, truth = np.asarray(paths, np.float64), np.asarray(truth, np.float64)
         if paths.ndim != 4 or truth.shape != paths.shape[:1] + paths.shape[2:]:
@@ -133,30 +172,47 @@ class PathCalibration:
                              f"(windows, horizon, 6), got {paths.shape} and {truth.shape}")
         if not all(0 < level < 1 for level in levels):
             raise ValueError(f"levels must lie in (0, 1), got {list(levels)}")
-        scales = []
-        for column, logs in ((_CLOSE, _log_price), (_VOLUME, _volume_logs)):
-            center, deviation = _centered(logs(paths[..., column]))
-            realised = logs(truth[..., column]) - center[:, 0]
-            scales.append(_fit_scales(deviation, realised, levels, min_windows))
-        return cls(scales[0], scales[1], tuple(float(level) for level in levels), len(paths))
+        space = _space_of(paths[..., :4], truth[..., :4])
+        price, volume = [
+            _fit_factors(_to_space(paths[..., column], kind), _to_space(truth[..., column], kind),
+                         levels)
+            for column, kind in ((_CLOSE, space), (_VOLUME, "log1p"))]
+        return cls(price, volume, tuple(float(level) for level in levels), len(paths), space)
 
-    def _scales_for(self, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-        """Scales of steps 1..horizon; steps past the calibrated ones keep the last scale."""
+    def _factors_for(self, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+        """Factors of steps 1..horizon; steps past the calibrated ones keep the last."""
         steps = np.minimum(np.arange(horizon), len(self.price_scale) - 1)
         return self.price_scale[steps], self.volume_scale[steps]
+
+    def _drifted(self, values: np.ndarray, factors: np.ndarray, space: str,
+                 keep_mean: bool = False) -> np.ndarray:
+        """(…, S, H) values with the drift ``(f_h - 1) * D`` added in `space`; with
+        `keep_mean`, then moved (all paths alike, per step) back to the mean they had."""
+        center, deviation, terminal = _deviations(_to_space(values, space))
+        drifted = _from_space(center + deviation + (factors - 1.0) * terminal, space)
+        if not keep_mean:
+            return drifted
+        mean, moved = values.mean(axis=-2, keepdims=True), drifted.mean(axis=-2, keepdims=True)
+        return drifted * (mean / moved) if space == "log" else drifted + (mean - moved)
 
     def apply(self, paths: np.ndarray) -> np.ndarray:
         """Calibrated copy of (..., n_samples, horizon, 6) paths (the input is not changed)."""
         paths = np.asarray(paths)
-        price_scale, volume_scale = self._scales_for(paths.shape[-2])
+        price_factors, volume_factors = self._factors_for(paths.shape[-2])
         out = paths.astype(np.float64, copy=True)
-        center, deviation = _centered(_log_price(out[..., _CLOSE]))
-        factor = np.exp(center + price_scale * deviation) / np.maximum(out[..., _CLOSE], _TINY)
-        for column in (_OPEN, _HIGH, _LOW, _CLOSE):
-            out[..., column] *= factor
-        volume = out[..., _VOLUME]
-        center, deviation = _centered(_volume_logs(volume))
-        scaled = np.expm1(center + volume_scale * deviation)
+        close = out[..., _CLOSE].copy()
+        drifted = self._drifted(close, price_factors, self.price_space, keep_mean=True)
+        if self.price_space == "log":
+            factor = drifted / close
+            for column in (_OPEN, _HIGH, _LOW, _CLOSE):
+                out[..., column] *= factor
+        else:
+            shift = drifted - close
+            for column in (_OPEN, _HIGH, _LOW, _CLOSE):
+                out[..., column] += shift
+            factor = np.ones_like(close)
+        volume = out[..., _VOLUME].copy()
+        scaled = self._drifted(volume, volume_factors, "log1p")
         volume_factor = np.where(volume > 0, scaled / np.where(volume > 0, volume, 1.0), 1.0)
         out[..., _VOLUME] = np.where(volume > 0, scaled, volume)
         out[..., _AMOUNT] *= factor * volume_factor
@@ -174,10 +230,11 @@ class PathCalibration:
 
     def update(self, paths: np.ndarray, truth: np.ndarray, *, rate: float = 0.05,
                ) -> PathCalibration:
-        """The scales after new outcomes, in the adaptive-conformal way (no refit).
+        """The factors after new outcomes, in the adaptive-conformal way (no refit).
 
-        For each step, ``log c_h`` moves by `rate` times the mean over levels of the observed
-        minus the nominal miss rate of the calibrated paths: more misses widen, fewer narrow.
+        The last step's ``log(1 + g_H)`` moves by `rate` times the observed minus the
+        nominal miss rate of the calibrated paths (mean over levels and steps): more misses
+        widen, fewer narrow; the steps before keep their straight ramp to it.
 
         Parameters
         ----------
@@ -190,20 +247,23 @@ class PathCalibration:
             raise ValueError(f"rate must be > 0, got {rate!r}")
         paths, truth = np.asarray(paths, np.float64), np.asarray(truth, np.float64)
         horizon = min(paths.shape[-2], len(self.price_scale))
-        price_scale, volume_scale = self.price_scale.copy(), self.volume_scale.copy()
-        for column, logs, scale in ((_CLOSE, _log_price, price_scale),
-                                    (_VOLUME, _volume_logs, volume_scale)):
-            center, deviation = _centered(logs(paths[..., :horizon, column]))
-            realised = logs(truth[..., :horizon, column]) - center[:, 0]
-            covered = _coverage(deviation, realised, scale[None, :horizon], self.levels)[0]
-            miss = (1 - covered) - (1 - np.asarray(self.levels))[:, None]  # (levels, H)
-            scale[:horizon] *= np.exp(rate * miss.mean(axis=0))
+        scales = []
+        for column, space, scale in ((_CLOSE, self.price_space, self.price_scale),
+                                     (_VOLUME, "log1p", self.volume_scale)):
+            values = _to_space(paths[..., :horizon, column], space)
+            center, deviation, terminal = _deviations(values)
+            realised = _to_space(truth[..., :horizon, column], space) - center[:, 0]
+            miss = np.mean([(1 - _coverage(deviation[..., h], terminal[..., 0], realised[:, h],
+                                           scale[h:h + 1], self.levels)[0])
+                            - (1 - np.asarray(self.levels)) for h in range(horizon)])
+            scales.append(_ramp(scale[-1] * np.exp(rate * miss), len(scale)))
+        price_scale, volume_scale = scales
         return replace(self, price_scale=price_scale, volume_scale=volume_scale,
                        n_windows=self.n_windows + len(paths))
 
 
 def backtest_windows(frames: Sequence[pd.DataFrame], names: Sequence[tuple], horizon: int, *,
-                     origins: int = 8, stride: int | None = None,
+                     origins: int = 2, stride: int | None = None,
                      ) -> tuple[list[pd.DataFrame], list[pd.DatetimeIndex], np.ndarray, list[str]]:
     """The calibration backtests inside validated candle frames.
 
@@ -238,7 +298,7 @@ def backtest_windows(frames: Sequence[pd.DataFrame], names: Sequence[tuple], hor
 
 
 def fit_calibration(pipeline, frames: Sequence[pd.DataFrame], names: Sequence[tuple],
-                    horizon: int, *, origins: int = 8, stride: int | None = None,
+                    horizon: int, *, origins: int = 2, stride: int | None = None,
                     **sampling) -> PathCalibration:
     """Backtest `pipeline` inside the frames (all origins in one batched generation) and
     learn a `PathCalibration` from what happened.

@@ -155,7 +155,8 @@ def _sample(args: argparse.Namespace, candles: pd.DataFrame):
     return _pipeline(args).sample(
         candles, args.horizon, freq=args.freq, n_samples=args.samples,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        random_state=args.seed, sliding=args.sliding, prefill_precision=args.prefill_precision)
+        random_state=args.seed, sliding=args.sliding, prefill_precision=args.prefill_precision,
+        valid_candles=not args.raw_candles)
 
 
 def _write_forecast(candles: pd.DataFrame, forecast, outputs: list[Path],
@@ -335,11 +336,15 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=DEFAULT_DEVICE,
                         help=f"cpu, cuda, cuda:N, mps or auto (default {DEFAULT_DEVICE}: CUDA, "
                         "then MPS, then the CPU)")
-    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--prefill-precision", default="float32",
-                        choices=("float32", "bfloat16"),
-                        help="precision of the batched context passes (default float32); "
-                        "bfloat16 is faster where the CPU has native bf16")
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="weights and one-token steps (default auto: bfloat16 where the "
+                        "device computes it natively, else float32)")
+    parser.add_argument("--prefill-precision", default="auto",
+                        choices=("auto", "float32", "bfloat16"),
+                        help="precision of the batched context passes (default auto)")
+    parser.add_argument("--raw-candles", action="store_true",
+                        help="the reference's raw decoding (highs below closes, negative "
+                        "volumes and prices <= 0 kept); default: valid candles, positive prices")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that already exist (default: refuse)")
 

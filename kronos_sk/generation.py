@@ -3,7 +3,10 @@
 `forecast_paths` is the whole forecasting procedure: normalise each context with its own
 statistics, tokenize it, sample `n_samples` token paths per series with a key/value cache,
 decode them and undo the normalisation. Every path is returned, made valid by
-`make_candles_valid` (the decoder does not know that high bounds open and close).
+`make_candles_valid` (the decoder does not know that high bounds open and close), with
+positive prices: a path with a price <= 0 is drawn again from its own seed, so that paths
+follow the model's distribution conditioned on positive prices (`_redraw_nonpositive`).
+`valid_candles=False` returns the reference's raw decoding instead.
 
 The samples of a series share its context: its keys and values are computed and stored once
 per series (`SharedPrefixCache`), and each path adds only its own generated tokens.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Sequence
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -41,6 +45,10 @@ CONTEXT_LIMIT_FACTOR = 8
 # Top-p looks for the nucleus among this many most likely ids first (see `nucleus`): with
 # the bundled model, top_p = 0.9 keeps at most 53 coarse and 31 fine ids on real candles.
 NUCLEUS_CANDIDATES = 64
+# The positive-price rule: redraws of a path with a price <= 0 before it is replaced by an
+# accepted path of its series, and the share of redrawn paths above which a series warns.
+MAX_REDRAWS = 8
+REDRAW_WARNING_SHARE = 0.05
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
@@ -133,12 +141,20 @@ def path_uniforms(seeds: Sequence[int], n_samples: int, horizon: int) -> torch.T
     Path (series i, sample s) has its own generator seeded from (seeds[i], s), so its draws do
     not depend on the batch, on the order of series or on `n_samples`.
     """
+    return redraw_uniforms([(seed, sample) for seed in seeds for sample in range(n_samples)],
+                           0, horizon)
+
+
+def redraw_uniforms(paths: Sequence[tuple[int, int]], attempt: int,
+                    horizon: int) -> torch.Tensor:
+    """Uniforms (len(paths), horizon, 2) of the (series seed, sample) paths at an attempt:
+    attempt 0 is the path's first draw (`path_uniforms`), attempt k its k-th redraw."""
     blocks = []
-    for seed in seeds:
-        for sample in range(n_samples):
-            state = np.random.SeedSequence([int(seed), sample]).generate_state(1, np.uint64)[0]
-            generator = torch.Generator().manual_seed(int(state) >> 1)
-            blocks.append(torch.rand(horizon, 2, generator=generator))
+    for seed, sample in paths:
+        entropy = [int(seed), sample] + ([attempt] if attempt else [])
+        state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
+        generator = torch.Generator().manual_seed(int(state) >> 1)
+        blocks.append(torch.rand(horizon, 2, generator=generator))
     return torch.stack(blocks)
 
 
@@ -234,7 +250,7 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
     sample = _Sampler(predictor, uniforms.to(s1_ids.device), temperature, top_k, top_p)
     dtype_like = predictor.norm.weight
     device = s1_ids.device
-    bf16 = resolve_dtype(prefill_precision, device) == torch.bfloat16
+    bf16 = resolve_dtype(prefill_precision, device, "prefill_precision") == torch.bfloat16
 
     def batched() -> torch.autocast:  # the passes over many tokens, compute bound
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
@@ -387,32 +403,32 @@ def check_sampling(n_samples: int, temperature: float, top_k: int, top_p: float,
                    max_context: int, sliding: str) -> None:
     """Raise ValueError naming the first invalid sampling setting."""
     checks = [
-        ("n_samples", n_samples, isinstance(n_samples, (int, np.integer)) and n_samples >= 1,
+        ("n_samples", n_samples, isinstance(n_samples, Integral) and n_samples >= 1,
          "a positive integer"),
-        ("temperature", temperature, isinstance(temperature, (int, float)) and temperature > 0
+        ("temperature", temperature, isinstance(temperature, Real) and temperature > 0
          and np.isfinite(temperature), "a positive finite number"),
-        ("top_k", top_k, isinstance(top_k, (int, np.integer)) and top_k >= 0,
+        ("top_k", top_k, isinstance(top_k, Integral) and top_k >= 0,
          "a non-negative integer (0 disables it)"),
-        ("top_p", top_p, isinstance(top_p, (int, float)) and 0 < top_p <= 1, "in (0, 1]"),
-        ("max_context", max_context,
-         isinstance(max_context, (int, np.integer)) and max_context >= 1, "a positive integer"),
+        ("top_p", top_p, isinstance(top_p, Real) and 0 < top_p <= 1, "in (0, 1]"),
+        ("max_context", max_context, isinstance(max_context, Integral) and max_context >= 1,
+         "a positive integer"),
         ("sliding", sliding, sliding in SLIDING_MODES, f"one of {SLIDING_MODES}"),
     ]
-    for name, value, ok, expected in checks:
-        if isinstance(value, bool) or not ok:
+    for name, value, ok, expected in checks:  # numpy scalars count as their Python type
+        if isinstance(value, (bool, np.bool_)) or not ok:
             raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
-def _check_lengths(contexts, context_stamps, horizon: int, max_context: int):
+def _check_lengths(contexts, context_stamps, horizon: int, max_context: int, names: list):
     """Reject too-short contexts, cut very long ones (warning), warn on long horizons."""
     limit = CONTEXT_LIMIT_FACTOR * max_context
     contexts, context_stamps = list(contexts), list(context_stamps)
     for i, context in enumerate(contexts):
         if len(context) < MIN_CONTEXT_ROWS:
-            raise ValueError(f"series {i}: a context of {len(context)} row(s) is too short to "
+            raise ValueError(f"{names[i]}: a context of {len(context)} row(s) is too short to "
                              f"forecast from; give at least {MIN_CONTEXT_ROWS}")
         if len(context) > limit:
-            warnings.warn(f"series {i}: context of {len(context)} rows cut to its last {limit} "
+            warnings.warn(f"{names[i]}: context of {len(context)} rows cut to its last {limit} "
                           f"({CONTEXT_LIMIT_FACTOR} x max_context); the predictor sees only "
                           f"the last {max_context}", UserWarning, stacklevel=3)
             contexts[i], context_stamps[i] = context[-limit:], context_stamps[i][-limit:]
@@ -450,7 +466,9 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
                    seeds: Sequence[int] | None = None, random_state: int | None = None,
                    sliding: str = "exact", clip: float = DEFAULT_CLIP,
                    max_paths: int = DEFAULT_MAX_PATHS,
-                   prefill_precision: str = "float32") -> np.ndarray:
+                   prefill_precision: str = "float32", valid_candles: bool = True,
+                   names: Sequence[str] | None = None, return_redraws: bool = False,
+                   ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Sample future candles for a batch of series; every path, in original units.
 
     Parameters
@@ -487,47 +505,134 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         benchmarks/bench_precision.py); "float32" runs them in the predictor's own precision.
         The one-token steps, the tokenizer and the caches keep the model's precision.
 
+    valid_candles : bool, default=True
+        True: every path is a valid candle sequence (`make_candles_valid`) and, for a
+        series whose context prices are positive, has positive prices (the positive-price
+        rule, see `_redraw_nonpositive`: a path with a price <= 0 is drawn again from its
+        own seed). False: the reference's raw decoding.
+    names : sequence of str or None, default=None
+        How messages name each series (default "series i").
+    return_redraws : bool, default=False
+        Also return the (B, 2) counts of paths redrawn and replaced by the rule.
+
     Returns
     -------
     ndarray of shape (B, n_samples, H, d_in), float32, on the CPU.
-        Valid candles: see `make_candles_valid`.
+        With `return_redraws`, a tuple (paths, counts).
     """
     check_sampling(n_samples, temperature, top_k, top_p, max_context, sliding)
     future_stamps = np.asarray(future_stamps)
     B, H = len(contexts), future_stamps.shape[1]
-    contexts, context_stamps = _check_lengths(contexts, context_stamps, H, max_context)
+    names = [f"series {i}" for i in range(B)] if names is None else list(names)
+    contexts, context_stamps = _check_lengths(contexts, context_stamps, H, max_context, names)
     if seeds is None:
         seeds = series_seeds(random_state, [np.ascontiguousarray(c, np.float64).tobytes()
                                             for c in contexts])
     normalizer = Normalizer.fit(contexts, clip)
-    device = tokenizer.head.weight.device
     out = np.empty((B, n_samples, H, tokenizer.config.d_in), dtype=np.float32)
+    settings = dict(max_context=max_context, temperature=temperature, top_k=top_k,
+                    top_p=top_p, sliding=sliding, prefill_precision=prefill_precision)
+
+    def sample(rows: list[int], uniforms: torch.Tensor, per_row: int) -> np.ndarray:
+        """Decoded paths (len(rows), per_row, H, d_in) in original units of these series."""
+        part = Normalizer(normalizer.mean[rows], normalizer.std[rows], clip)
+        decoded = _sample_rows(tokenizer, predictor, [contexts[i] for i in rows],
+                               [context_stamps[i] for i in rows], future_stamps[rows], part,
+                               uniforms, per_row, settings)
+        decoded = part.inverse_transform(decoded.reshape(len(rows), per_row, H, -1))
+        return make_candles_valid(decoded) if valid_candles else decoded
+
     per_chunk = max(1, max_paths // n_samples)
     for lo in range(0, B, per_chunk):
-        rows = range(lo, min(B, lo + per_chunk))
-        lengths = [len(contexts[i]) for i in rows]
-        T = max(lengths)
-        values = np.zeros((len(rows), T, out.shape[-1]), dtype=np.float32)
-        stamps = np.zeros((len(rows), T + H, 5), dtype=np.int64)
-        valid = np.zeros((len(rows), T), dtype=bool)
-        for j, (i, n) in enumerate(zip(rows, lengths)):
-            values[j, T - n:] = contexts[i]
-            stamps[j, T - n:T] = context_stamps[i]
-            valid[j, T - n:] = True
-        stamps[:, T:] = future_stamps[lo:lo + len(rows)]
-        part = Normalizer(normalizer.mean[lo:lo + len(rows)], normalizer.std[lo:lo + len(rows)],
-                          clip)
-        x = torch.from_numpy(part.transform(values)).to(device, tokenizer.head.weight.dtype)
-        valid_t = None if valid.all() else torch.from_numpy(valid).to(device)
-        s1, s2 = tokenizer.encode(x, valid_t)
-        uniforms = path_uniforms(seeds[lo:lo + len(rows)], n_samples, H)
-        coarse, fine = generate_tokens(
-            predictor, s1, s2, torch.from_numpy(stamps).to(device), H, uniforms,
-            valid=valid_t, n_samples=n_samples, max_context=max_context,
-            temperature=temperature, top_k=top_k, top_p=top_p, sliding=sliding,
-            prefill_precision=prefill_precision)
-        decoded = decode_paths(tokenizer, s1, s2, coarse, fine, valid=valid_t,
-                               n_samples=n_samples, max_context=max_context)
-        decoded = decoded.float().cpu().numpy().reshape(len(rows), n_samples, H, -1)
-        out[lo:lo + len(rows)] = make_candles_valid(part.inverse_transform(decoded))
-    return out
+        rows = list(range(lo, min(B, lo + per_chunk)))
+        out[rows] = sample(rows, path_uniforms([seeds[i] for i in rows], n_samples, H),
+                           n_samples)
+    redraws = np.zeros((B, 2), dtype=np.int64)
+    if valid_candles:
+        positive = np.array([(np.asarray(c)[:, :4] > 0).all() for c in contexts])
+        redraws = _redraw_nonpositive(out, sample, seeds, names, max_paths, positive)
+    return (out, redraws) if return_redraws else out
+
+
+def _sample_rows(tokenizer: KronosTokenizer, predictor: KronosPredictor, contexts: list,
+                 context_stamps: list, future_stamps: np.ndarray, normalizer: Normalizer,
+                 uniforms: torch.Tensor, n_samples: int, settings: dict) -> np.ndarray:
+    """Normalised decoded paths (len(contexts) * n_samples, H, d_in) of a batch of series,
+    left-padded to the longest context."""
+    H = future_stamps.shape[1]
+    device = tokenizer.head.weight.device
+    lengths = [len(c) for c in contexts]
+    T = max(lengths)
+    values = np.zeros((len(contexts), T, tokenizer.config.d_in), dtype=np.float32)
+    stamps = np.zeros((len(contexts), T + H, 5), dtype=np.int64)
+    valid = np.zeros((len(contexts), T), dtype=bool)
+    for j, (context, n) in enumerate(zip(contexts, lengths)):
+        values[j, T - n:] = context
+        stamps[j, T - n:T] = context_stamps[j]
+        valid[j, T - n:] = True
+    stamps[:, T:] = future_stamps
+    x = torch.from_numpy(normalizer.transform(values)).to(device, tokenizer.head.weight.dtype)
+    valid_t = None if valid.all() else torch.from_numpy(valid).to(device)
+    s1, s2 = tokenizer.encode(x, valid_t)
+    coarse, fine = generate_tokens(predictor, s1, s2, torch.from_numpy(stamps).to(device), H,
+                                   uniforms, valid=valid_t, n_samples=n_samples, **settings)
+    decoded = decode_paths(tokenizer, s1, s2, coarse, fine, valid=valid_t,
+                           n_samples=n_samples, max_context=settings["max_context"])
+    return decoded.float().cpu().numpy()
+
+
+def _redraw_nonpositive(paths: np.ndarray, sample, seeds: Sequence[int], names: list,
+                        max_paths: int, positive: np.ndarray) -> np.ndarray:
+    """Apply the positive-price rule to valid paths (B, S, H, d_in) in place.
+
+    Only series whose context prices are all positive (`positive`, (B,) bool) are
+    conditioned: a flat series of returns or spreads may well go below zero.
+
+    A path whose open, high, low or close is <= 0 is drawn again, from fresh uniforms of its
+    own seed (`redraw_uniforms`), up to `MAX_REDRAWS` times: an accepted path is a draw from
+    the model's distribution conditioned on positive prices. A path still rejected then is
+    replaced by a copy of an accepted path of its series, picked with its seed (a draw from
+    the accepted paths). Returns (B, 2) counts of redrawn and replaced paths per series.
+    """
+    counts = np.zeros((len(paths), 2), dtype=np.int64)
+    bad = (paths[..., :4] <= 0).any(axis=(2, 3))  # (B, S)
+    bad[~positive] = False  # a series whose own prices reach <= 0 is not a price series
+    counts[:, 0] = bad.sum(1)
+    for attempt in range(1, MAX_REDRAWS + 1):
+        # Series with as many rejected paths go together, their paths sharing the context.
+        by_count: dict[int, list[int]] = {}
+        for i in np.flatnonzero(bad.any(axis=1)):
+            by_count.setdefault(int(bad[i].sum()), []).append(int(i))
+        for k, rows in by_count.items():
+            per_chunk = max(1, max_paths // k)
+            for lo in range(0, len(rows), per_chunk):
+                block = rows[lo:lo + per_chunk]
+                rejected = [np.flatnonzero(bad[i]) for i in block]
+                uniforms = redraw_uniforms([(seeds[i], int(s)) for i, samples in
+                                            zip(block, rejected) for s in samples],
+                                           attempt, paths.shape[2])
+                redrawn = sample(block, uniforms, k)  # (len(block), k, H, d_in)
+                for i, samples, new in zip(block, rejected, redrawn):
+                    paths[i, samples] = new
+                    bad[i, samples] = (new[..., :4] <= 0).any(axis=(1, 2))
+        if not bad.any():
+            break
+    for i in np.flatnonzero(bad.any(axis=1)):
+        accepted = np.flatnonzero(~bad[i])
+        if not len(accepted):
+            warnings.warn(f"{names[i]}: no sampled path kept positive prices after "
+                          f"{MAX_REDRAWS} redraws; its paths hold prices <= 0",
+                          UserWarning, stacklevel=4)
+            continue
+        rejected = np.flatnonzero(bad[i])
+        picks = np.random.default_rng([int(seeds[i]), MAX_REDRAWS]).choice(accepted,
+                                                                           len(rejected))
+        paths[i, rejected] = paths[i, picks]
+        counts[i, 1] = len(rejected)
+    share = counts[:, 0] / paths.shape[1]
+    for i in np.flatnonzero(share > REDRAW_WARNING_SHARE):
+        warnings.warn(f"{names[i]}: {counts[i, 0]} of {paths.shape[1]} sampled paths had a "
+                      f"price <= 0 and were drawn again ({counts[i, 1]} replaced by accepted "
+                      "paths); the context may be far outside what the model knows",
+                      UserWarning, stacklevel=4)
+    return counts

@@ -9,6 +9,7 @@ the same candles and `random_state` give the same paths through every face.
 
 from __future__ import annotations
 
+import ast
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,12 +45,16 @@ class ForecastPaths:
     assets : list
         The name of each series.
     columns : tuple of str
+    redrawn : ndarray of shape (n_series, 2), int
+        Per series, the paths drawn again by the positive-price rule and, of those, the
+        ones replaced by an accepted path (see `kronos_sk.generation.forecast_paths`).
     """
 
     paths: np.ndarray
     index: list[pd.DatetimeIndex]
     assets: list
     columns: tuple[str, ...] = FEATURE_COLUMNS
+    redrawn: np.ndarray | None = None
 
     def _frame(self, values: np.ndarray, columns) -> pd.DataFrame:
         """Stack (n_series, horizon, k) values into one float64 frame, indexed like the input."""
@@ -139,12 +144,13 @@ class KronosPipeline:
     def from_pretrained(cls, model: str | os.PathLike, tokenizer: str | os.PathLike, *,
                         max_context: int | None = None,
                         device: str | torch.device = DEFAULT_DEVICE,
-                        precision: str = "float32") -> KronosPipeline:
+                        precision: str = "auto") -> KronosPipeline:
         """Load checkpoint directories (or hub ids) of a predictor and its tokenizer.
 
         `max_context=None` uses the window the checkpoint was trained on
         ([`model_context`][kronos_sk.checkpoints.model_context]). `device="auto"` picks
-        CUDA, then MPS, then the CPU.
+        CUDA, then MPS, then the CPU; `precision="auto"` bfloat16 where that device computes
+        it natively, float32 elsewhere.
         """
         max_context = model_context(model) if max_context is None else max_context
         return cls(load_tokenizer(tokenizer, device, precision),
@@ -155,8 +161,8 @@ class KronosPipeline:
                freq: str | None = None, n_samples: int = DEFAULT_N_SAMPLES,
                temperature: float = 1.0, top_k: int = 0, top_p: float = DEFAULT_TOP_P,
                random_state: int | None = None, sliding: str = "exact",
-               max_paths: int = DEFAULT_MAX_PATHS,
-               prefill_precision: str = "float32") -> ForecastPaths:
+               max_paths: int = DEFAULT_MAX_PATHS, prefill_precision: str = "auto",
+               valid_candles: bool = True) -> ForecastPaths:
         """Sample `n_samples` future paths of every series, all series in one batched call.
 
         Parameters
@@ -168,20 +174,24 @@ class KronosPipeline:
             Number of future rows; their timestamps continue each series at `freq`
             (default: the index's frequency, else the step and calendar the history shows,
             see `kronos_sk.data.future_index`). Or give `future` instead.
-        future : DatetimeIndex or list of them, default=None
-            The future timestamps themselves (one index for all series, or one per series);
-            use it for irregular calendars (sessions, lunch breaks, holidays).
+        future : DatetimeIndex, or a list or dict of them, default=None
+            The future timestamps themselves: one index for all series, a dict by asset
+            (candles a dict or a panel) or a list in the order of the series; use it for
+            irregular calendars (sessions, lunch breaks, holidays).
         freq : str or None, default=None
             Frequency of the future rows when `horizon` is given.
         n_samples, temperature, top_k, top_p, sliding, max_paths, prefill_precision
             Sampling settings, see `kronos_sk.generation.forecast_paths` (defaults: 20
-            paths, temperature 1, no top-k, top-p 1.0, float32 prefill; the same in every
-            face). ``prefill_precision="bfloat16"`` runs the batched context passes in
-            bfloat16: faster on CPUs with native bf16, at a measured accuracy cost
-            (`benchmarks/bench_precision.py`).
+            paths, temperature 1, no top-k, top-p 1.0, "auto" prefill; the same in every
+            face). ``prefill_precision="auto"`` runs the batched context passes in bfloat16
+            where the device computes it natively (faster, within seed noise:
+            `benchmarks/bench_precision.py`), in float32 elsewhere.
         random_state : int or None, default=None
             Seeds every path from (random_state, asset name), so a series gets the same
             paths whatever else is in the batch.
+        valid_candles : bool, default=True
+            True: valid candles with positive prices (see `forecast_paths`); False: the
+            reference's raw decoding, unchanged.
 
         Returns
         -------
@@ -189,19 +199,20 @@ class KronosPipeline:
         """
         check_sampling(n_samples, temperature, top_k, top_p, self.max_context, sliding)
         assets, frames = _split_input(candles)
-        futures = self._future_indexes(frames, horizon, future, freq)
-        paths = self.sample_validated(
+        futures = self._future_indexes(assets, frames, horizon, future, freq)
+        paths, redrawn = self.sample_validated(
             frames, futures, [series_key(asset) for asset in assets], n_samples=n_samples,
             temperature=temperature, top_k=top_k, top_p=top_p, random_state=random_state,
-            sliding=sliding, max_paths=max_paths, prefill_precision=prefill_precision)
-        return ForecastPaths(paths, futures, assets)
+            sliding=sliding, max_paths=max_paths, prefill_precision=prefill_precision,
+            valid_candles=valid_candles, return_redraws=True)
+        return ForecastPaths(paths, futures, assets, redrawn=redrawn)
 
-    def calibrate(self, candles: Candles, horizon: int, *, origins: int = 8,
+    def calibrate(self, candles: Candles, horizon: int, *, origins: int = 2,
                   stride: int | None = None, n_samples: int = DEFAULT_N_SAMPLES,
                   temperature: float = 1.0, top_k: int = 0, top_p: float = DEFAULT_TOP_P,
                   random_state: int | None = None, sliding: str = "exact",
                   max_paths: int = DEFAULT_MAX_PATHS,
-                  prefill_precision: str = "float32") -> PathCalibration:
+                  prefill_precision: str = "auto") -> PathCalibration:
         """Backtest on the last `origins` origins inside each series and learn a calibration.
 
         All origins of all series are generated in one batched call; origin k ends its
@@ -229,7 +240,9 @@ class KronosPipeline:
                          top_k: int = 0, top_p: float = DEFAULT_TOP_P,
                          random_state: int | None = None, sliding: str = "exact",
                          max_paths: int = DEFAULT_MAX_PATHS,
-                         prefill_precision: str = "float32") -> np.ndarray:
+                         prefill_precision: str = "auto", valid_candles: bool = True,
+                         names: Sequence[str] | None = None, return_redraws: bool = False,
+                         ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The procedure after validation: features, calendar stamps, seeds, generation.
 
         Every face ends here (`sample`, `KronosForecaster` and its calibration backtests,
@@ -244,8 +257,12 @@ class KronosPipeline:
         keys : sequence of str
             The identity of each series (`kronos_sk.generation.series_key`); with
             `random_state` it seeds the series' paths.
-        n_samples, temperature, top_k, top_p, random_state, sliding, max_paths, prefill_precision
+        n_samples, temperature, top_k, top_p, random_state, sliding, max_paths, prefill_precision, valid_candles
             As for `sample`.
+        names : sequence of str or None, default=None
+            How messages name each series (default: from its key, e.g. "series 'AAPL'").
+        return_redraws : bool, default=False
+            Also return the (n_series, 2) counts of `ForecastPaths.redrawn`.
 
         Returns
         -------
@@ -257,17 +274,29 @@ class KronosPipeline:
             np.stack([time_features(idx) for idx in futures]), n_samples=n_samples,
             temperature=temperature, top_k=top_k, top_p=top_p, max_context=self.max_context,
             seeds=series_seeds(random_state, keys), sliding=sliding, max_paths=max_paths,
-            prefill_precision=prefill_precision)
+            prefill_precision=prefill_precision, valid_candles=valid_candles,
+            names=[_name(key) for key in keys] if names is None else names,
+            return_redraws=return_redraws)
 
     @staticmethod
-    def _future_indexes(frames: list[pd.DataFrame], horizon: int | None, future,
+    def _future_indexes(assets: list, frames: list[pd.DataFrame], horizon: int | None, future,
                         freq) -> list[pd.DatetimeIndex]:
         if future is None:
             if horizon is None:
                 raise ValueError("give the horizon (number of future rows) or the future "
                                  "timestamps")
             return [future_index(frame.index, horizon, freq) for frame in frames]
-        indexes = [future] * len(frames) if isinstance(future, pd.Index) else list(future)
+        if isinstance(future, pd.Index):
+            indexes = [future] * len(frames)
+        elif isinstance(future, Mapping):
+            missing = [asset for asset in assets if asset not in future]
+            if missing or len(future) != len(assets):
+                extra = [key for key in future if key not in assets]
+                raise ValueError(f"future: a dict needs one index per asset; missing "
+                                 f"{missing}, unknown {extra}")
+            indexes = [future[asset] for asset in assets]
+        else:  # a list, in the order of the series
+            indexes = list(future)
         if len(indexes) != len(frames):
             raise ValueError(f"future: got {len(indexes)} indexes for {len(frames)} series")
         indexes = [pd.DatetimeIndex(idx) for idx in indexes]
@@ -278,10 +307,21 @@ class KronosPipeline:
         if horizon is not None and lengths != {horizon}:
             raise ValueError(f"horizon={horizon} disagrees with {lengths.pop()} future "
                              "timestamps")
-        for frame, idx, name in zip(frames, indexes, range(len(frames))):
+        for frame, idx, asset in zip(frames, indexes, assets):
+            name = f"future[{0 if asset is None else asset!r}]"
             if not idx.is_monotonic_increasing or idx.has_duplicates:
-                raise ValueError(f"future[{name}]: timestamps must be strictly increasing")
+                raise ValueError(f"{name}: timestamps must be strictly increasing")
             if idx[0] <= frame.index[-1]:
-                raise ValueError(f"future[{name}]: first timestamp {idx[0]} is not after the "
-                                 f"last context timestamp {frame.index[-1]}")
+                raise ValueError(f"{name}: first timestamp {idx[0]} is not after the last "
+                                 f"context timestamp {frame.index[-1]}")
         return indexes
+
+
+def _name(key: str) -> str:
+    """How messages name a series from its seed key ``repr((asset, column))``."""
+    try:
+        asset, column = ast.literal_eval(key)
+    except (ValueError, SyntaxError, TypeError):
+        return f"series {key}"
+    name = "the series" if asset is None else f"series {asset!r}"
+    return name if column is None else f"{name}[{column!r}]"

@@ -13,6 +13,15 @@ from kronos_sk._defaults import DEFAULT_DEVICE
 
 PRECISIONS = {"float32": torch.float32, "fp32": torch.float32,
               "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+# "auto": float32 weights everywhere, and bfloat16 context passes (prefill) where the device
+# computes bfloat16 natively. The guard, measured on a Sapphire Rapids CPU with
+# benchmarks/bench_precision.py: bf16 prefill kept greedy parity of the released fixtures
+# (48/48 rows within 1e-4) and moved sampled mean paths by 0.093 context std against 0.152
+# for another float32 seed; full bf16 weights flipped greedy ids (0/48 rows within 1e-4,
+# max relative error 0.48), a change no seed noise covers, so "auto" keeps them float32.
+BF16_WHERE_NATIVE = {"precision": False, "prefill_precision": True}
+AUTO = "auto"
+PRECISION_OPTIONS = (*PRECISIONS, AUTO)
 
 
 def resolve_device(device: str | torch.device | None = DEFAULT_DEVICE) -> torch.device:
@@ -40,18 +49,39 @@ def resolve_device(device: str | torch.device | None = DEFAULT_DEVICE) -> torch.
     return resolved
 
 
-def resolve_dtype(precision: str | torch.dtype = "float32",
-                  device: str | torch.device | None = None) -> torch.dtype:
-    """Map "float32"/"fp32" or "bfloat16"/"bf16" (or the torch dtype) to a torch dtype.
+def resolve_precision(precision: str, device: str | torch.device | None = None,
+                      setting: str = "precision") -> str:
+    """"float32" or "bfloat16": `precision` by its canonical name, or "auto" decided for
+    `device` (default the CPU) and the `setting` ("precision" or "prefill_precision")."""
+    if precision == AUTO:
+        return auto_precision(setting, native_bf16(resolve_device(device or "cpu")))
+    return "bfloat16" if resolve_dtype(precision) == torch.bfloat16 else "float32"
 
-    With `device`, bfloat16 on a device without native bfloat16 warns (see `native_bf16`).
+
+def auto_precision(setting: str, native: bool) -> str:
+    """What "auto" means for a setting on a device that does (`native`) or does not compute
+    bfloat16 natively: bfloat16 only where native (~80x slower where emulated) and where the
+    accuracy guard passed for that setting (`BF16_WHERE_NATIVE`)."""
+    return "bfloat16" if native and BF16_WHERE_NATIVE[setting] else "float32"
+
+
+def resolve_dtype(precision: str | torch.dtype = "float32",
+                  device: str | torch.device | None = None,
+                  setting: str = "precision") -> torch.dtype:
+    """Map "float32"/"fp32", "bfloat16"/"bf16" (or the torch dtype) or "auto" to a dtype.
+
+    With `device`, bfloat16 on a device without native bfloat16 warns (see `native_bf16`);
+    "auto" never warns: it is what `auto_precision` says for `setting` on `device`.
     """
+    if precision == AUTO:
+        return PRECISIONS[resolve_precision(AUTO, device, setting)]
     if isinstance(precision, torch.dtype) and precision in PRECISIONS.values():
         dtype = precision
     elif isinstance(precision, str) and precision.lower() in PRECISIONS:
         dtype = PRECISIONS[precision.lower()]
     else:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        raise ValueError(f"precision must be one of {sorted(PRECISION_OPTIONS)}, got "
+                         f"{precision!r}")
     if dtype == torch.bfloat16 and device is not None:
         message = slow_bf16_warning(device)
         if message:

@@ -8,18 +8,28 @@ OPEN, HIGH, LOW, CLOSE, VOLUME, AMOUNT = range(6)
 assert FEATURE_COLUMNS == ("open", "high", "low", "close", "volume", "amount")
 
 
-def toy(n_windows, spread_ratio, seed, samples=41, horizon=5):
-    """A model whose log-close paths are `spread_ratio` times too narrow, and the truth.
+def toy(n_windows, pull, seed, samples=41, horizon=10, truth_pull=0.0):
+    """Paths that move as much as the truth from step to step but wander less far.
 
-    Each window has its own level; the truth's log deviation from it grows with the step
-    (sigma 0.01 * sqrt(h)); the model samples sigma / spread_ratio around the same level.
+    Each window has its own level. The truth's log close is a random walk (step sigma
+    0.01) pulled back to the level by `truth_pull` per step; the model's paths take steps
+    of the same size but are pulled back by `pull`, so their horizon spread is narrower
+    (pull = truth_pull: a calibrated model).
     """
     rng = np.random.default_rng(seed)
-    level = np.log(rng.uniform(10, 100, (n_windows, 1, 1)))
-    sigma = 0.01 * np.sqrt(np.arange(1, horizon + 1))
-    true_close = np.exp(level[:, 0] + sigma * rng.standard_normal((n_windows, horizon)))
-    close = np.exp(level + sigma / spread_ratio * rng.standard_normal(
-        (n_windows, samples, horizon)))
+    level = np.log(rng.uniform(10, 100, (n_windows, 1)))
+
+    def walk(shape, strength):
+        steps = 0.01 * rng.standard_normal(shape + (horizon,))
+        out = np.empty_like(steps)
+        position = np.zeros(shape)
+        for h in range(horizon):
+            position = (1 - strength) * position + steps[..., h]
+            out[..., h] = position
+        return out
+
+    close = np.exp(level[:, :, None] + walk((n_windows, samples), pull))
+    true_close = np.exp(level + walk((n_windows,), truth_pull))
 
     def candles(close, rng):
         open_ = close * np.exp(0.002 * rng.standard_normal(close.shape))
@@ -31,68 +41,100 @@ def toy(n_windows, spread_ratio, seed, samples=41, horizon=5):
     return candles(close, rng), candles(true_close, rng)
 
 
-def central_coverage(paths, truth, level):
-    low, high = np.quantile(paths[..., CLOSE], [(1 - level) / 2, (1 + level) / 2], axis=-2)
-    return float(((low <= truth[..., CLOSE]) & (truth[..., CLOSE] <= high)).mean())
+def central_coverage(paths, truth, level, step=None):
+    close, true_close = paths[..., CLOSE], truth[..., CLOSE]
+    if step is not None:
+        close, true_close = close[..., [step]], true_close[..., [step]]
+    low, high = np.quantile(close, [(1 - level) / 2, (1 + level) / 2], axis=-2)
+    return float(((low <= true_close) & (true_close <= high)).mean())
 
 
-def test_a_too_narrow_model_gets_nominal_coverage_on_held_back_windows():
-    paths, truth = toy(600, spread_ratio=2.5, seed=0)
+def step_return_std(paths):
+    return float(np.diff(np.log(paths[..., CLOSE]), axis=-1).std())
+
+
+def test_a_model_that_wanders_too_little_gets_nominal_coverage_and_keeps_its_steps():
+    paths, truth = toy(600, pull=0.3, seed=0)
     calibration = PathCalibration.fit(paths, truth)
-    held_paths, held_truth = toy(600, spread_ratio=2.5, seed=1)
+    held_paths, held_truth = toy(600, pull=0.3, seed=1)
+    calibrated = calibration.apply(held_paths)
     for level in (0.5, 0.8, 0.9):
-        assert central_coverage(held_paths, held_truth, level) < level - 0.15  # miscalibrated
-        calibrated = central_coverage(calibration.apply(held_paths), held_truth, level)
-        assert abs(calibrated - level) <= 0.05, (level, calibrated)
-    np.testing.assert_allclose(calibration.price_scale, 2.5, rtol=0.2)
+        assert central_coverage(held_paths, held_truth, level, step=-1) < level - 0.15
+        assert abs(central_coverage(calibrated, held_truth, level) - level) <= 0.05
+        for step in (2, 5, 9):  # pooled over steps, each step within 0.15
+            covered = central_coverage(calibrated, held_truth, level, step=step)
+            assert abs(covered - level) <= 0.15, (level, step, covered)
+    # Day-to-day moves stay the model's: the step-return std moves by less than 10 %.
+    assert step_return_std(calibrated) / step_return_std(held_paths) < 1.1
+    # The spread grows along the horizon: little at step 1, the most at the end.
+    assert calibration.price_scale[0] < 1.3 < calibration.price_scale[-1]
+    assert calibration.price_space == "log"
     assert calibration.coverage(held_paths, held_truth)[0.8] == pytest.approx(
-        central_coverage(calibration.apply(held_paths), held_truth, 0.8))
+        central_coverage(calibrated, held_truth, 0.8))
 
 
-def test_calibrated_paths_keep_the_median_the_envelope_and_the_input():
-    paths, truth = toy(200, spread_ratio=2.0, seed=2)
+def test_calibrated_paths_keep_the_mean_the_envelope_and_the_input():
+    paths, truth = toy(200, pull=0.3, seed=2)
     original = paths.copy()
     out = PathCalibration.fit(paths, truth).apply(paths)
     np.testing.assert_array_equal(paths, original)
-    np.testing.assert_allclose(np.median(out[..., CLOSE], axis=1),
-                               np.median(paths[..., CLOSE], axis=1), rtol=1e-12)
+    np.testing.assert_allclose(out[..., CLOSE].mean(axis=1), paths[..., CLOSE].mean(axis=1),
+                               rtol=1e-12)  # the point forecast does not move
     assert (out[..., HIGH] >= np.maximum(out[..., OPEN], out[..., CLOSE])).all()
     assert (out[..., LOW] <= np.minimum(out[..., OPEN], out[..., CLOSE])).all()
     assert (out[..., VOLUME] >= 0).all() and (out[..., AMOUNT] >= 0).all()
-    # Each path keeps its rank at every step: quantiles of the outputs stay ordered.
-    np.testing.assert_array_equal(np.argsort(out[..., CLOSE], axis=1),
-                                  np.argsort(paths[..., CLOSE], axis=1))
+    # Paths keep their rank at the last step: its quantiles are scaled, in order.
+    np.testing.assert_array_equal(np.argsort(out[..., -1, CLOSE], axis=1),
+                                  np.argsort(paths[..., -1, CLOSE], axis=1))
 
 
 def test_a_well_calibrated_model_is_left_about_as_it_is():
-    paths, truth = toy(600, spread_ratio=1.0, seed=3)
+    paths, truth = toy(600, pull=0.0, seed=3)
     calibration = PathCalibration.fit(paths, truth)
     np.testing.assert_allclose(calibration.price_scale, 1.0, atol=0.2)
 
 
-def test_few_windows_share_one_pooled_scale_and_later_steps_reuse_the_last():
-    paths, truth = toy(20, spread_ratio=2.0, seed=4)
-    calibration = PathCalibration.fit(paths, truth, min_windows=30)
-    assert len(set(calibration.price_scale.tolist())) == 1
-    longer, _ = toy(3, spread_ratio=2.0, seed=5, horizon=8)
+def test_the_drift_ramps_linearly_and_later_steps_reuse_the_last():
+    paths, truth = toy(20, pull=0.3, seed=4)
+    calibration = PathCalibration.fit(paths, truth)
+    ramp = calibration.price_scale - 1
+    np.testing.assert_allclose(ramp, ramp[-1] * np.arange(1, 11) / 10)
+    longer, _ = toy(3, pull=0.3, seed=5, horizon=14)
     assert calibration.apply(longer).shape == longer.shape
 
 
-def test_update_moves_the_scales_towards_nominal_coverage_under_a_shift():
-    paths, truth = toy(400, spread_ratio=2.0, seed=6)
+def test_update_moves_the_factors_towards_nominal_coverage_under_a_shift():
+    paths, truth = toy(400, pull=0.2, seed=6)
     calibration = PathCalibration.fit(paths, truth)
-    # The market turns twice as volatile: the fitted scales now cover too little.
-    shifted = [toy(50, spread_ratio=4.0, seed=10 + k) for k in range(30)]
-    before = np.mean([central_coverage(calibration.apply(p), t, 0.8) for p, t in shifted[-5:]])
+    # The market starts to wander further: the fitted factors now cover too little.
+    shifted = [toy(50, pull=0.2, seed=10 + k, truth_pull=-0.1) for k in range(30)]
+    before = np.mean([central_coverage(calibration.apply(p), t, 0.8, step=-1)
+                      for p, t in shifted[-5:]])
     for p, t in shifted[:25]:
         calibration = calibration.update(p, t, rate=0.3)
-    after = np.mean([central_coverage(calibration.apply(p), t, 0.8) for p, t in shifted[-5:]])
-    assert before < 0.65 and abs(after - 0.8) < abs(before - 0.8) / 2
+    after = np.mean([central_coverage(calibration.apply(p), t, 0.8, step=-1)
+                     for p, t in shifted[-5:]])
+    assert before < 0.72 and abs(after - 0.8) < abs(before - 0.8) / 2
     assert calibration.n_windows == 400 + 25 * 50
 
 
+def test_values_that_are_not_positive_prices_are_calibrated_additively():
+    # A spread or a return series: flat candles whose value is around 0.
+    paths, truth = toy(300, pull=0.3, seed=8)
+    paths[..., :4] = np.log(paths[..., [CLOSE]]) - 3.5  # values around 0, both signs
+    truth[..., :4] = np.log(truth[..., [CLOSE]]) - 3.5
+    assert (paths[..., CLOSE] < 0).any() and (paths[..., CLOSE] > 0).any()
+    calibration = PathCalibration.fit(paths, truth)
+    out = calibration.apply(paths)
+    assert calibration.price_space == "linear" and np.isfinite(out).all()
+    assert calibration.price_scale[-1] > 1.3  # the spread was widened, not left alone
+    width = np.subtract(*np.quantile(out[..., -1, CLOSE], [0.9, 0.1], axis=1))
+    plain = np.subtract(*np.quantile(paths[..., -1, CLOSE], [0.9, 0.1], axis=1))
+    np.testing.assert_allclose(width / plain, calibration.price_scale[-1], rtol=1e-6)
+
+
 def test_bad_shapes_and_levels_are_named():
-    paths, truth = toy(5, spread_ratio=1.0, seed=7)
+    paths, truth = toy(5, pull=0.0, seed=7)
     with pytest.raises(ValueError, match="paths must be"):
         PathCalibration.fit(paths[0], truth)
     with pytest.raises(ValueError, match="levels must lie in"):

@@ -48,3 +48,23 @@ def test_the_pipeline_calibrates_as_the_forecaster_does(compat_dir, compat_candl
     assert calibration.n_windows == forecaster.calibration_.n_windows == 4
     paths = calibration.apply(pipe.sample(y, 4, **settings).paths)
     assert paths.shape == (1, 9, 4, 6) and np.isfinite(paths).all()
+
+
+def test_a_column_that_is_not_a_positive_price_is_calibrated_in_its_own_space():
+    # Daily returns and an all-negative spread, forecast as flat series with calibration:
+    # finite, sensible numbers (before: inf and 2e32 from logs of values clipped to 1e-12).
+    r = np.random.default_rng(0).normal(0, .01, 100)
+    index = pd.date_range("2024-01-01", periods=100)
+    settings = dict(n_samples=16, random_state=0, calibration="conformal",
+                    calibration_origins=4, horizon=3)
+    returns = KronosForecaster(**settings).fit(pd.DataFrame({"x": r}, index=index))
+    q = returns.predict_quantiles(fh=[1, 2, 3], alpha=[0.05, 0.95]).to_numpy()
+    assert np.isfinite(q).all() and np.abs(q).max() < 0.5
+    assert returns.calibration_.price_space == "linear"
+    spread = pd.DataFrame({"x": -50 + np.cumsum(r)}, index=index)
+    calibrated = KronosForecaster(**settings).fit(spread)
+    plain = KronosForecaster(**{**settings, "calibration": None}).fit(spread)
+    factor = calibrated.calibration_.price_scale[-1]
+    assert calibrated.calibration_.price_space == "linear" and factor != 1.0
+    ratio = calibrated.predict_var(fh=[3]).iloc[0, 0] / plain.predict_var(fh=[3]).iloc[0, 0]
+    assert ratio == pytest.approx(factor ** 2, rel=1e-3)  # its spread did change

@@ -25,6 +25,7 @@ def test_user_guide_examples_run(monkeypatch):
     assert 0 <= namespace["accuracy"] <= 1 and namespace["folds"].shape == (3,)
     assert len(namespace["backtest"]) == 2 and namespace["backtest"].notna().all().all()
     assert namespace["parallel"]["test_PinballLoss"].equals(namespace["serial"]["test_PinballLoss"])
+    assert namespace["on_dask"]["test_PinballLoss"].equals(namespace["serial"]["test_PinballLoss"])
     # The pickled forecaster holds its context, not the 140 KB of fixture weights.
     assert len(namespace["blob"]) < 100_000
 

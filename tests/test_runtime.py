@@ -63,3 +63,39 @@ def test_freed_memory_stays_in_the_process_until_released():
     released = _resident_bytes() - before
     assert kept > size / 2  # glibc's default would have unmapped it at once
     assert released < size / 4
+
+
+def test_auto_precision_is_bfloat16_only_where_it_is_native(compat_dir, compat_candles):
+    from kronos_sk import KronosForecaster
+    from kronos_sk.cli import build_parser
+    from kronos_sk.runtime import auto_precision, native_bf16, resolve_dtype, resolve_precision
+
+    # The guard: bf16 prefill stays within seed noise, bf16 weights flip greedy ids.
+    assert auto_precision("prefill_precision", True) == "bfloat16"
+    assert auto_precision("precision", True) == "float32"
+    assert auto_precision("prefill_precision", False) == "float32"
+    expected = "bfloat16" if native_bf16("cpu") else "float32"
+    assert resolve_precision("auto", "cpu", "prefill_precision") == expected
+    assert resolve_precision("auto", "cpu") == "float32"
+    assert resolve_precision("bf16") == "bfloat16" and resolve_precision("fp32") == "float32"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "auto" never warns, native or not
+        assert resolve_dtype("auto", "cpu", "prefill_precision") == getattr(torch, expected)
+    forecaster = KronosForecaster(model=str(compat_dir / "model"),
+                                  tokenizer=str(compat_dir / "tokenizer"), max_context=128,
+                                  n_samples=2, device="cpu").fit(compat_candles.iloc[:64])
+    assert forecaster.precision == "auto" and forecaster.precision_ == "float32"
+    assert forecaster.prefill_precision_ == expected
+    assert forecaster.predictor_.norm.weight.dtype == torch.float32
+    args = build_parser().parse_args(["sample", "--input", "x.csv", "--horizon", "2",
+                                      "--out", "y.csv"])
+    assert args.precision == "auto" and args.prefill_precision == "auto"
+
+
+def test_the_gpu_check_skips_without_cuda():
+    import subprocess
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine runs the whole check")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "skipped: no CUDA"

@@ -14,7 +14,9 @@ one batched call per origin); the forecasts are compared with what happened:
   absolute predicted and realised returns; a forecaster that pulls paths back to the
   context mean has a slope well below the realised one;
 - for probabilistic models (Kronos): CRPS, pinball loss (levels 0.1..0.9) and coverage of
-  central 50/80/90 % intervals of the normalised close, from the sampled paths.
+  central 50/80/90 % intervals of the normalised close, from the sampled paths;
+  `path_step_std` / `realised_step_std`: the standard deviation of one-step log returns of
+  the sampled paths and of the truth (the first from the last context close).
 
 Why a direct loop rather than sktime `evaluate`: the cross-sectional metrics need every asset
 of one origin together, while `evaluate` scores each series of a panel separately (unless a
@@ -95,7 +97,10 @@ class Collected:
             "abs_return": float(frame["predicted_return"].abs().mean()),
             "realised_abs_return": float(frame["realised_return"].abs().mean()),
             "crps": np.nan, "pinball": np.nan,
-            **{f"coverage_{round(100 * level)}": np.nan for level in COVERAGE_LEVELS}}
+            **{f"coverage_{round(100 * level)}": np.nan for level in COVERAGE_LEVELS},
+            "path_step_std": np.nan,
+            "realised_step_std": float(np.diff(np.log(np.concatenate(
+                [last[:, None], true[..., CLOSE]], axis=1)), axis=1).std())}
         if self.samples:
             z_samples, z_true = self.normalised_close()
             quantiles = np.moveaxis(np.quantile(z_samples, QUANTILES, axis=0), 0, -1)
@@ -105,6 +110,12 @@ class Collected:
                 "pinball": float(pinball_loss(quantiles, z_true, QUANTILES).mean()),
                 **{f"coverage_{round(100 * level)}": float(value)
                    for level, value in coverage.items()}})
+            # Day-to-day log returns of the paths, the first from the last close: how much
+            # the paths move from one step to the next (calibration should not change it).
+            closes = np.concatenate(self.samples)[..., CLOSE]  # (W, S, H)
+            steps = np.concatenate([np.broadcast_to(last[:, None, None], closes.shape[:2] + (1,)),
+                                    closes], axis=2)
+            scores["path_step_std"] = float(np.diff(np.log(steps), axis=2).std())
         return scores
 
     def normalised_close(self) -> tuple[np.ndarray, np.ndarray]:

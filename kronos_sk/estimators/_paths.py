@@ -23,6 +23,7 @@ class KeptPaths(NamedTuple):
     raw: np.ndarray  # (n_series, S, H, 6) as generated, read-only
     steps: np.ndarray  # (n_series, len(fh)) steps 1.. of the fh timestamps of each series
     grids: list  # the future stamps of each series' steps 1..H
+    redrawn: np.ndarray  # (n_series, 2) paths redrawn / replaced by the positive-price rule
     paths: np.ndarray  # `raw` as returned: calibrated when a calibration is set
     calibration: object  # the calibration `paths` were made with, or None
 
@@ -46,16 +47,16 @@ class PathCache:
               calibration=None) -> KeptPaths:
         """The kept paths of `owner` under `key`, generated afresh when the key differs.
 
-        `generate()` returns (raw paths, steps, grids); `calibration` (with ``apply``) or
-        None gives the paths as returned.
+        `generate()` returns (raw paths, steps, grids, redrawn); `calibration` (with
+        ``apply``) or None gives the paths as returned.
         """
         kept = self.get(owner)
         if kept is None or kept.key != key:
             kept = None
             self.drop(owner)  # free the previous paths before sampling the next
-            raw, steps, grids = generate()
+            raw, steps, grids, redrawn = generate()
             raw.flags.writeable = steps.flags.writeable = False
-            kept = KeptPaths(key, raw, steps, grids, raw, None)
+            kept = KeptPaths(key, raw, steps, grids, redrawn, raw, None)
         if kept.calibration is not calibration:
             paths = kept.raw if calibration is None else calibration.apply(kept.raw)
             paths.flags.writeable = False
@@ -160,3 +161,9 @@ def volatility_table(closes: np.ndarray, horizons: np.ndarray, last: list, label
                          f"{names[int(np.flatnonzero(bad)[0])]} has a close <= 0")
     table = {"mean": rv.mean(1), **{f"q{q:g}": np.quantile(rv, q, axis=1) for q in quantiles}}
     return pd.DataFrame(table, index=pd.Index(labels))
+
+
+def redrawn_frame(counts: np.ndarray, names: list) -> pd.DataFrame:
+    """The positive-price rule's (n_series, 2) counts as a frame by series name."""
+    return pd.DataFrame(counts, columns=["redrawn", "replaced"],
+                        index=pd.Index(names, name="series"))

@@ -19,6 +19,9 @@ from kronos_sk.data.horizon import (CALENDAR_GAP_STEPS, SYNTHETIC_ORIGIN, first_
 from kronos_sk.data.validation import check_cells, check_values
 
 
+NON_PRICE_FIELDS = ("volume", "amount")  # a lone column of these is not a price series
+
+
 class Series(NamedTuple):
     key: object  # the instance key (None for a lone series)
     column: object  # the column of a flat series, None for candles
@@ -29,12 +32,13 @@ class Series(NamedTuple):
 def layout(y: pd.DataFrame) -> tuple[str, dict]:
     """("candles", {user column: field}) or ("flat", {}) for the columns of `y`.
 
-    Columns that name no candle field, a lone close, or a lone non-price candle field
-    name (such as `value`) are flat series; columns that name some candle fields must
-    name the four prices.
+    Columns that name no candle field, and a lone column not named volume or amount (a
+    close, a `value` column of long-format data), are flat series; columns that name
+    some candle fields must name the four prices.
     """
     mapping = canonical_columns(y.columns)
-    if not mapping or set(mapping.values()) == {"close"}:  # e.g. a lone close series
+    lone = len(y.columns) == 1 and str(y.columns[0]).strip().lower() not in NON_PRICE_FIELDS
+    if not mapping or lone:
         return "flat", {}
     missing = [c for c in PRICE_COLUMNS if c not in mapping.values()]
     if missing:

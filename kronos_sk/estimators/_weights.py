@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from kronos_sk.checkpoints import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, load_predictor,
+from kronos_sk.checkpoints import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, default_checkpoint,
+                                  load_predictor,
                                    load_tokenizer, resolve_checkpoint)
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
@@ -189,6 +190,22 @@ def cached_predictor(name_or_path: str | os.PathLike,
                      precision: str | torch.dtype = "float32") -> KronosPredictor:
     """Load a predictor checkpoint once and share it (read-only); see `cached_tokenizer`."""
     return _PREDICTORS.get(name_or_path, device, precision)
+
+
+def checkpoints(model: str | os.PathLike | None,
+                tokenizer: str | os.PathLike | None) -> tuple[str | os.PathLike, ...]:
+    """The (predictor, tokenizer) checkpoints an estimator names, the bundled model's for
+    None."""
+    return (model if model is not None else default_checkpoint("predictor"),
+            tokenizer if tokenizer is not None else default_checkpoint("tokenizer"))
+
+
+def cached_networks(model, tokenizer, device: str | torch.device = DEFAULT_DEVICE,
+                    precision: str = "float32") -> tuple[KronosTokenizer, KronosPredictor]:
+    """(tokenizer, predictor) of `checkpoints(model, tokenizer)`, through the weight cache."""
+    model, tokenizer = checkpoints(model, tokenizer)
+    return (cached_tokenizer(tokenizer, device, precision),
+            cached_predictor(model, device, precision))
 
 
 def clear_cache() -> None:

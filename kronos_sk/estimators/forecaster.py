@@ -17,20 +17,21 @@ from kronos_sk._defaults import (DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_MAX
 from kronos_sk._params import positive_int, positive_real, validate_params
 from kronos_sk._sktime_notices import no_remember_data_notice
 from kronos_sk.calibration import adapt_calibration, fit_calibration
-from kronos_sk.checkpoints import default_checkpoint, model_context
+from kronos_sk.checkpoints import model_context
 from kronos_sk.data import FEATURE_COLUMNS
 from kronos_sk.data.horizon import padded, plan_series, read_calendar, relative_targets
 from kronos_sk.estimators._paths import (PathCache, empirical, empirical_quantiles,
-                                         path_covariance, volatility_table)
+                                         path_covariance, redrawn_frame, volatility_table)
 from kronos_sk.estimators._series import (Outputs, check_cells_of, check_update, columns_of,
                                           layout, series_name, split_series,
                                           warn_without_timestamps)
 from kronos_sk.estimators._training import TRAINING_PARAMETERS, train_forecaster_networks
-from kronos_sk.estimators._weights import (cached_predictor, cached_tokenizer, load_references,
+from kronos_sk.estimators._weights import (cached_networks, checkpoints, load_references,
                                            reference_modules)
 from kronos_sk.generation import SLIDING_MODES, check_sampling, series_key
+from kronos_sk.lookahead import guard_look_ahead
 from kronos_sk.pipeline import KronosPipeline
-from kronos_sk.runtime import PRECISIONS, resolve_device
+from kronos_sk.runtime import PRECISION_OPTIONS, resolve_device, resolve_precision
 
 FIT_STRATEGIES = ("zero-shot", "fine-tune", "from-scratch")
 CALIBRATIONS = ("conformal",)
@@ -48,19 +49,15 @@ class KronosForecaster(BaseForecaster):
     candle fields are forecast as candles, any other column as its own price series.
 
     The parameters used most are below; the user guide ("KronosForecaster parameters")
-    documents all of them. The 8 training parameters (`lookback`, `horizon`, `max_steps`,
-    `batch_size`, `learning_rate`, `finetune_tokenizer`, `model_config`,
-    `tokenizer_config`) stay flat rather than one `training` dict, as in scikit-learn's
-    `MLPRegressor` and sktime's neural forecasters: `get_params`, `clone`, `set_params`
-    and grid searches reach each of them by name.
+    documents all. The 8 training parameters (`lookback`, `horizon`, `max_steps`, ...) stay
+    flat rather than one `training` dict, as in scikit-learn's `MLPRegressor` and sktime's
+    neural forecasters: `get_params`, `clone` and grid searches reach each by name.
 
     Parameters
     ----------
     model, tokenizer : str or None, default=None
         Checkpoint directories in the released layout (or hub ids); None for the bundled
         default model.
-    fit_strategy : {"zero-shot", "fine-tune", "from-scratch"}, default="zero-shot"
-        Keep the weights, fine-tune them on `y`, or train new networks on `y`.
     n_samples : int, default=20
         Sampled paths per series.
     top_p : float, default=1.0
@@ -83,10 +80,13 @@ class KronosForecaster(BaseForecaster):
         The columns of `y` that are forecast, in order.
     calendar_ : dict
         The calendar each series' future rows follow, in words, by series name.
-    calibration_ : PathCalibration or None
-        The learned spread scales (``calibration="conformal"``), refreshed by `update`.
-    calibration_seconds_ : float
-        Wall time of the calibration backtests at fit.
+    precision_, prefill_precision_ : {"float32", "bfloat16"}
+        What "auto" (float32 weights; bf16 prefill where native) came to on this device.
+    look_ahead_ : dict
+        Series whose origin lies in data the model was trained or validated on, with those
+        periods; `fit` then warns `LookAheadWarning` (see `kronos_sk.lookahead`).
+    calibration_, calibration_seconds_ : PathCalibration or None, float
+        The learned calibration, refreshed by `update`, and the seconds its backtests took.
     loss_curve_ : list of float
         Training losses of the last fit or pretrain that trained.
 
@@ -137,8 +137,8 @@ class KronosForecaster(BaseForecaster):
         "max_context": positive_int(allow_none=True),
         "device": [str, torch.device],
         "random_state": [Interval(Integral, 0, 2**32, closed="left"), None],
-        "precision": [StrOptions(set(PRECISIONS))],
-        "prefill_precision": [StrOptions(set(PRECISIONS))],
+        "precision": [StrOptions(set(PRECISION_OPTIONS))],
+        "prefill_precision": [StrOptions(set(PRECISION_OPTIONS))],
         "sliding": [StrOptions(set(SLIDING_MODES))],
         "freq": [str, pd.DateOffset, None],
         "lookback": positive_int(), "horizon": positive_int(), "max_steps": positive_int(),
@@ -150,17 +150,19 @@ class KronosForecaster(BaseForecaster):
         "calibration_origins": positive_int(),
         "calibration_stride": positive_int(allow_none=True),
         "calibration_rate": positive_real(),
+        "valid_candles": ["boolean"],
     }
 
     def __init__(self, model=None, tokenizer=None, fit_strategy="zero-shot",
                  n_samples=DEFAULT_N_SAMPLES, temperature=1.0, top_k=0, top_p=DEFAULT_TOP_P,
                  max_context=None, device=DEFAULT_DEVICE,
-                 random_state=None, precision="float32", sliding="exact", freq=None,
+                 random_state=None, precision="auto", sliding="exact", freq=None,
                  lookback=64, horizon=16, max_steps=DEFAULT_MAX_STEPS,
                  batch_size=DEFAULT_BATCH_SIZE, learning_rate=None,
                  finetune_tokenizer=False, model_config=None, tokenizer_config=None,
-                 max_paths=256, calibration=None, calibration_origins=8,
-                 calibration_stride=None, calibration_rate=0.05, prefill_precision="float32"):
+                 max_paths=256, calibration=None, calibration_origins=2,
+                 calibration_stride=None, calibration_rate=0.05, prefill_precision="auto",
+                 valid_candles=True):
         self.model = model
         self.tokenizer = tokenizer
         self.fit_strategy = fit_strategy
@@ -188,6 +190,7 @@ class KronosForecaster(BaseForecaster):
         self.calibration_origins = calibration_origins
         self.calibration_stride = calibration_stride
         self.calibration_rate = calibration_rate
+        self.valid_candles = valid_candles
         # remember_data is set explicitly in _config (self._y is the context), so sktime's
         # notice about that config's changing default does not apply here.
         with no_remember_data_notice():
@@ -199,18 +202,19 @@ class KronosForecaster(BaseForecaster):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(load_references(state, state["device"], state["precision"]))
 
-    # ------------------------------------------------------------------ fit
     def _check_params(self) -> None:
         validate_params(self, self._parameter_constraints)
         self._max_context = self.max_context or (
             self.lookback + self.horizon if self.fit_strategy == "from-scratch"
-            else model_context(self._checkpoint("model")))
+            else model_context(checkpoints(self.model, self.tokenizer)[0]))
         check_sampling(self.n_samples, self.temperature, self.top_k, self.top_p,
                        self._max_context, self.sliding)
-        resolve_device(self.device)  # names an accelerator that is not there
+        device = resolve_device(self.device)  # names an accelerator that is not there
+        self.precision_ = resolve_precision(self.precision, device)
+        self.prefill_precision_ = resolve_precision(self.prefill_precision, device,
+                                                    "prefill_precision")
 
     def _read_y(self, y: pd.DataFrame, warn: bool = True) -> list:
-        """The series of `y` (see `_series`); warns once where y has no timestamps."""
         self._mode, self._mapping = layout(y)
         if warn:
             warn_without_timestamps(y, self.freq)
@@ -222,27 +226,21 @@ class KronosForecaster(BaseForecaster):
         self._set_context(self._read_y(y))
         if self.state != "pretrained":  # else keep what pretrain learned
             self._set_networks(self._contexts, train=self.fit_strategy != "zero-shot")
+        self.look_ahead_ = guard_look_ahead(
+            None if self.fit_strategy == "from-scratch" else checkpoints(self.model, None)[0],
+            {series_name(s): s.candles.index[-1] for s in self._contexts
+             if isinstance(s.index, (pd.DatetimeIndex, pd.PeriodIndex))})
         self._calibrate(fh)
         return self
 
     def _set_networks(self, contexts: list, train: bool, start: tuple | None = None) -> None:
         """Load the checkpoints (or start from `start`), and train on `contexts` if asked."""
         if start is None:
-            start = (None, None) if self.fit_strategy == "from-scratch" \
-                else self._load_networks()
+            start = (None, None) if self.fit_strategy == "from-scratch" else \
+                cached_networks(self.model, self.tokenizer, self.device, self.precision_)
         self.tokenizer_, self.predictor_, self.loss_curve_ = (*start, []) if not train else \
             train_forecaster_networks([s.candles for s in contexts], *start,
                                       **{k: getattr(self, k) for k in TRAINING_PARAMETERS})
-
-    def _checkpoint(self, name: str):
-        """The `model` or `tokenizer` checkpoint given, else the bundled one's."""
-        given = getattr(self, name)
-        return given if given is not None else \
-            default_checkpoint("predictor" if name == "model" else "tokenizer")
-
-    def _load_networks(self):
-        return (cached_tokenizer(self._checkpoint("tokenizer"), self.device, self.precision),
-                cached_predictor(self._checkpoint("model"), self.device, self.precision))
 
     def _calibrate(self, fh) -> None:
         """Learn `calibration_` from backtests at the last origins inside the context."""
@@ -285,13 +283,9 @@ class KronosForecaster(BaseForecaster):
         return super()._check_X_y(X=X, y=y, **kwargs)
 
     def update(self, y, X=None, update_params=True):
-        """Append the rows of `y` after each series' own last row to its context.
-
-        Rows already seen may be passed again (sktime's backtests resend the whole window);
-        a series may receive rows before the panel's cutoff (it lagged). Rows that leave a
-        step of a fixed calendar missing after a series' end are refused. With
-        ``update_params=False`` only the context and the cutoff move.
-        """
+        """Append the rows of `y` after each series' own end (rows seen may be resent, a
+        lagging series may get rows before the cutoff; a gap in a fixed calendar is refused).
+        With ``update_params=False`` only the context and the cutoff move."""
         check_cells_of(y)
         if not (self.is_fitted and isinstance(y, pd.DataFrame) and len(y)):
             return super().update(y, X=X, update_params=update_params)
@@ -315,11 +309,8 @@ class KronosForecaster(BaseForecaster):
         self._set_context(updated)
         return self
 
-    # ------------------------------------------------------------------ predict
     def _check_fh(self, fh, pred_int=False):
-        # sktime checks that absolute timestamps are out of sample by converting them to
-        # steps, which needs the cutoff's frequency; without one (trading days, sessions,
-        # unequal panels) they are compared with the cutoff instead.
+        # Absolute fh on a cutoff without a frequency: compared with the cutoff directly.
         cutoff = getattr(self, "_cutoff", None)
         if fh is None or not isinstance(cutoff, pd.DatetimeIndex) or cutoff.freq is not None:
             return super()._check_fh(fh, pred_int)
@@ -352,7 +343,8 @@ class KronosForecaster(BaseForecaster):
     def _sampling(self) -> dict:
         return dict(n_samples=self.n_samples, temperature=self.temperature, top_k=self.top_k,
                     top_p=self.top_p, random_state=self._path_seed, sliding=self.sliding,
-                    max_paths=self.max_paths, prefill_precision=self.prefill_precision)
+                    max_paths=self.max_paths, prefill_precision=self.prefill_precision_,
+                    valid_candles=self.valid_candles)
 
     def _pipeline(self) -> KronosPipeline:
         return KronosPipeline(self.tokenizer_, self.predictor_, self._max_context)
@@ -372,10 +364,11 @@ class KronosForecaster(BaseForecaster):
                                    [series_name(s) for s in self._contexts], self.cutoff[0],
                                    self._times(), self.freq, future)
         H = max(len(grid) for grid in grids)
-        paths = self._pipeline().sample_validated(
+        paths, redrawn = self._pipeline().sample_validated(
             [s.candles for s in self._contexts], [padded(grid, H) for grid in grids],
-            [series_key(s.key, s.column) for s in self._contexts], **self._sampling())
-        return paths, steps, grids
+            [series_key(s.key, s.column) for s in self._contexts], **self._sampling(),
+            names=[series_name(s) for s in self._contexts], return_redraws=True)
+        return paths, steps, grids, redrawn
 
     def _fh_values(self, fh: ForecastingHorizon) -> tuple[np.ndarray, pd.Index]:
         """(values (n_instances, S, len(fh), n_columns), absolute fh timestamps): the paths
@@ -412,7 +405,14 @@ class KronosForecaster(BaseForecaster):
         return empirical(out.samples(values, absolute), values, out.index(absolute),
                          pd.Index(self.columns_))
 
-    # ------------------------------------------------------------------ public extras
+    @property
+    def redrawn_(self) -> pd.DataFrame | None:
+        """Per series, the paths of the last generation that the positive-price rule drew
+        again (`redrawn`) and replaced by an accepted path (`replaced`); None before any."""
+        kept = _KEPT_PATHS.get(self)
+        return None if kept is None else redrawn_frame(
+            kept.redrawn, [series_name(s) for s in self._contexts])
+
     def sample(self, fh=None) -> pd.DataFrame:
         """Every sampled path: a frame indexed (sample, [instance levels], time).
 

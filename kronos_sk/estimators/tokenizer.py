@@ -45,17 +45,19 @@ OUTPUT_NAMES = ("coarse_id", "fine_id")
 
 
 def _candle_names(columns: pd.Index) -> dict[str, str]:
-    """{canonical: user name} of the candle columns, in canonical order ({} for none).
+    """{canonical: user name} of the candle columns, in the order of `columns` ({} for
+    none): fitted columns keep the user's order, so arrays are read and returned in it.
 
     Raises ValueError when some candle names are present but a price column is missing.
     """
+    order = {user: position for position, user in enumerate(columns)}
     found = {canonical: user for user, canonical in canonical_columns(columns).items()}
     missing = [c for c in PRICE_COLUMNS if c not in found]
     if found and missing:
         raise ValueError(
             f"X: missing price column(s) {missing}; found columns {list(columns)} (names match "
             "case-insensitively, aliases such as 'o', 'h', 'l', 'c' are accepted)")
-    return {c: found[c] for c in FEATURE_COLUMNS if c in found}
+    return dict(sorted(found.items(), key=lambda item: order[item[1]]))
 
 
 class _TableWindows:

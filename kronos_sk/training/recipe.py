@@ -67,6 +67,7 @@ import numpy as np
 
 from kronos_sk._files import write_atomically
 from kronos_sk.data import CandleCorpus, TimeSplit, WindowSampler, validation_batches
+from kronos_sk.lookahead import corpus_periods, data_periods, write_data_periods
 from kronos_sk.data.normalize import DEFAULT_CLIP
 from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT, Batch
 from kronos_sk.training import distributed
@@ -431,6 +432,12 @@ def _run(recipe: Recipe) -> dict[str, Path]:
         logger.info("%s stage: %d validation windows", stage,
                     sum(len(b["asset"]) for b in validation))
         best[stage] = run_training(config, source, lambda batches=validation: batches)
+        if is_main:  # what the checkpoint has seen (and its starting weights had), for the
+            # look-ahead guard
+            init = recipe.stages[stage].get("init_checkpoint")
+            write_data_periods(best[stage], corpus_periods(
+                corpus.assets, corpus.validation_starts(recipe.data.time_split()))
+                + ((init and data_periods(init)) or ()))
     return best
 
 

@@ -63,10 +63,27 @@ def test_evaluate_in_loky_processes_scores_as_serial(bars):
     pd.testing.assert_series_equal(parallel["cutoff"], serial["cutoff"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("dask") is None, reason="dask is not installed")
-def test_evaluate_with_dask_scores_as_serial(bars):
+@pytest.mark.skipif(importlib.util.find_spec("distributed") is None,
+                    reason="dask.distributed is not installed (pip install 'kronos-sk[dask]')")
+def test_evaluate_on_a_dask_local_cluster_scores_as_serial(bars):
+    from dask.distributed import Client, LocalCluster
+
     serial = backtest(bars)
-    parallel = backtest(bars, backend="dask", backend_params={"scheduler": "processes"})
+    # Two worker processes, as on a real cluster: each unpickles the forecaster and loads
+    # the checkpoint files it references (the same paths must exist on every worker).
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster):
+        parallel = backtest(bars, backend="dask")
+    pd.testing.assert_frame_equal(parallel[SCORES], serial[SCORES], check_exact=True)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                    reason="ray is not installed (pip install 'kronos-sk[ray]')")
+def test_evaluate_with_ray_scores_as_serial(bars):
+    serial = backtest(bars)
+    parallel = backtest(bars, backend="ray",
+                        backend_params={"ray_remote_args": {"num_cpus": 1},
+                                        "shutdown_ray": True})
     pd.testing.assert_frame_equal(parallel[SCORES], serial[SCORES], check_exact=True)
 
 

@@ -107,7 +107,7 @@ def test_columns_are_matched_by_name_alias_and_position(pretrained, candles):
     shuffled = renamed[["c", "amount", "Vol", "low", "high", "Open"]].assign(symbol="X")
     fitted = KLineTokenizer(TOKENIZER_DIR).fit(shuffled)
     np.testing.assert_array_equal(fitted.transform(shuffled), expected)
-    assert list(fitted.feature_names_in_) == ["Open", "high", "low", "c", "Vol", "amount"]
+    assert list(fitted.feature_names_in_) == ["c", "amount", "Vol", "low", "high", "Open"]
     assert fitted.inverse_transform(expected).shape == (64, 6)
     array = KLineTokenizer(TOKENIZER_DIR).fit(candles[COLUMNS].to_numpy())
     np.testing.assert_array_equal(array.transform(candles[COLUMNS].to_numpy()), expected)

@@ -18,7 +18,8 @@ def generator(calls):
     def generate():
         calls.append(1)
         rng = np.random.default_rng(len(calls))
-        return 100 + rng.normal(size=(2, 8, 3, 6)), np.array([[1, 3], [2, 3]]), ["g0", "g1"]
+        return (100 + rng.normal(size=(2, 8, 3, 6)), np.array([[1, 3], [2, 3]]), ["g0", "g1"],
+                np.zeros((2, 2), dtype=int))
     return generate
 
 

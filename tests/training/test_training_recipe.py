@@ -135,6 +135,10 @@ def test_pretrain_writes_loadable_checkpoints_that_forecast(finished):
 
     tokenizer, predictor = load_tokenizer(best["tokenizer"]), load_predictor(best["predictor"])
     assert tokenizer.config.d_model == 16 and predictor.config.n_layers == 1
+    from kronos_sk.lookahead import data_periods  # what the checkpoint has seen
+    periods = data_periods(best["predictor"])
+    assert periods and {p.split for p in periods} == {"train", "validation"}
+    assert all(p.start <= p.end for p in periods)
     context = candles("AAA", 40, "D", None, 0).drop(columns="asset").set_index("timestamp")
     forecast = KronosPipeline(tokenizer, predictor, max_context=LOOKBACK + HORIZON).sample(
         context, horizon=HORIZON, n_samples=2, random_state=0)
@@ -197,6 +201,8 @@ def test_finetune_starts_from_the_checkpoints(finished, tmp_path):
         pretrain(tuned_config)
 
     tuned = finetune(tuned_config)
+    from kronos_sk.lookahead import data_periods  # its own data and its start's
+    assert set(data_periods(best["predictor"])) <= set(data_periods(tuned["predictor"]))
     for stage in STAGES:
         start = load_file(best[stage] / "model.safetensors")
         after = load_file(tuned[stage] / "model.safetensors")
