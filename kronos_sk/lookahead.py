@@ -22,8 +22,10 @@ import pandas as pd
 
 PERIODS_FILE = "data_periods.json"
 # The released Kronos models (NeoQuasar/Kronos-mini, -small, -base and their tokenizers):
-# "training data through February 2024 inclusive, validation March-May 2024, out-of-sample
-# from June 2024" (the maintainer, shiyu-coder/Kronos issue 204); the start is not stated.
+# "The cut-off date for the training set is February 2024 (inclusive). The validation set
+# spans from March to May 2024 (inclusive), and the out-of-sample period begins in June
+# 2024." (the maintainer, https://github.com/shiyu-coder/Kronos/issues/204); the start of
+# the data is not stated.
 RELEASED_NAMES = ("kronos-mini", "kronos-small", "kronos-base", "kronos-tokenizer")
 
 
