@@ -9,11 +9,11 @@ path itself ends up:
 
     y'_h = y_h + g_h * D,    D = y_H - m_H,    y = log price (or the value itself)
 
-where m is the median path and ``g_h`` is learned per step (``g_0 = 0`` at the origin).
-Each step's increment changes only by ``(g_h - g_(h-1)) * D``, a small drift constant
-along the path, so day-to-day returns, realized volatility and the look of generated
-K-lines stay what the model made them, while the spread at step h becomes about
-``1 + g_h`` times wider along the paths' terminal direction. The map is monotone in `D`
+where m is the median path and ``g_h = g_H * h / H`` ramps from 0 at the origin. Each
+step's increment changes only by ``g_H / H * D``, a small drift constant along the path,
+so day-to-day returns, realized volatility and the look of generated K-lines stay what
+the model made them, while the spread at step h becomes about ``1 + g_h`` times wider
+along the paths' terminal direction. The map is monotone in `D`
 at the last step, so quantiles there are scaled and stay ordered; the paths are then moved
 alike, per step, back to their mean, so the point forecast does not move.
 
@@ -33,7 +33,7 @@ relative to the model's own spread (normalised conformal prediction, Lei et al. 
 "Distribution-free predictive inference for regression") on rolling origins (Stankeviciute
 et al. 2021, "Conformal time-series forecasting"). `update` follows adaptive conformal
 inference (Gibbs and Candes 2021, "Adaptive conformal inference under distribution
-shift"): each new outcome moves ``log(1 + g_h)`` by ``rate`` times the difference between
+shift"): each new outcome moves ``log(1 + g_H)`` by ``rate`` times the difference between
 the observed and the nominal miss rate, without a refit.
 """
 
@@ -100,6 +100,17 @@ def _ramp(last: float, horizon: int) -> np.ndarray:
     return 1 + (last - 1) * np.arange(1, horizon + 1) / horizon
 
 
+def _pooled_coverage(values: np.ndarray, truth: np.ndarray, factors: np.ndarray,
+                     levels: Sequence[float]) -> np.ndarray:
+    """Coverage pooled over the steps of values (W, S, H) against truth (W, H), drifted
+    by each row of per-step factors (G, H) -> (G, len(levels))."""
+    center, deviation, terminal = _deviations(values)
+    realised = truth - center[:, 0]
+    horizon = values.shape[-1]
+    return sum(_coverage(deviation[..., h], terminal[..., 0], realised[:, h], factors[:, h],
+                         levels) for h in range(horizon)) / horizon
+
+
 def _fit_factors(values: np.ndarray, truth: np.ndarray, levels: Sequence[float]) -> np.ndarray:
     """Per-step factors ``1 + g_h`` (H,) of values (W, S, H) in their space against truth.
 
@@ -113,12 +124,9 @@ def _fit_factors(values: np.ndarray, truth: np.ndarray, levels: Sequence[float])
     horizon = values.shape[-1]
     if len(truth) == 0:
         return np.ones(horizon)
-    center, deviation, terminal = _deviations(values)
-    realised = truth - center[:, 0]
-    covered = sum(_coverage(deviation[..., h], terminal[..., 0], realised[:, h],
-                            1 + (SCALE_GRID - 1) * (h + 1) / horizon, levels)
-                  for h in range(horizon)) / horizon  # (G, levels), pooled over steps
-    error = ((covered - np.asarray(levels)) ** 2).sum(axis=1)
+    ramps = np.stack([_ramp(last, horizon) for last in SCALE_GRID])  # (G, H)
+    error = ((_pooled_coverage(values, truth, ramps, levels) - np.asarray(levels)) ** 2
+             ).sum(axis=1)
     # Among equally good factors prefer the one nearest 1 (the model as it is).
     last = SCALE_GRID[(error + 1e-9 * np.abs(np.log(SCALE_GRID))).argmin()]
     return _ramp(float(last), horizon)
@@ -250,12 +258,10 @@ class PathCalibration:
         scales = []
         for column, space, scale in ((_CLOSE, self.price_space, self.price_scale),
                                      (_VOLUME, "log1p", self.volume_scale)):
-            values = _to_space(paths[..., :horizon, column], space)
-            center, deviation, terminal = _deviations(values)
-            realised = _to_space(truth[..., :horizon, column], space) - center[:, 0]
-            miss = np.mean([(1 - _coverage(deviation[..., h], terminal[..., 0], realised[:, h],
-                                           scale[h:h + 1], self.levels)[0])
-                            - (1 - np.asarray(self.levels)) for h in range(horizon)])
+            covered = _pooled_coverage(_to_space(paths[..., :horizon, column], space),
+                                       _to_space(truth[..., :horizon, column], space),
+                                       scale[None, :horizon], self.levels)[0]
+            miss = np.mean((1 - covered) - (1 - np.asarray(self.levels)))
             scales.append(_ramp(scale[-1] * np.exp(rate * miss), len(scale)))
         price_scale, volume_scale = scales
         return replace(self, price_scale=price_scale, volume_scale=volume_scale,

@@ -337,11 +337,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                         help=f"cpu, cuda, cuda:N, mps or auto (default {DEFAULT_DEVICE}: CUDA, "
                         "then MPS, then the CPU)")
     parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
-                        help="weights and one-token steps (default auto: bfloat16 where the "
-                        "device computes it natively, else float32)")
+                        help="weights and one-token steps (default auto: float32)")
     parser.add_argument("--prefill-precision", default="auto",
                         choices=("auto", "float32", "bfloat16"),
-                        help="precision of the batched context passes (default auto)")
+                        help="precision of the batched context passes (default auto: "
+                        "bfloat16 where the device computes it natively, else float32)")
     parser.add_argument("--raw-candles", action="store_true",
                         help="the reference's raw decoding (highs below closes, negative "
                         "volumes and prices <= 0 kept); default: valid candles, positive prices")

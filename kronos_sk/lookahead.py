@@ -29,6 +29,12 @@ PERIODS_FILE = "data_periods.json"
 RELEASED_NAMES = ("kronos-mini", "kronos-small", "kronos-base", "kronos-tokenizer")
 
 
+def _wall_clock(when) -> pd.Timestamp:
+    """A timestamp without its time zone (periods are stated in local dates)."""
+    when = pd.Timestamp(when)
+    return when.tz_localize(None) if when.tzinfo else when
+
+
 class LookAheadWarning(UserWarning):
     """A forecast origin lies inside data the model was trained or validated on."""
 
@@ -51,8 +57,7 @@ class DataPeriod:
     end: str | None
 
     def contains(self, when: pd.Timestamp) -> bool:
-        when = pd.Timestamp(when).tz_localize(None) if pd.Timestamp(when).tzinfo else \
-            pd.Timestamp(when)
+        when = _wall_clock(when)
         after = self.start is None or when >= pd.Timestamp(self.start)
         before = self.end is None or when <= pd.Timestamp(self.end)
         return after and before
@@ -106,10 +111,8 @@ def corpus_periods(assets: pd.DataFrame, validation_starts: np.ndarray,
     """
     periods = []
     for market, rows in assets.groupby("market", sort=False):
-        first = [pd.Timestamp(t).tz_localize(None) if pd.Timestamp(t).tzinfo else
-                 pd.Timestamp(t) for t in rows["first"]]
-        last = [pd.Timestamp(t).tz_localize(None) if pd.Timestamp(t).tzinfo else
-                pd.Timestamp(t) for t in rows["last"]]
+        first = [_wall_clock(t) for t in rows["first"]]
+        last = [_wall_clock(t) for t in rows["last"]]
         starts = pd.to_datetime(validation_starts[rows.index.to_numpy()])
         split = starts.min()
         periods.append(DataPeriod(market, "train", str(min(first)),

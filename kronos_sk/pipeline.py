@@ -9,7 +9,6 @@ the same candles and `random_state` give the same paths through every face.
 
 from __future__ import annotations
 
-import ast
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -149,8 +148,8 @@ class KronosPipeline:
 
         `max_context=None` uses the window the checkpoint was trained on
         ([`model_context`][kronos_sk.checkpoints.model_context]). `device="auto"` picks
-        CUDA, then MPS, then the CPU; `precision="auto"` bfloat16 where that device computes
-        it natively, float32 elsewhere.
+        CUDA, then MPS, then the CPU; `precision="auto"` is float32 (full bfloat16 weights
+        change greedy forecasts, see `kronos_sk.runtime.BF16_WHERE_NATIVE`).
         """
         max_context = model_context(model) if max_context is None else max_context
         return cls(load_tokenizer(tokenizer, device, precision),
@@ -204,7 +203,8 @@ class KronosPipeline:
             frames, futures, [series_key(asset) for asset in assets], n_samples=n_samples,
             temperature=temperature, top_k=top_k, top_p=top_p, random_state=random_state,
             sliding=sliding, max_paths=max_paths, prefill_precision=prefill_precision,
-            valid_candles=valid_candles, return_redraws=True)
+            valid_candles=valid_candles, return_redraws=True,
+            names=["the series" if asset is None else f"series {asset!r}" for asset in assets])
         return ForecastPaths(paths, futures, assets, redrawn=redrawn)
 
     def calibrate(self, candles: Candles, horizon: int, *, origins: int = 2,
@@ -260,7 +260,7 @@ class KronosPipeline:
         n_samples, temperature, top_k, top_p, random_state, sliding, max_paths, prefill_precision, valid_candles
             As for `sample`.
         names : sequence of str or None, default=None
-            How messages name each series (default: from its key, e.g. "series 'AAPL'").
+            How messages name each series (default "series i", by position).
         return_redraws : bool, default=False
             Also return the (n_series, 2) counts of `ForecastPaths.redrawn`.
 
@@ -275,8 +275,7 @@ class KronosPipeline:
             temperature=temperature, top_k=top_k, top_p=top_p, max_context=self.max_context,
             seeds=series_seeds(random_state, keys), sliding=sliding, max_paths=max_paths,
             prefill_precision=prefill_precision, valid_candles=valid_candles,
-            names=[_name(key) for key in keys] if names is None else names,
-            return_redraws=return_redraws)
+            names=names, return_redraws=return_redraws)
 
     @staticmethod
     def _future_indexes(assets: list, frames: list[pd.DataFrame], horizon: int | None, future,
@@ -316,12 +315,3 @@ class KronosPipeline:
                                  f"context timestamp {frame.index[-1]}")
         return indexes
 
-
-def _name(key: str) -> str:
-    """How messages name a series from its seed key ``repr((asset, column))``."""
-    try:
-        asset, column = ast.literal_eval(key)
-    except (ValueError, SyntaxError, TypeError):
-        return f"series {key}"
-    name = "the series" if asset is None else f"series {asset!r}"
-    return name if column is None else f"{name}[{column!r}]"

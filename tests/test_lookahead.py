@@ -7,7 +7,7 @@ import pytest
 
 import kronos_sk
 from kronos_sk import KronosForecaster, LookAheadWarning
-from kronos_sk.checkpoints import default_checkpoint, save_checkpoint
+from kronos_sk.checkpoints import default_checkpoint
 from kronos_sk.lookahead import (RELEASED_PERIODS, DataPeriod, corpus_periods, data_periods,
                                  look_ahead, write_data_periods)
 

@@ -17,6 +17,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from kronos_sk import metrics
+
 
 class KeptPaths(NamedTuple):
     key: tuple
@@ -135,19 +137,17 @@ def realized_volatility(closes: np.ndarray, last: np.ndarray, horizons: np.ndarr
     """Sum of squared log returns of each path's closes over its series' steps 1..H.
 
     closes (n, S, H_max), the last observed close of each series (n,), each series' H (n,)
-    -> (rv (n, S), whether a series has a path with a close <= 0 (n,)). The first return is
-    from the last observed close.
+    -> (rv (n, S), whether a series has a path with a close <= 0 (n,)), by
+    `kronos_sk.metrics.realized_volatility` (the first return from the last observed
+    close); NaN for a series with a close <= 0.
     """
-    rv = np.empty(closes.shape[:2])
+    rv = np.full(closes.shape[:2], np.nan)
     bad = np.zeros(len(closes), dtype=bool)
     for H in np.unique(horizons):  # usually one group: the same last step for all
         rows = np.flatnonzero(horizons == H)
-        path = np.concatenate(
-            [np.broadcast_to(last[rows, None, None], (len(rows), closes.shape[1], 1)),
-             closes[rows, :, :H].astype(np.float64)], axis=2)
-        bad[rows] = (path <= 0).any(axis=(1, 2))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rv[rows] = (np.diff(np.log(path), axis=2) ** 2).sum(2)
+        bad[rows] = (closes[rows, :, :H] <= 0).any(axis=(1, 2)) | (last[rows] <= 0)
+        fine = rows[~bad[rows]]
+        rv[fine] = metrics.realized_volatility(closes[fine, :, :H], last[fine, None])
     return rv, bad
 
 

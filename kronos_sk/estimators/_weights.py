@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from kronos_sk.checkpoints import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, default_checkpoint,
-                                  load_predictor,
-                                   load_tokenizer, resolve_checkpoint)
+from kronos_sk.checkpoints import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError,
+                                   default_checkpoint, load_predictor, load_tokenizer,
+                                   resolve_checkpoint)
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
 from kronos_sk.runtime import DEFAULT_DEVICE, resolve_device, resolve_dtype

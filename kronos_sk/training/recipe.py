@@ -67,9 +67,9 @@ import numpy as np
 
 from kronos_sk._files import write_atomically
 from kronos_sk.data import CandleCorpus, TimeSplit, WindowSampler, validation_batches
-from kronos_sk.lookahead import corpus_periods, data_periods, write_data_periods
 from kronos_sk.data.normalize import DEFAULT_CLIP
 from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT, Batch
+from kronos_sk.lookahead import corpus_periods, data_periods, write_data_periods
 from kronos_sk.training import distributed
 from kronos_sk.training.config import TrainConfig, _coerce
 from kronos_sk.training.engine import (METRICS_FILE, STATE_FILE, check_resume_settings,
@@ -432,12 +432,11 @@ def _run(recipe: Recipe) -> dict[str, Path]:
         logger.info("%s stage: %d validation windows", stage,
                     sum(len(b["asset"]) for b in validation))
         best[stage] = run_training(config, source, lambda batches=validation: batches)
-        if is_main:  # what the checkpoint has seen (and its starting weights had), for the
-            # look-ahead guard
+        if is_main:  # for the look-ahead guard: the corpus' periods and its start's
             init = recipe.stages[stage].get("init_checkpoint")
-            write_data_periods(best[stage], corpus_periods(
-                corpus.assets, corpus.validation_starts(recipe.data.time_split()))
-                + ((init and data_periods(init)) or ()))
+            seen = corpus_periods(corpus.assets,
+                                  corpus.validation_starts(recipe.data.time_split()))
+            write_data_periods(best[stage], seen + (data_periods(init) or () if init else ()))
     return best
 
 

@@ -1,7 +1,6 @@
 """KLineTokenizer reads arrays, and returns outputs, in the fitted column order."""
 
 import numpy as np
-import pandas as pd
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 

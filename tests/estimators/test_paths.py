@@ -3,7 +3,6 @@
 import gc
 
 import numpy as np
-import pytest
 
 from kronos_sk.calibration import PathCalibration
 from kronos_sk.estimators._paths import (PathCache, empirical_quantiles, path_covariance,
