@@ -27,6 +27,11 @@ alike, per step, back to their mean, so the point forecast does not move.
   grid to minimise the squared coverage error of the central 50/80/90 % intervals pooled
   over every step of the backtest windows. A straight ramp keeps the drift a small,
   steady part of each step.
+- One width cannot fit the centre and the tails when the paths' tails are too thin: the
+  price drift has a second, tail term, ``g_h * D`` becoming ``(g_h + k_h min(|D| / s, 3))
+  * D`` with ``s`` the mean ``|D|`` of the window's paths and ``k_h = k * h / H``
+  (``k >= 0``, `price_tail`), so paths that end far out move further out. The map stays
+  monotone in ``D``; ``(1 + g_H, k)`` are fitted together on the grid.
 
 This follows split conformal prediction for time series with the nonconformity measured
 relative to the model's own spread (normalised conformal prediction, Lei et al. 2018,
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -48,12 +54,19 @@ import pandas as pd
 from kronos_sk.data.schema import FEATURE_COLUMNS
 from kronos_sk.data.validation import assemble_features
 
+if TYPE_CHECKING:
+    from kronos_sk.checkpoints import Spread
+
 LEVELS = (0.5, 0.8, 0.9)
 SCALE_GRID = np.exp(np.linspace(np.log(0.2), np.log(20.0), 241))
 MIN_CALIBRATION_CONTEXT = 16  # fewest context rows of a calibration backtest
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _AMOUNT = (
     FEATURE_COLUMNS.index(name) for name in ("open", "high", "low", "close", "volume", "amount"))
 _GRID_CHUNK = 24  # grid factors evaluated at once (memory: chunk x windows x samples)
+TAIL_GRID = (0.0, 0.15, 0.3, 0.5, 0.8)  # the price drift's tail k
+_COARSE_STEP = 4  # the coarse grid of factors, fitted with the tails: every 4th
+TAIL_GAIN = 1e-3  # squared coverage error a tail must save (~3 points at one level)
+TAIL_CAP = 3.0  # |D| / s beyond which the tail term grows no faster than D
 
 
 def _to_space(values: np.ndarray, space: str) -> np.ndarray:
@@ -79,16 +92,25 @@ def _deviations(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return center, deviation, deviation[..., -1:]
 
 
-def _coverage(deviation: np.ndarray, terminal: np.ndarray, realised: np.ndarray,
-              factors: np.ndarray, levels: Sequence[float]) -> np.ndarray:
-    """Coverage at one step of the drifted deviations ``dev + (f - 1) * D``.
+def _tail_term(terminal: np.ndarray) -> np.ndarray:
+    """``D * min(|D| / s, TAIL_CAP)`` of terminal deviations (…, S, 1), s the mean |D|
+    over the paths (the cap keeps a lone outlying path from being thrown further still)."""
+    scale = np.abs(terminal).mean(axis=-2, keepdims=True)
+    return terminal * np.minimum(np.abs(terminal) / np.where(scale > 0, scale, 1.0), TAIL_CAP)
 
-    deviation, terminal (W, S), realised (W,), factors (G,) -> (G, len(levels)).
+
+def _coverage(deviation: np.ndarray, terminal: np.ndarray, realised: np.ndarray,
+              factors: np.ndarray, tails: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """Coverage at one step of the drifted deviations ``dev + (f - 1) * D + t * D|D|/s``.
+
+    deviation, terminal (W, S), realised (W,), factors and tails (G,) -> (G, len(levels)).
     """
     out = np.empty((len(factors), len(levels)))
+    tail = _tail_term(terminal[..., None])[..., 0]
     for lo in range(0, len(factors), _GRID_CHUNK):
         g = factors[lo:lo + _GRID_CHUNK, None, None] - 1.0
-        shifted = deviation[None] + g * terminal[None]  # (G, W, S)
+        t = tails[lo:lo + _GRID_CHUNK, None, None]
+        shifted = deviation[None] + g * terminal[None] + t * tail[None]  # (G, W, S)
         for j, level in enumerate(levels):
             low, high = np.quantile(shifted, [(1 - level) / 2, (1 + level) / 2], axis=-1)
             out[lo:lo + _GRID_CHUNK, j] = ((low <= realised) & (realised <= high)).mean(-1)
@@ -101,35 +123,55 @@ def _ramp(last: float, horizon: int) -> np.ndarray:
 
 
 def _pooled_coverage(values: np.ndarray, truth: np.ndarray, factors: np.ndarray,
-                     levels: Sequence[float]) -> np.ndarray:
+                     tails: np.ndarray, levels: Sequence[float]) -> np.ndarray:
     """Coverage pooled over the steps of values (W, S, H) against truth (W, H), drifted
-    by each row of per-step factors (G, H) -> (G, len(levels))."""
+    by each row of per-step factors and tails (G, H) -> (G, len(levels))."""
     center, deviation, terminal = _deviations(values)
     realised = truth - center[:, 0]
     horizon = values.shape[-1]
     return sum(_coverage(deviation[..., h], terminal[..., 0], realised[:, h], factors[:, h],
-                         levels) for h in range(horizon)) / horizon
+                         tails[:, h], levels) for h in range(horizon)) / horizon
 
 
-def _fit_factors(values: np.ndarray, truth: np.ndarray, levels: Sequence[float]) -> np.ndarray:
-    """Per-step factors ``1 + g_h`` (H,) of values (W, S, H) in their space against truth.
+def _fit_factors(values: np.ndarray, truth: np.ndarray, levels: Sequence[float],
+                 tails: Sequence[float] = (0.0,)) -> tuple[np.ndarray, float]:
+    """Per-step factors ``1 + g_h`` (H,) and the tail ``k`` of values (W, S, H) in their
+    space against truth.
 
-    One last-step factor, reached linearly, chosen on the grid to minimise the squared
-    coverage error of the central intervals pooled over every step of every window. A
-    linear ramp keeps the drift a small constant part of each step (per-step factors,
-    fitted freely, are noisy enough to make paths jump: step-return std x1.14-1.55).
+    One last-step factor, reached linearly, and one tail among `tails`, chosen on the grid
+    to minimise the squared coverage error of the central intervals pooled over every step
+    of every window (a coarse grid of both, then the fine grid of the factor at the best
+    tail; a tail is kept only where it lowers the error by `TAIL_GAIN`). A linear ramp
+    keeps the drift a small constant part of each step (per-step factors, fitted freely,
+    are noisy enough to make paths jump: step-return std x1.14-1.55).
     """
     keep = np.isfinite(truth).all(axis=1) & np.isfinite(values).all(axis=(1, 2))
     values, truth = values[keep], truth[keep]
     horizon = values.shape[-1]
     if len(truth) == 0:
-        return np.ones(horizon)
-    ramps = np.stack([_ramp(last, horizon) for last in SCALE_GRID])  # (G, H)
-    error = ((_pooled_coverage(values, truth, ramps, levels) - np.asarray(levels)) ** 2
-             ).sum(axis=1)
-    # Among equally good factors prefer the one nearest 1 (the model as it is).
-    last = SCALE_GRID[(error + 1e-9 * np.abs(np.log(SCALE_GRID))).argmin()]
-    return _ramp(float(last), horizon)
+        return np.ones(horizon), 0.0
+
+    ramp = np.arange(1, horizon + 1) / horizon
+
+    def errors(lasts: np.ndarray, ks: np.ndarray) -> np.ndarray:
+        covered = _pooled_coverage(values, truth, 1 + (lasts[:, None] - 1) * ramp,
+                                   ks[:, None] * ramp, levels)
+        # Among equally good settings prefer the one nearest the model as it is.
+        return ((covered - np.asarray(levels)) ** 2).sum(axis=1) + 1e-9 * (
+            np.abs(np.log(lasts)) + ks)
+
+    grid, tail = SCALE_GRID, 0.0
+    if len(tails) > 1:  # a coarse grid of both, then the fine grid near the best
+        lasts = np.repeat(SCALE_GRID[::_COARSE_STEP], len(tails))
+        ks = np.tile(np.asarray(tails, float), len(SCALE_GRID[::_COARSE_STEP]))
+        error = errors(lasts, ks)
+        best, plain = error.argmin(), np.where(ks == 0, error, np.inf).argmin()
+        if not error[best] < error[plain] - TAIL_GAIN:  # one width fits about as well
+            best = plain
+        tail, at = float(ks[best]), int(np.abs(SCALE_GRID - lasts[best]).argmin())
+        grid = SCALE_GRID[max(0, at - _COARSE_STEP):at + _COARSE_STEP + 1]
+    last = grid[errors(grid, np.full(len(grid), tail)).argmin()]
+    return _ramp(float(last), horizon), tail
 
 
 def _space_of(paths: np.ndarray, truth: np.ndarray) -> str:
@@ -153,6 +195,8 @@ class PathCalibration:
     price_space : {"log", "linear"}
         "log" for positive prices (a multiplicative drift), "linear" for a column that is
         not a positive price (an additive one).
+    price_tail : float
+        ``k`` of the prices' tail term at the last calibrated step (0: one width for all).
     """
 
     price_scale: np.ndarray
@@ -160,6 +204,7 @@ class PathCalibration:
     levels: tuple[float, ...] = LEVELS
     n_windows: int = 0
     price_space: str = "log"
+    price_tail: float = 0.0
 
     @classmethod
     def fit(cls, paths: np.ndarray, truth: np.ndarray, *,
@@ -181,23 +226,27 @@ class PathCalibration:
         if not all(0 < level < 1 for level in levels):
             raise ValueError(f"levels must lie in (0, 1), got {list(levels)}")
         space = _space_of(paths[..., :4], truth[..., :4])
-        price, volume = [
+        (price, tail), (volume, _) = [
             _fit_factors(_to_space(paths[..., column], kind), _to_space(truth[..., column], kind),
-                         levels)
-            for column, kind in ((_CLOSE, space), (_VOLUME, "log1p"))]
-        return cls(price, volume, tuple(float(level) for level in levels), len(paths), space)
+                         levels, tails)
+            for column, kind, tails in ((_CLOSE, space, TAIL_GRID), (_VOLUME, "log1p", (0.0,)))]
+        return cls(price, volume, tuple(float(level) for level in levels), len(paths), space,
+                   tail)
 
-    def _factors_for(self, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-        """Factors of steps 1..horizon; steps past the calibrated ones keep the last."""
+    def _factors_for(self, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Price factors, volume factors and price tails of steps 1..horizon; steps past the
+        calibrated ones keep the last."""
         steps = np.minimum(np.arange(horizon), len(self.price_scale) - 1)
-        return self.price_scale[steps], self.volume_scale[steps]
+        tails = self.price_tail * (steps + 1) / len(self.price_scale)
+        return self.price_scale[steps], self.volume_scale[steps], tails
 
     def _drifted(self, values: np.ndarray, factors: np.ndarray, space: str,
-                 keep_mean: bool = False) -> np.ndarray:
-        """(…, S, H) values with the drift ``(f_h - 1) * D`` added in `space`; with
-        `keep_mean`, then moved (all paths alike, per step) back to the mean they had."""
+                 keep_mean: bool = False, tails: np.ndarray | float = 0.0) -> np.ndarray:
+        """(…, S, H) values with the drift ``(f_h - 1) * D + k_h * D|D|/s`` added in `space`;
+        with `keep_mean`, then moved (all paths alike, per step) back to the mean they had."""
         center, deviation, terminal = _deviations(_to_space(values, space))
-        drifted = _from_space(center + deviation + (factors - 1.0) * terminal, space)
+        drift = (factors - 1.0) * terminal + tails * _tail_term(terminal)
+        drifted = _from_space(center + deviation + drift, space)
         if not keep_mean:
             return drifted
         mean, moved = values.mean(axis=-2, keepdims=True), drifted.mean(axis=-2, keepdims=True)
@@ -206,10 +255,11 @@ class PathCalibration:
     def apply(self, paths: np.ndarray) -> np.ndarray:
         """Calibrated copy of (..., n_samples, horizon, 6) paths (the input is not changed)."""
         paths = np.asarray(paths)
-        price_factors, volume_factors = self._factors_for(paths.shape[-2])
+        price_factors, volume_factors, tails = self._factors_for(paths.shape[-2])
         out = paths.astype(np.float64, copy=True)
         close = out[..., _CLOSE].copy()
-        drifted = self._drifted(close, price_factors, self.price_space, keep_mean=True)
+        drifted = self._drifted(close, price_factors, self.price_space, keep_mean=True,
+                                tails=tails)
         if self.price_space == "log":
             factor = drifted / close
             for column in (_OPEN, _HIGH, _LOW, _CLOSE):
@@ -242,7 +292,8 @@ class PathCalibration:
 
         The last step's ``log(1 + g_H)`` moves by `rate` times the observed minus the
         nominal miss rate of the calibrated paths (mean over levels and steps): more misses
-        widen, fewer narrow; the steps before keep their straight ramp to it.
+        widen, fewer narrow; the steps before keep their straight ramp to it, and the tail
+        stays.
 
         Parameters
         ----------
@@ -256,16 +307,34 @@ class PathCalibration:
         paths, truth = np.asarray(paths, np.float64), np.asarray(truth, np.float64)
         horizon = min(paths.shape[-2], len(self.price_scale))
         scales = []
-        for column, space, scale in ((_CLOSE, self.price_space, self.price_scale),
-                                     (_VOLUME, "log1p", self.volume_scale)):
+        tails = self._factors_for(horizon)[2][None]
+        for column, space, scale, tail in (
+                (_CLOSE, self.price_space, self.price_scale, tails),
+                (_VOLUME, "log1p", self.volume_scale, np.zeros_like(tails))):
             covered = _pooled_coverage(_to_space(paths[..., :horizon, column], space),
                                        _to_space(truth[..., :horizon, column], space),
-                                       scale[None, :horizon], self.levels)[0]
+                                       scale[None, :horizon], tail, self.levels)[0]
             miss = np.mean((1 - covered) - (1 - np.asarray(self.levels)))
             scales.append(_ramp(scale[-1] * np.exp(rate * miss), len(scale)))
         price_scale, volume_scale = scales
         return replace(self, price_scale=price_scale, volume_scale=volume_scale,
                        n_windows=self.n_windows + len(paths))
+
+
+def widen_paths(paths: np.ndarray, spread: Spread, positive: np.ndarray) -> np.ndarray:
+    """Paths (B, S, H, 6) widened by a model's own `spread`, in place.
+
+    The prices of every series get the drift of `PathCalibration` (its ramp, its kept
+    mean), in log space where the series' prices are `positive` ((B,) bool), additively
+    elsewhere; volume and amount move with the prices only.
+    """
+    horizon = paths.shape[2]
+    for space, rows in (("log", positive), ("linear", ~positive)):
+        if rows.any():
+            widening = PathCalibration(_ramp(spread.factor, horizon), np.ones(horizon),
+                                       price_space=space, price_tail=spread.tail)
+            paths[rows] = widening.apply(paths[rows])
+    return paths
 
 
 def backtest_windows(frames: Sequence[pd.DataFrame], names: Sequence[tuple], horizon: int, *,

@@ -8,8 +8,10 @@ with safetensors only, never unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,11 +35,24 @@ _DERIVED_BUFFERS = ("rotary.inv_freq", "bsq.basis", "bsq.group_basis")
 DEFAULT_MODEL_DIR = Path(__file__).parent / "pretrained"
 # Beside config.json: settings for using a predictor that config.json does not hold.
 INFERENCE_FILE = "inference.json"
+INFERENCE_KEYS = ("max_context", "spread", "tail")
 # The released Kronos-small and Kronos-base windows; config.json does not record it.
 RELEASED_CONTEXT = 512
 # Kronos-mini was trained on 2048-token windows; it is the released predictor of this shape.
 MINI_CONTEXT = 2048
 MINI_SHAPE = {"d_model": 256, "n_layers": 4, "n_heads": 4, "ff_dim": 512}
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A model's own spread: the drift of `kronos_sk.calibration.PathCalibration` with
+    ``1 + g_H = factor`` and ``k = tail`` (`kronos_sk.calibration.widen_paths`), fitted
+    once on validation windows after training and stored in the checkpoint's
+    inference.json (`model_spread`).
+    """
+
+    factor: float = 1.0
+    tail: float = 0.0
 
 
 class CheckpointError(ValueError):
@@ -81,6 +96,34 @@ def default_checkpoint(kind: str) -> Path:
     return directory
 
 
+def _inference_settings(directory: Path) -> dict:
+    """The `INFERENCE_FILE` beside a checkpoint's config.json, or {} without one."""
+    file = directory / INFERENCE_FILE
+    if not file.is_file():
+        return {}
+    try:
+        settings = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{file}: not a JSON object ({error})") from None
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{file}: not a JSON object")
+    unknown = sorted(set(settings) - set(INFERENCE_KEYS))
+    if unknown:
+        raise CheckpointError(f"{file}: unknown key(s) {unknown}; expected a subset of "
+                              f"{list(INFERENCE_KEYS)}")
+    context, spread = settings.get("max_context", 1), settings.get("spread", 1.0)
+    if isinstance(context, bool) or not isinstance(context, int) or context < 1:
+        raise CheckpointError(f"{file}: max_context must be a positive integer, got "
+                              f"{context!r}")
+    for key, value, positive in (("spread", spread, True),
+                                 ("tail", settings.get("tail", 0.0), False)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                math.isfinite(value) and (value > 0 if positive else value >= 0)):
+            kind = "a positive number" if positive else "a number >= 0"
+            raise CheckpointError(f"{file}: {key} must be {kind}, got {value!r}")
+    return settings
+
+
 def model_context(model: str | os.PathLike) -> int:
     """The predictor window `model` was trained on, in tokens.
 
@@ -90,20 +133,23 @@ def model_context(model: str | os.PathLike) -> int:
     256, 4 layers, 4 heads, ff_dim 512), 512 otherwise (Kronos-small and Kronos-base).
     """
     directory = resolve_checkpoint(model)
-    file = directory / INFERENCE_FILE
-    if file.is_file():
-        try:
-            value = json.loads(file.read_text()).get("max_context")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
-            raise CheckpointError(f"{file}: not a JSON object ({error})") from None
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise CheckpointError(f"{file}: max_context must be a positive integer, got "
-                                  f"{value!r}")
-        return value
+    settings = _inference_settings(directory)
+    if "max_context" in settings:
+        return settings["max_context"]
     config = read_config(directory)
     if all(config.get(key) == size for key, size in MINI_SHAPE.items()):
         return MINI_CONTEXT
     return RELEASED_CONTEXT
+
+
+def model_spread(model: str | os.PathLike) -> Spread:
+    """How the model's own paths are widened: ``spread`` and ``tail`` of its
+    `INFERENCE_FILE`, fitted on validation windows after training (see
+    `kronos_sk.calibration.widen_paths`); ``Spread()`` (the paths as sampled) for a
+    checkpoint without them, as every released checkpoint.
+    """
+    settings = _inference_settings(resolve_checkpoint(model))
+    return Spread(float(settings.get("spread", 1.0)), float(settings.get("tail", 0.0)))
 
 
 def read_config(directory: Path) -> dict:

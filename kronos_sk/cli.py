@@ -293,7 +293,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
-    from kronos_sk.checkpoints import DEFAULT_MODEL_DIR, check_checkpoint, default_checkpoint
+    from kronos_sk.checkpoints import (DEFAULT_MODEL_DIR, check_checkpoint, default_checkpoint,
+                                       model_context, model_spread)
     card = DEFAULT_MODEL_DIR / "MODEL_CARD.md"
     if args.model is None and args.tokenizer is None and card.is_file():
         print(card.read_text())
@@ -304,6 +305,10 @@ def _info(args: argparse.Namespace) -> None:
         print(f"{kind}: {directory}")
         for key, value in sorted(config.to_dict().items()):
             print(f"  {key} = {value}")
+        if kind == "predictor":  # what inference.json (or the released shape) says
+            spread = model_spread(directory)
+            print(f"  (inference) max_context = {model_context(directory)}, spread = "
+                  f"{spread.factor}, tail = {spread.tail}")
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -29,7 +29,10 @@ import numpy as np
 import torch
 
 from kronos_sk._defaults import DEFAULT_N_SAMPLES, DEFAULT_TOP_P
-from kronos_sk.data.normalize import DEFAULT_CLIP, Normalizer
+from kronos_sk.calibration import widen_paths
+from kronos_sk.checkpoints import Spread
+from kronos_sk.data.normalize import DEFAULT_CLIP, Normalizer, first_outside_domain
+from kronos_sk.data.schema import FEATURE_COLUMNS
 from kronos_sk.nn.layers import KVCache, SharedPrefixCache, attention_mask
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
@@ -467,7 +470,8 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
                    sliding: str = "exact", clip: float = DEFAULT_CLIP,
                    max_paths: int = DEFAULT_MAX_PATHS,
                    prefill_precision: str = "float32", valid_candles: bool = True,
-                   names: Sequence[str] | None = None, return_redraws: bool = False,
+                   spread: Spread = Spread(), names: Sequence[str] | None = None,
+                   return_redraws: bool = False,
                    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Sample future candles for a batch of series; every path, in original units.
 
@@ -510,6 +514,9 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         series whose context prices are positive, has positive prices (the positive-price
         rule, see `_redraw_nonpositive`: a path with a price <= 0 is drawn again from its
         own seed). False: the reference's raw decoding.
+    spread : Spread, default=Spread() (as sampled)
+        With `valid_candles`, the valid paths are widened by it
+        (`kronos_sk.calibration.widen_paths`; a checkpoint's own, from its inference.json).
     names : sequence of str or None, default=None
         How messages name each series (default "series i").
     return_redraws : bool, default=False
@@ -528,14 +535,22 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
     if seeds is None:
         seeds = series_seeds(random_state, [np.ascontiguousarray(c, np.float64).tobytes()
                                             for c in contexts])
-    normalizer = Normalizer.fit(contexts, clip)
+    transform = tokenizer.config.value_transform
+    for name, context in zip(names, contexts):
+        if (bad := first_outside_domain(context, transform)) is not None:
+            row, column = bad
+            raise ValueError(
+                f"{name}: row {row} of the context has {FEATURE_COLUMNS[column]} = "
+                f"{float(np.asarray(context)[row, column])!r}; this model reads log prices "
+                "(value_transform='log') and needs prices > 0 and volumes >= 0")
+    normalizer = Normalizer.fit(contexts, clip, transform)
     out = np.empty((B, n_samples, H, tokenizer.config.d_in), dtype=np.float32)
     settings = dict(max_context=max_context, temperature=temperature, top_k=top_k,
                     top_p=top_p, sliding=sliding, prefill_precision=prefill_precision)
 
     def sample(rows: list[int], uniforms: torch.Tensor, per_row: int) -> np.ndarray:
         """Decoded paths (len(rows), per_row, H, d_in) in original units of these series."""
-        part = Normalizer(normalizer.mean[rows], normalizer.std[rows], clip)
+        part = normalizer.rows(rows)
         decoded = _sample_rows(tokenizer, predictor, [contexts[i] for i in rows],
                                [context_stamps[i] for i in rows], future_stamps[rows], part,
                                uniforms, per_row, settings)
@@ -551,6 +566,8 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
     if valid_candles:
         positive = np.array([(np.asarray(c)[:, :4] > 0).all() for c in contexts])
         redraws = _redraw_nonpositive(out, sample, seeds, names, max_paths, positive)
+        if spread != Spread():  # in log space where every path kept positive prices
+            widen_paths(out, spread, positive & (out[..., :4] > 0).all(axis=(1, 2, 3)))
     return (out, redraws) if return_redraws else out
 
 

@@ -92,9 +92,11 @@ def data_periods(checkpoint: str | os.PathLike) -> tuple[DataPeriod, ...] | None
 
 
 def write_data_periods(directory: str | os.PathLike, periods: tuple[DataPeriod, ...]) -> Path:
-    """Write ``data_periods.json`` into a checkpoint directory; returns its path."""
+    """Write ``data_periods.json`` into a checkpoint directory, each period once (a model
+    trained further on the same corpus saw the same periods); returns its path."""
     path = Path(directory) / PERIODS_FILE
-    path.write_text(json.dumps([asdict(p) for p in periods], indent=2) + "\n")
+    unique = dict.fromkeys(periods)
+    path.write_text(json.dumps([asdict(p) for p in unique], indent=2) + "\n")
     return path
 
 

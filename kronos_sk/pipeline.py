@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 
 from kronos_sk.calibration import PathCalibration, fit_calibration
-from kronos_sk.checkpoints import load_predictor, load_tokenizer, model_context
+from kronos_sk.checkpoints import (Spread, load_predictor, load_tokenizer, model_context,
+                                   model_spread)
 from kronos_sk.data import (FEATURE_COLUMNS, assemble_features, future_index, time_features,
                             validate_candles, validate_panel)
 from kronos_sk.generation import (DEFAULT_MAX_PATHS, DEFAULT_N_SAMPLES, DEFAULT_TOP_P,
@@ -112,6 +113,9 @@ class KronosPipeline:
     predictor : KronosPredictor
     max_context : int, default=512
         The predictor's window in tokens (512 for Kronos-small/base, 2048 for Kronos-mini).
+    spread : Spread or None, default=None
+        How valid paths are widened (the model's own spread,
+        [`model_spread`][kronos_sk.checkpoints.model_spread]; None: as sampled).
 
     Examples
     --------
@@ -127,7 +131,7 @@ class KronosPipeline:
     """
 
     def __init__(self, tokenizer: KronosTokenizer, predictor: KronosPredictor,
-                 max_context: int = 512):
+                 max_context: int = 512, spread: Spread | None = None):
         if tokenizer.config.s1_bits != predictor.config.s1_bits or (
                 tokenizer.config.s2_bits != predictor.config.s2_bits):
             raise ValueError(
@@ -138,6 +142,7 @@ class KronosPipeline:
             raise ValueError(f"tokenizer d_in={tokenizer.config.d_in}; Kronos candles have "
                              f"{len(FEATURE_COLUMNS)} features {FEATURE_COLUMNS}")
         self.tokenizer, self.predictor, self.max_context = tokenizer, predictor, max_context
+        self.spread = Spread() if spread is None else spread
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike, tokenizer: str | os.PathLike, *,
@@ -147,13 +152,14 @@ class KronosPipeline:
         """Load checkpoint directories (or hub ids) of a predictor and its tokenizer.
 
         `max_context=None` uses the window the checkpoint was trained on
-        ([`model_context`][kronos_sk.checkpoints.model_context]). `device="auto"` picks
+        ([`model_context`][kronos_sk.checkpoints.model_context]), and paths get the
+        checkpoint's own spread ([`model_spread`][kronos_sk.checkpoints.model_spread]). `device="auto"` picks
         CUDA, then MPS, then the CPU; `precision="auto"` is float32 (full bfloat16 weights
         change greedy forecasts, see `kronos_sk.runtime.BF16_WHERE_NATIVE`).
         """
         max_context = model_context(model) if max_context is None else max_context
         return cls(load_tokenizer(tokenizer, device, precision),
-                   load_predictor(model, device, precision), max_context)
+                   load_predictor(model, device, precision), max_context, model_spread(model))
 
     def sample(self, candles: Candles, horizon: int | None = None, *,
                future: pd.DatetimeIndex | Sequence[pd.DatetimeIndex] | None = None,
@@ -189,8 +195,8 @@ class KronosPipeline:
             Seeds every path from (random_state, asset name), so a series gets the same
             paths whatever else is in the batch.
         valid_candles : bool, default=True
-            True: valid candles with positive prices (see `forecast_paths`); False: the
-            reference's raw decoding, unchanged.
+            True: valid candles with positive prices (see `forecast_paths`), widened by
+            `spread`; False: the model's raw decoding, unchanged (the reference's).
 
         Returns
         -------
@@ -275,7 +281,7 @@ class KronosPipeline:
             temperature=temperature, top_k=top_k, top_p=top_p, max_context=self.max_context,
             seeds=series_seeds(random_state, keys), sliding=sliding, max_paths=max_paths,
             prefill_precision=prefill_precision, valid_candles=valid_candles,
-            names=names, return_redraws=return_redraws)
+            spread=self.spread, names=names, return_redraws=return_redraws)
 
     @staticmethod
     def _future_indexes(assets: list, frames: list[pd.DataFrame], horizon: int | None, future,

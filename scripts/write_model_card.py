@@ -6,7 +6,7 @@ directories named in `BENCHMARKS`, each comparing the new model with the previou
 in one run), and writes the same Markdown to ``kronos_sk/pretrained/MODEL_CARD.md`` (shown
 by ``kronos-sk info``) and ``docs/model-card.md``::
 
-    python scripts/write_model_card.py --run runs/default-model-0.2 --results docs/benchmarks
+    python scripts/write_model_card.py --run runs/default-model-0.3 --results docs/benchmarks
 """
 
 from __future__ import annotations
@@ -21,14 +21,21 @@ from kronos_sk._files import write_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = (ROOT / "kronos_sk" / "pretrained" / "MODEL_CARD.md", ROOT / "docs" / "model-card.md")
-# Benchmark run directory -> (market, context) of its rows in the card.
-BENCHMARKS = {
-    "us_daily_0.2": ("US stocks, daily", "90 rows"),
-    "cn_daily_0.2": ("A-shares, daily", "90 rows"),
-    "crypto_hourly_0.2": ("crypto, hourly", "80 rows"),
-    "us_daily_context152_0.2": ("US stocks, daily", "152 rows"),
-}
-MODELS = {"kronos-0.1": "0.1", "kronos": "0.2", "kronos-cal": "0.2 + calibration"}
+# Benchmark run directory -> (market, context, {model in its CSVs: label in the card}). The
+# 0.1 and 0.2 rows come from the runs that compared them; 0.2 again, on the same origins
+# as 0.3, from the runs that compare 0.3 with it.
+PREVIOUS = {"kronos-0.1": "0.1", "kronos": "0.2",
+            "kronos-cal": "0.2 + calibration (first design)"}
+CURRENT = {"kronos-0.2": "0.2 (same run as 0.3)", "kronos": "0.3",
+           "kronos-cal": "0.3 + calibration"}
+BENCHMARKS = (
+    ("us_daily_0.2", "US stocks, daily", "90 rows", PREVIOUS),
+    ("us_daily_0.3", "US stocks, daily", "90 rows", CURRENT),
+    ("cn_daily_0.2", "A-shares, daily", "90 rows", PREVIOUS),
+    ("cn_daily_0.3", "A-shares, daily", "90 rows", CURRENT),
+    ("crypto_hourly_0.2", "crypto, hourly", "80 rows", PREVIOUS),
+    ("crypto_hourly_0.3", "crypto, hourly", "80 rows", CURRENT),
+)
 
 
 def records(path: Path) -> tuple[list[dict], list[dict]]:
@@ -66,12 +73,12 @@ def training_rows(run: Path, recipe: dict) -> list[str]:
 
 def benchmark_rows(results: Path) -> list[str]:
     lines = [
-        "| market (context) | model | MAE / random walk | 80 % band covers | 90 % band covers "
+        "| market (context) | model | MAE / random walk | 50 / 80 / 90 % bands cover "
         "| CRPS | cross-sectional RankIC | reversion slope (realised) | mean abs return "
         "(realised) | volatility MAE / naive-rv |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for run, (market, context) in BENCHMARKS.items():
+    for run, market, context, models in BENCHMARKS:
         price_file = results / run / "price.csv"
         if not price_file.is_file():
             continue
@@ -80,7 +87,7 @@ def benchmark_rows(results: Path) -> list[str]:
         volatility = (pd.read_csv(volatility_file, index_col=0)
                       if volatility_file.is_file() else None)
         walk = price.loc["naive-last", "mae_norm"]
-        for model, label in MODELS.items():
+        for model, label in models.items():
             if model not in price.index:
                 continue
             row = price.loc[model]
@@ -90,7 +97,8 @@ def benchmark_rows(results: Path) -> list[str]:
                 vol = number(volatility.loc[model, "mae"] / volatility.loc["naive-rv", "mae"], 2)
             lines.append(
                 f"| {market} ({context}) | {label} | {row['mae_norm'] / walk:.3f} | "
-                f"{number(row['coverage_80'], 2)} | {number(row['coverage_90'], 2)} | "
+                f"{number(row['coverage_50'], 2)} / {number(row['coverage_80'], 2)} / "
+                f"{number(row['coverage_90'], 2)} | "
                 f"{number(row['crps'])} | {number(row['cs_rank_ic'])} | "
                 f"{number(row['reversion_slope'])} ({number(row['realised_slope'])}) | "
                 f"{number(row['abs_return'])} ({number(row['realised_abs_return'])}) | {vol} |")
@@ -99,10 +107,11 @@ def benchmark_rows(results: Path) -> list[str]:
 
 def card(run: Path, results: Path) -> str:
     recipe = json.loads((run / "recipe.json").read_text())
+    inference = json.loads((run / "predictor" / "best" / "inference.json").read_text())
     data = recipe["data"]
     gaps = data["max_gap_factor"]
     lines = [
-        "# Model card: the bundled kronos-sk default model (0.2)",
+        "# Model card: the bundled kronos-sk default model (0.3)",
         "",
         "A small Kronos tokenizer + predictor pair trained on the real K-line panels of",
         "`../shared/data` on a 2-core CPU, sized for fast zero-shot inference on a CPU.",
@@ -111,30 +120,39 @@ def card(run: Path, results: Path) -> str:
         "is a small model trained briefly: a working default and a baseline, not a match for",
         "the released Kronos models.",
         "",
-        "## What changed from 0.1",
+        "## What changed from 0.2",
         "",
-        "0.1 was trained with a leaky objective: each 152-row window was normalised with the",
-        "statistics of its first 128 rows and every position was scored, so 127 of the 151",
-        "targets had been normalised with statistics of themselves and of later rows. It",
-        "learned to pull every path back towards the window mean with too narrow a spread.",
-        "0.2 starts from the 0.1 weights and is trained further with the leak-free objective",
-        "(`kronos_sk.data.windows`): each window draws its own context length between",
-        f"{data['min_context']} and {data['lookback']} rows, is normalised with those rows'",
-        "statistics only, and only the later targets are scored. Its window is",
-        f"{data['lookback'] + data['horizon']} rows instead of 152.",
+        "- **Log prices.** The tokenizer reads log open/high/low/close and log1p volume and",
+        "  amount, normalised with the context's statistics (`\"value_transform\": \"log\"` in",
+        "  `tokenizer/config.json`; `kronos_sk.data.normalize`). Every decoded price is positive",
+        "  by construction, so the positive-price rule never has to redraw a path, and a",
+        "  context's scale is a ratio, alike for every asset. Released checkpoints have no",
+        "  such key and keep the reference's price-space normalisation (and parity).",
+        "- **Its own spread.** After training, one spread factor and one tail (the drift of",
+        "  `PathCalibration`, the mean kept) were fitted to the central 50/80/90 % coverage",
+        "  of the close on validation windows of markets the benchmarks do not score (US ETFs,",
+        "  mixed futures/FX/indices, China indices, BTC hourly; `scripts/fit_spread.py`) and",
+        f"  stored in `predictor/inference.json` (spread {inference.get('spread', 1.0)}, tail "
+        f"{inference.get('tail', 0.0)}).",
+        "  Every face applies it to valid paths by default, at no cost; the raw decoding",
+        "  (`valid_candles=False`) is the network's own.",
+        "- 0.3 starts from the 0.2 weights (0.2 in turn: 0.1 trained further with the",
+        "  leak-free objective of `kronos_sk.data.windows`; each window draws its own context",
+        f"  length between {data['min_context']} and {data['lookback']} rows, is normalised",
+        "  with those rows' statistics only, and only the later targets are scored).",
         "",
         "## Training data and preprocessing",
         "",
         f"- Files: every panel in `../shared/data` (markets: "
         f"{', '.join(data['markets'].values())}).",
         f"- Windows: up to {data['lookback'] + data['horizon']} rows (shorter where a segment",
-        f"  ends sooner, down to {data['min_context'] + data['horizon']}), clipped to ±5 after",
-        f"  normalising; volume and amount masked (zeroed) in {data['mask_fraction']:.0%} of",
+        f"  ends sooner, down to {data['min_context'] + data['horizon']}), in log space, clipped",
+        f"  to ±5 after normalising; volume and amount masked (zeroed) in "
+        f"{data['mask_fraction']:.0%} of",
         "  windows; amount derived as volume × mean price where a file has none.",
         f"- Segments: no window crosses a gap longer than {gaps} median steps (per market), a",
         "  split/ex-rights jump (A-shares: |log return| > log 1.11; the file is unadjusted) or a",
-        "  bad row. The 5-minute A-share file now bridges its lunch breaks, nights and",
-        "  weekends and contributes windows.",
+        "  bad row.",
         "- Validation: 2016-01-01 onwards of each daily market, the last 30 days of each",
         "  intraday file; training uses only the rows before.",
         "- Sampling weights per market: " + ", ".join(f"{m} {w:g}" for m, w in
@@ -142,8 +160,9 @@ def card(run: Path, results: Path) -> str:
         "",
         "## Training",
         "",
-        "Sizes as 0.1 (tokenizer d_model 128, 2 + 2 blocks; predictor d_model 256, 4 blocks,",
-        "4 heads, ff 512; 10 + 10 bits). The 0.2 stages:",
+        "Sizes as 0.1 and 0.2 (tokenizer d_model 128, 2 + 2 blocks; predictor d_model 256,",
+        "4 blocks, 4 heads, ff 512; 10 + 10 bits). The 0.3 stages (losses are in the log",
+        "space's tokens, not comparable with 0.2's):",
         "",
         *training_rows(run, recipe),
         "",
@@ -151,20 +170,20 @@ def card(run: Path, results: Path) -> str:
         "(negative: its entropy terms). Predictor loss: mean of the coarse and fine",
         "next-token cross-entropies of the scored targets (ln 1024 = 6.93 for a uniform",
         "guess). AdamW, warm-up and cosine decay, early stopping on the validation loss.",
-        "Trained on the CPU (Intel Sapphire Rapids with AMX, bf16 autocast for the",
-        "predictor); no GPU was used. Reproduce with the commands at the top of",
-        "`configs/default-model.toml`.",
+        "Trained on the CPU (a 2-core AMD EPYC with AVX2 only, fp32 for both stages); no GPU",
+        "was lent. Reproduce with the commands at the top of `configs/default-model.toml`.",
         "",
         "## Before and after: zero-shot on the benchmark validation periods",
         "",
         "From `docs/benchmarks.md` (50 assets x 20 origins per market, 20 paths, the same",
-        "origins for every model of a row group). MAE of the mean path on z-scored prices",
-        "relative to the random walk's (1 = as good); band coverage of the normalised close",
-        "(nominal 0.80 / 0.90); reversion slope: least-squares slope of the predicted",
-        "horizon return on z = (last close - context mean) / context std, next to the",
-        "realised returns' slope (a model that reverts to the context mean has a clearly",
-        "more negative slope); volatility: MAE of the realized variance over the horizon",
-        "relative to the naive estimate (below 1 beats it).",
+        "origins for every model of a row group; the 0.1/0.2 rows and the 0.2/0.3 rows come",
+        "from two runs). MAE of the mean path on z-scored prices relative to the random",
+        "walk's (1 = as good); band coverage of the normalised close (nominal 0.50 / 0.80 /",
+        "0.90); reversion slope: least-squares slope of the predicted horizon return on",
+        "z = (last close - context mean) / context std, next to the realised returns' slope",
+        "(a model that reverts to the context mean has a clearly more negative slope);",
+        "volatility: MAE of the realized variance over the horizon relative to the naive",
+        "estimate (below 1 beats it).",
         "",
         *benchmark_rows(results),
         "",
@@ -172,9 +191,10 @@ def card(run: Path, results: Path) -> str:
         "",
         f"Use a predictor window of {data['lookback'] + data['horizon']} tokens (the training",
         "window; `max_context=None` picks it) and any context from "
-        f"{data['min_context']} rows up; sample",
-        "several paths (`n_samples`). For calibrated intervals pass",
-        "`calibration=\"conformal\"` (see the user guide).",
+        f"{data['min_context']} rows up, with",
+        "positive prices. Sample several paths (`n_samples`): the mean of 20 paths carries",
+        "sampling noise of about 1/sqrt(20) of the paths' spread. For intervals calibrated",
+        "on your own series pass `calibration=\"conformal\"` (see the user guide).",
         "",
     ]
     return "\n".join(lines)
@@ -182,7 +202,7 @@ def card(run: Path, results: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="runs/default-model-0.2")
+    parser.add_argument("--run", default="runs/default-model-0.3")
     parser.add_argument("--results", default="docs/benchmarks")
     args = parser.parse_args()
     text = card(Path(args.run), Path(args.results))

@@ -6,6 +6,12 @@ are nearly flat and the forecasts de-normalise to noise of the size of the price
 Here the floor is ``1e-5 * |mean|`` for a column whose mean is below 1 in magnitude, which
 makes the normalisation independent of the unit below 1 and leaves every column of mean 1 or
 more exactly as the reference normalises it.
+
+A checkpoint says in which space its tokenizer reads values (the tokenizer config's
+``value_transform``): ``"none"``, the released models', normalises the candles as they are;
+``"log"`` normalises log prices and ``log1p`` of volume and amount, so every decoded price is
+positive by construction and a context's scale is a ratio, alike for every asset. The
+statistics are then those of the transformed context.
 """
 
 from __future__ import annotations
@@ -17,6 +23,47 @@ import numpy as np
 STD_EPSILON = 1e-5
 DEFAULT_CLIP = 5.0
 LEVEL_FLOOR = 1e-12  # keeps the floor positive for a column whose mean is 0
+N_PRICE_COLUMNS = 4  # open, high, low, close lead every feature table
+
+
+def to_model_space(values: np.ndarray, transform: str) -> np.ndarray:
+    """Candles (..., F) -> the space the tokenizer normalises, as float32 (a new array).
+
+    ``"log"``: log of the price columns, ``log1p`` of the others; prices must be positive
+    and volumes >= 0 (checked by the callers, which can name the row).
+    """
+    out = np.array(values, dtype=np.float32)
+    if transform == "log":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.log(out[..., :N_PRICE_COLUMNS], out=out[..., :N_PRICE_COLUMNS])
+            np.log1p(out[..., N_PRICE_COLUMNS:], out=out[..., N_PRICE_COLUMNS:])
+    return out
+
+
+def from_model_space(values: np.ndarray, transform: str) -> np.ndarray:
+    """The inverse of `to_model_space`, in place on a float32 array, which it returns."""
+    if transform == "log":
+        np.exp(values[..., :N_PRICE_COLUMNS], out=values[..., :N_PRICE_COLUMNS])
+        np.expm1(values[..., N_PRICE_COLUMNS:], out=values[..., N_PRICE_COLUMNS:])
+    return values
+
+
+def first_outside_domain(values: np.ndarray, transform: str) -> tuple[int, int] | None:
+    """(row, column) of the first value (T, F) that `transform` cannot take, or None.
+
+    ``"log"`` needs positive prices and volumes (and amounts) >= 0; NaN is left to the
+    callers' own checks.
+    """
+    if transform != "log":
+        return None
+    values = np.asarray(values)
+    bad = np.zeros(values.shape, dtype=bool)
+    bad[:, :N_PRICE_COLUMNS] = values[:, :N_PRICE_COLUMNS] <= 0
+    bad[:, N_PRICE_COLUMNS:] = values[:, N_PRICE_COLUMNS:] < 0
+    if not bad.any():
+        return None
+    row, column = np.argwhere(bad)[0]
+    return int(row), int(column)
 
 
 def normalising_scale(mean: np.ndarray, std: np.ndarray,
@@ -38,29 +85,40 @@ class Normalizer:
     Attributes
     ----------
     mean, std : ndarray of shape (n_series, n_features)
+        In the space of `value_transform`.
     clip : float
         Normalised values are clipped to [-clip, clip].
+    value_transform : {"none", "log"}, default="none"
+        See the module docstring.
     """
 
     mean: np.ndarray
     std: np.ndarray
     clip: float = DEFAULT_CLIP
+    value_transform: str = "none"
 
     @classmethod
-    def fit(cls, contexts: list[np.ndarray], clip: float = DEFAULT_CLIP) -> Normalizer:
+    def fit(cls, contexts: list[np.ndarray], clip: float = DEFAULT_CLIP,
+            value_transform: str = "none") -> Normalizer:
         """Statistics of each (T_i, F) context, computed in float32 like the reference."""
-        rows = [np.asarray(context, dtype=np.float32) for context in contexts]
+        rows = [to_model_space(context, value_transform) for context in contexts]
         return cls(np.stack([row.mean(axis=0) for row in rows]),
-                   np.stack([row.std(axis=0) for row in rows]), clip)
+                   np.stack([row.std(axis=0) for row in rows]), clip, value_transform)
+
+    def rows(self, rows: list[int]) -> Normalizer:
+        """The statistics of some series only."""
+        return Normalizer(self.mean[rows], self.std[rows], self.clip, self.value_transform)
 
     def transform(self, values: np.ndarray) -> np.ndarray:
         """(n_series, T, F) values -> normalised and clipped float32."""
         scale = normalising_scale(self.mean, self.std)
-        scaled = (np.asarray(values, dtype=np.float32) - self.mean[:, None]) / scale[:, None]
+        scaled = (to_model_space(values, self.value_transform) - self.mean[:, None]) \
+            / scale[:, None]
         return np.clip(scaled, -self.clip, self.clip)
 
     def inverse_transform(self, values: np.ndarray) -> np.ndarray:
         """(n_series, ..., F) normalised values -> original units (float32)."""
         shape = (values.shape[0],) + (1,) * (values.ndim - 2) + (values.shape[-1],)
         scale = normalising_scale(self.mean, self.std).reshape(shape)
-        return np.asarray(values, dtype=np.float32) * scale + self.mean.reshape(shape)
+        model_space = np.asarray(values, dtype=np.float32) * scale + self.mean.reshape(shape)
+        return from_model_space(model_space, self.value_transform)

@@ -14,8 +14,9 @@ from `min_context` to `lookback` that a user may give.
 
 Every batch is a dict of numpy arrays:
 
-- ``"values"``: (B, L, 6) float32, features in ``FEATURE_COLUMNS`` order, normalised and
-  clipped to ``[-clip, clip]``; L = lookback + horizon.
+- ``"values"``: (B, L, 6) float32, features in ``FEATURE_COLUMNS`` order, in the space of
+  the samplers' ``value_transform`` (see [`to_model_space`][kronos_sk.data.normalize.to_model_space]),
+  normalised and clipped to ``[-clip, clip]``; L = lookback + horizon.
 - ``"stamps"``: (B, L, 5) int64, calendar features from
 [`time_features`][kronos_sk.data.calendar.time_features]
   (wall-clock time of each file's zone).
@@ -23,7 +24,7 @@ Every batch is a dict of numpy arrays:
   objective scores targets at positions ``context`` and later.
 - ``"length"``: (B,) int64, the real rows of each window; later rows repeat the last real
   one and are never scored.
-- ``"mean"``, ``"std"``: (B, 6) float32, context statistics; ``values * scale + mean``,
+- ``"mean"``, ``"std"``: (B, 6) float32, context statistics in that space; ``values * scale + mean``,
   with `scale` from [`normalising_scale`][kronos_sk.data.normalize.normalising_scale],
   undoes the normalisation up to clipping.
 - ``"asset"``, ``"market"``: (B,) object arrays of names.
@@ -39,7 +40,7 @@ import pandas as pd
 
 from .calendar import time_features
 from .corpus import CandleCorpus, Split, TimeSplit
-from .normalize import DEFAULT_CLIP, Normalizer
+from .normalize import DEFAULT_CLIP, Normalizer, to_model_space
 from .schema import FEATURE_COLUMNS
 
 Batch = dict[str, np.ndarray]
@@ -120,7 +121,7 @@ def _window_starts(
 
 def _gather(
     pool: _Pool, windows: np.ndarray, owners: np.ndarray, contexts: np.ndarray, length: int,
-    masked: np.ndarray, clip: float,
+    masked: np.ndarray, clip: float, value_transform: str,
 ) -> Batch:
     """Cut `windows` (positions in the pool) out and normalise each by its context rows."""
     rows, lengths = pool.starts[windows], pool.lengths[windows]
@@ -128,6 +129,7 @@ def _gather(
     raw = pool.values[index]  # (B, L, 6), a copy
     for column in _VOLUME_COLUMNS:
         raw[masked, :, column] = 0.0
+    raw = to_model_space(raw, value_transform)
     in_context = (np.arange(length) < contexts[:, None])[..., None]  # (B, L, 1)
     count = contexts[:, None].astype(np.float64)
     mean = np.where(in_context, raw, 0.0).sum(axis=1) / count
@@ -180,6 +182,8 @@ class WindowSampler:
         Share of windows whose volume and amount are zeroed before normalising, as at
         inference without volume.
     clip : float, default=DEFAULT_CLIP
+    value_transform : {"none", "log"}, default="none"
+        The space the tokenizer reads values in (its config's ``value_transform``).
     rank, world_size : int, default=0, 1
         This process's rank among `world_size` data-parallel processes.
 
@@ -220,6 +224,7 @@ class WindowSampler:
         steps_per_block: int = 200,
         mask_fraction: float = 0.05,
         clip: float = DEFAULT_CLIP,
+        value_transform: str = "none",
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -244,6 +249,7 @@ class WindowSampler:
         self.seed, self.split, self.time_split = seed, split, time_split
         self.assets_per_block, self.steps_per_block = assets_per_block, steps_per_block
         self.mask_fraction, self.clip = mask_fraction, clip
+        self.value_transform = value_transform
         self.rank, self.world_size = rank, world_size
 
         self._length = lookback + horizon
@@ -271,7 +277,8 @@ class WindowSampler:
         masked = rng.random(self.batch_size) < self.mask_fraction
         contexts = _draw_contexts(rng, pool.lengths[window], self.min_context, self.lookback,
                                   self.horizon)
-        return _gather(pool, window, owners, contexts, self._length, masked, self.clip)
+        return _gather(pool, window, owners, contexts, self._length, masked, self.clip,
+                       self.value_transform)
 
     def _block(self, block: int) -> tuple[_Pool, np.ndarray]:
         """The loaded assets of `block` and its slots (pool asset per draw, with repeats)."""
@@ -319,11 +326,13 @@ class SeriesWindows:
     seed : int, default=0
     mask_fraction : float, default=0.0
     clip : float, default=DEFAULT_CLIP
+    value_transform : {"none", "log"}, default="none"
     """
 
     def __init__(self, series: Sequence[tuple[np.ndarray, np.ndarray]], lookback: int,
                  horizon: int, batch_size: int, *, min_context: int = DEFAULT_MIN_CONTEXT,
-                 seed: int = 0, mask_fraction: float = 0.0, clip: float = DEFAULT_CLIP) -> None:
+                 seed: int = 0, mask_fraction: float = 0.0, clip: float = DEFAULT_CLIP,
+                 value_transform: str = "none") -> None:
         _check_int("lookback", lookback, 1)
         _check_int("horizon", horizon, 1)
         _check_int("batch_size", batch_size, 1)
@@ -331,6 +340,7 @@ class SeriesWindows:
         self.lookback, self.horizon, self.batch_size = lookback, horizon, batch_size
         self.min_context = min_context
         self.seed, self.mask_fraction, self.clip = seed, mask_fraction, clip
+        self.value_transform = value_transform
         length, min_length = lookback + horizon, min_context + horizon
         kept = [(np.asarray(v, np.float32), np.asarray(s)) for v, s in series
                 if len(v) >= min_length]
@@ -368,7 +378,7 @@ class SeriesWindows:
         contexts = _draw_contexts(rng, self._pool.lengths[window], self.min_context,
                                   self.lookback, self.horizon)
         return _gather(self._pool, window, owners, contexts, self.lookback + self.horizon,
-                       masked, self.clip)
+                       masked, self.clip, self.value_transform)
 
 
 def validation_batches(
@@ -382,6 +392,7 @@ def validation_batches(
     stride: int | None = None,
     max_windows: int | None = None,
     clip: float = DEFAULT_CLIP,
+    value_transform: str = "none",
 ) -> Iterator[Batch]:
     """Every validation window once, in a fixed order, in batches.
 
@@ -403,6 +414,7 @@ def validation_batches(
         with fewer gives its remainder to the others) and spread evenly within each market.
         This reads the validation assets twice.
     clip : float, default=DEFAULT_CLIP
+    value_transform : {"none", "log"}, default="none"
 
     Yields
     ------
@@ -452,7 +464,7 @@ def validation_batches(
                 contexts = _draw_contexts(rng, pool.lengths[window], min_context, lookback,
                                           horizon)
                 yield _gather(pool, window, owners[window], contexts, length,
-                              np.zeros(len(window), bool), clip)
+                              np.zeros(len(window), bool), clip, value_transform)
 
     return _rebatch(parts(), batch_size)
 

@@ -12,6 +12,8 @@ import torch
 
 from kronos_sk._defaults import learning_rate_for
 from kronos_sk.data import SeriesWindows, assemble_features, time_features
+from kronos_sk.data.normalize import first_outside_domain
+from kronos_sk.data.schema import FEATURE_COLUMNS
 from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT
 from kronos_sk.nn.config import small_predictor_config, small_tokenizer_config
 from kronos_sk.nn.predictor import KronosPredictor
@@ -69,10 +71,16 @@ def training_seed(random_state: int | None) -> int:
 
 
 def series_windows(contexts: Sequence[pd.DataFrame], *, lookback: int, horizon: int,
-                   batch_size: int, seed: int) -> SeriesWindows:
+                   batch_size: int, seed: int, value_transform: str = "none") -> SeriesWindows:
     """Training windows of `lookback` + `horizon` rows from validated candle frames (shorter
-    series: windows as long as the longest series allows)."""
+    series: windows as long as the longest series allows), in the tokenizer's value space."""
     series = [(assemble_features(c), time_features(c.index)) for c in contexts]
+    for context, (values, _) in zip(contexts, series):
+        if (bad := first_outside_domain(values, value_transform)) is not None:
+            raise ValueError(f"the series ending {context.index[-1]} has "
+                             f"{FEATURE_COLUMNS[bad[1]]} = {float(values[bad]):g} at "
+                             f"{context.index[bad[0]]}; the tokenizer reads log prices "
+                             "(value_transform='log') and needs prices > 0")
     length = min(lookback + horizon, max(len(v) for v, _ in series))
     if length < 2:
         raise ValueError("training needs series of at least 2 rows")
@@ -80,7 +88,7 @@ def series_windows(contexts: Sequence[pd.DataFrame], *, lookback: int, horizon: 
     lookback = length - horizon
     return SeriesWindows(series, lookback, horizon, batch_size,
                          min_context=min(DEFAULT_MIN_CONTEXT, lookback), seed=seed,
-                         mask_fraction=0.05)
+                         mask_fraction=0.05, value_transform=value_transform)
 
 
 # The forecaster's parameters that training reads (besides the networks to start from).
@@ -105,13 +113,15 @@ def train_forecaster_networks(contexts: Sequence[pd.DataFrame],
     are never changed. `learning_rate` None: the default of `fit_strategy`.
     """
     seed = training_seed(random_state)
+    network = small_tokenizer_config(tokenizer_config) if tokenizer is None else \
+        tokenizer.config
     source = series_windows(contexts, lookback=lookback, horizon=horizon,
-                            batch_size=batch_size, seed=seed)
+                            batch_size=batch_size, seed=seed,
+                            value_transform=network.value_transform)
     settings = dict(max_steps=max_steps, batch_size=batch_size, seed=seed, device=device,
                     learning_rate=learning_rate_for(fit_strategy, learning_rate))
     losses: list[float] = []
     if tokenizer is None:
-        network = small_tokenizer_config(tokenizer_config)
         tokenizer, losses = train_network("tokenizer", source, model_config=network.to_dict(),
                                           **settings)
         predictor_config = small_predictor_config(network, model_config).to_dict()

@@ -17,7 +17,7 @@ from kronos_sk._defaults import (DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_MAX
 from kronos_sk._params import positive_int, positive_real, validate_params
 from kronos_sk._sktime_notices import no_remember_data_notice
 from kronos_sk.calibration import adapt_calibration, fit_calibration
-from kronos_sk.checkpoints import model_context
+from kronos_sk.checkpoints import model_context, model_spread
 from kronos_sk.data import FEATURE_COLUMNS
 from kronos_sk.data.horizon import padded, plan_series, read_calendar, relative_targets
 from kronos_sk.estimators._paths import (PathCache, empirical, empirical_quantiles,
@@ -204,9 +204,11 @@ class KronosForecaster(BaseForecaster):
 
     def _check_params(self) -> None:
         validate_params(self, self._parameter_constraints)
+        self._model = None if self.fit_strategy == "from-scratch" else \
+            checkpoints(self.model, None)[0]
         self._max_context = self.max_context or (
-            self.lookback + self.horizon if self.fit_strategy == "from-scratch"
-            else model_context(checkpoints(self.model, self.tokenizer)[0]))
+            self.lookback + self.horizon if self._model is None else model_context(self._model))
+        self._spread = None if self._model is None else model_spread(self._model)
         check_sampling(self.n_samples, self.temperature, self.top_k, self.top_p,
                        self._max_context, self.sliding)
         device = resolve_device(self.device)  # names an accelerator that is not there
@@ -226,10 +228,9 @@ class KronosForecaster(BaseForecaster):
         self._set_context(self._read_y(y))
         if self.state != "pretrained":  # else keep what pretrain learned
             self._set_networks(self._contexts, train=self.fit_strategy != "zero-shot")
-        self.look_ahead_ = guard_look_ahead(
-            None if self.fit_strategy == "from-scratch" else checkpoints(self.model, None)[0],
-            {series_name(s): s.candles.index[-1] for s in self._contexts
-             if isinstance(s.index, (pd.DatetimeIndex, pd.PeriodIndex))})
+        self.look_ahead_ = guard_look_ahead(self._model, {
+            series_name(s): s.candles.index[-1] for s in self._contexts
+            if isinstance(s.index, (pd.DatetimeIndex, pd.PeriodIndex))})
         self._calibrate(fh)
         return self
 
@@ -347,7 +348,7 @@ class KronosForecaster(BaseForecaster):
                     valid_candles=self.valid_candles)
 
     def _pipeline(self) -> KronosPipeline:
-        return KronosPipeline(self.tokenizer_, self.predictor_, self._max_context)
+        return KronosPipeline(self.tokenizer_, self.predictor_, self._max_context, self._spread)
 
     def _paths(self, fh: ForecastingHorizon):
         """(the kept paths (`_paths.KeptPaths`) of this fh, generated once, fh timestamps)."""

@@ -69,15 +69,16 @@ class _TableWindows:
     """
 
     def __init__(self, features: np.ndarray, length: int, batch_size: int, seed: int,
-                 clip: float) -> None:
+                 clip: float, value_transform: str) -> None:
         self.features, self.length, self.batch_size = features, length, batch_size
-        self.seed, self.clip = seed, clip
+        self.seed, self.clip, self.value_transform = seed, clip, value_transform
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, step])
         starts = rng.integers(len(self.features) - self.length + 1, size=self.batch_size)
         windows = self.features[starts[:, None] + np.arange(self.length)]  # (B, L, F)
-        return {"values": Normalizer.fit(list(windows), self.clip).transform(windows)}
+        statistics = Normalizer.fit(list(windows), self.clip, self.value_transform)
+        return {"values": statistics.transform(windows)}
 
 
 class KLineTokenizer(TransformerMixin, BaseEstimator):
@@ -140,7 +141,11 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         the six candle features (open, high, low, close, volume, amount, after volume and
         amount are filled in), or the columns as given when `candle_columns_` is None.
     std_ : ndarray of shape (n_model_features,), float32
-        Per-feature population standard deviation of that table.
+        Per-feature population standard deviation of that table. Both are statistics of
+        the features in the network's value space (`value_transform_`).
+    value_transform_ : {"none", "log"}
+        The network config's ``value_transform``: "log" tokenizes log prices and log1p
+        volumes (X then needs prices > 0), "none" the values as they are.
     n_iter_ : int
         Optimizer steps run by ``fit`` (0 for "zero-shot").
     loss_curve_ : list of float
@@ -253,8 +258,10 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
                     f"tokenizer {os.fspath(checkpoint)!r} reads {pretrained.config.d_in} "
                     f"features; a checkpoint must read the {len(FEATURE_COLUMNS)} candle "
                     f"features {list(FEATURE_COLUMNS)}")
+        self.value_transform_ = (pretrained.config if pretrained is not None
+                                 else network_config).value_transform
         features = self._features(X, reset=True)
-        statistics = Normalizer.fit([features], self.clip)
+        statistics = Normalizer.fit([features], self.clip, self.value_transform_)
         self.mean_, self.std_ = statistics.mean[0], statistics.std[0]
         if self.fit_strategy == "zero-shot":
             self.tokenizer_, self.loss_curve_ = pretrained, []
@@ -301,7 +308,7 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         ids = torch.from_numpy(self._check_ids(X)).to(self.tokenizer_.head.weight.device)
         decoded = self.tokenizer_.decode(ids[None, :, 0], ids[None, :, 1])  # (1, T, F)
-        scale = Normalizer(self.mean_[None], self.std_[None], self.clip)
+        scale = Normalizer(self.mean_[None], self.std_[None], self.clip, self.value_transform_)
         candles = scale.inverse_transform(decoded.cpu().numpy())[0]
         return candles[:, self._feature_positions()].astype(np.float64)
 
@@ -411,7 +418,12 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         check_values(values, names, pd.RangeIndex(len(values)) if labels is None else labels,
                      "X")
         if self.candle_columns_ is None:
+            if self.value_transform_ != "none":
+                raise ValueError(f"value_transform={self.value_transform_!r} reads candle "
+                                 "columns; name X's columns open, high, low, close[, volume"
+                                 "[, amount]]")
             return values.astype(np.float32)
+        # check_values has refused prices <= 0 and negative volumes: "log" can read them all.
         return assemble_features(pd.DataFrame(values, columns=self.candle_columns_))
 
     def _read_as(self, by_name: dict[str, str], n_columns: int) -> list[str] | None:
@@ -435,7 +447,8 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
 
     def _normalise(self, features: np.ndarray) -> np.ndarray:
         """(T, F) features -> (1, T, F) float32, scaled with the fitted statistics."""
-        return Normalizer(self.mean_[None], self.std_[None], self.clip).transform(features[None])
+        return Normalizer(self.mean_[None], self.std_[None], self.clip,
+                          self.value_transform_).transform(features[None])
 
     def _to_tensor(self, values: np.ndarray) -> torch.Tensor:
         weight = self.tokenizer_.head.weight
@@ -465,7 +478,7 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         `features` with the project's engine; return it and the loss of every step."""
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         source = _TableWindows(features, min(self.window, len(features)), self.batch_size,
-                               seed, self.clip)
+                               seed, self.clip, self.value_transform_)
         return train_network(
             "tokenizer", source, start=pretrained,
             model_config=None if network_config is None else network_config.to_dict(),

@@ -14,6 +14,9 @@ ConfigT = TypeVar("ConfigT", bound="_ConfigBase")
 LIMITS = {"d_in": 64, "d_model": 16384, "n_heads": 256, "ff_dim": 65536, "n_layers": 256,
           "n_enc_layers": 256, "n_dec_layers": 256, "s1_bits": 16, "s2_bits": 16,
           "group_size": 16}
+# The space a tokenizer reads values in (kronos_sk.data.normalize): the released models'
+# "none", or "log" (log prices, log1p volume and amount).
+VALUE_TRANSFORMS = ("none", "log")
 
 
 class _ConfigBase:
@@ -37,7 +40,8 @@ class _ConfigBase:
     def validate(self, source: str = "config") -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            expected = {"bool": (bool,), "int": (int,)}.get(field.type, (int, float))
+            expected = {"bool": (bool,), "int": (int,), "str": (str,)}.get(field.type,
+                                                                           (int, float))
             if isinstance(value, bool) and field.type != "bool" or not isinstance(value, expected):
                 raise ValueError(
                     f"{source}: key '{field.name}' must be {field.type}, got {value!r}")
@@ -81,9 +85,20 @@ class TokenizerConfig(_ConfigBase):
     gamma: float = 1.1
     zeta: float = 0.05
     group_size: int = 4
+    # Not a key of the released configs, which are "none"; written only when it is not.
+    value_transform: str = "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        values = super().to_dict()
+        if values["value_transform"] == "none":
+            del values["value_transform"]
+        return values
 
     def validate(self, source: str = "config") -> None:
         super().validate(source)
+        if self.value_transform not in VALUE_TRANSFORMS:
+            raise ValueError(f"{source}: key 'value_transform' must be one of "
+                             f"{list(VALUE_TRANSFORMS)}, got {self.value_transform!r}")
         if self.n_enc_layers < 1 or self.n_dec_layers < 1:
             raise ValueError(f"{source}: n_enc_layers and n_dec_layers must be at least 1")
         n_bits = self.s1_bits + self.s2_bits

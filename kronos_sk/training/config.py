@@ -38,6 +38,10 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 TABLES = ("model", "data")
 
 
+# The network config keys that [model] may change on a checkpoint it starts from.
+CHECKPOINT_MODEL_KEYS = {"tokenizer": ("value_transform",), "predictor": ()}
+
+
 @dataclass
 class TrainConfig:
     """Every training setting, validated on construction.
@@ -48,7 +52,9 @@ class TrainConfig:
         Which module to train; the predictor trains against a frozen tokenizer.
     model : dict, default={}
         Fields of `TokenizerConfig` / `PredictorConfig` for a fresh model (their defaults
-        are the released sizes). Leave empty when `init_checkpoint` is set.
+        are the released sizes). With `init_checkpoint` it may only set the tokenizer's
+        ``value_transform``: the checkpoint's weights are then trained into that value
+        space (e.g. a released-style tokenizer into log prices).
     init_checkpoint : str or None, default=None
         Released-layout directory (or hub id) to start from instead of a fresh model.
     tokenizer_checkpoint : str or None, default=None
@@ -174,8 +180,11 @@ class TrainConfig:
                              f"{self.max_steps}; lower warmup_steps or raise max_steps")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise ValueError("early_stopping_patience must be at least 1, or None to disable it")
-        if self.model and self.init_checkpoint is not None:
-            raise ValueError("set either [model] (fresh weights) or init_checkpoint, not both")
+        if self.init_checkpoint is not None and (
+                set(self.model) - set(CHECKPOINT_MODEL_KEYS[self.task])):
+            raise ValueError("set either [model] (fresh weights) or init_checkpoint, not both; "
+                             "with init_checkpoint [model] may only set "
+                             f"{list(CHECKPOINT_MODEL_KEYS[self.task]) or 'nothing'}")
         if self.task == "tokenizer" and self.tokenizer_checkpoint is not None:
             raise ValueError("tokenizer_checkpoint is only used by task = 'predictor'; remove it "
                              "or use init_checkpoint to start the tokenizer from weights")

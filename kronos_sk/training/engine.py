@@ -47,6 +47,7 @@ per log or evaluation, ``train_config.json`` the resolved settings.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import logging
@@ -344,7 +345,9 @@ class Trainer:
         if cfg.init_checkpoint is not None:
             load = checkpoints.load_tokenizer if cfg.task == "tokenizer" else \
                 checkpoints.load_predictor
-            return load(cfg.init_checkpoint, device="cpu")
+            module = load(cfg.init_checkpoint, device="cpu")
+            module.config = dataclasses.replace(module.config, **cfg.model)
+            return module
         network = KronosTokenizer if cfg.task == "tokenizer" else KronosPredictor
         return network(cfg.model_config_class().from_dict(dict(cfg.model),
                                                           source="TrainConfig.model"))

@@ -65,6 +65,7 @@ from typing import Any
 
 import numpy as np
 
+from kronos_sk import checkpoints
 from kronos_sk._files import write_atomically
 from kronos_sk.data import CandleCorpus, TimeSplit, WindowSampler, validation_batches
 from kronos_sk.data.normalize import DEFAULT_CLIP
@@ -319,8 +320,9 @@ class CorpusBatches:
     """
 
     def __init__(self, corpus: CandleCorpus, data: DataSettings, batch_size: int,
-                 seed: int) -> None:
+                 seed: int, value_transform: str = "none") -> None:
         self.corpus, self.data, self.batch_size, self.seed = corpus, data, batch_size, seed
+        self.value_transform = value_transform
         self._sampler = self._make_sampler(0, 1)  # fails now if the split has no windows
 
     def _make_sampler(self, rank: int, world_size: int) -> WindowSampler:
@@ -329,7 +331,8 @@ class CorpusBatches:
                              min_context=d.min_context, seed=self.seed, split="train",
                              time_split=d.time_split(), assets_per_block=d.assets_per_block,
                              steps_per_block=d.steps_per_block, mask_fraction=d.mask_fraction,
-                             clip=d.clip, rank=rank, world_size=world_size)
+                             clip=d.clip, value_transform=self.value_transform, rank=rank,
+                             world_size=world_size)
 
     def batch(self, index: int, rank: int = 0, world_size: int = 1) -> Batch:
         if (self._sampler.rank, self._sampler.world_size) != (rank, world_size):
@@ -338,7 +341,7 @@ class CorpusBatches:
 
 
 def read_validation(corpus: CandleCorpus, data: DataSettings, batch_size: int,
-                    n_batches: int) -> list[Batch]:
+                    n_batches: int, value_transform: str = "none") -> list[Batch]:
     """At most ``n_batches`` validation batches, shared evenly across markets.
 
     Raises ValueError when no market has a validation window.
@@ -346,7 +349,8 @@ def read_validation(corpus: CandleCorpus, data: DataSettings, batch_size: int,
     batches = list(validation_batches(corpus, data.lookback, data.horizon, batch_size,
                                       time_split=data.time_split(),
                                       min_context=data.min_context,
-                                      max_windows=batch_size * n_batches, clip=data.clip))
+                                      max_windows=batch_size * n_batches, clip=data.clip,
+                                      value_transform=value_transform))
     if not batches:
         raise ValueError(f"no validation windows of {data.min_context + data.horizon} rows; give "
                          "data.split rules that leave each market validation rows")
@@ -413,7 +417,8 @@ def _run(recipe: Recipe) -> dict[str, Path]:
         text = json.dumps(recipe.to_dict(), indent=2, default=str) + "\n"
         write_atomically(recipe.out_dir / RECIPE_FILE, lambda tmp: tmp.write_text(text))
     corpus = None
-    validations: dict[tuple[int, int], list[Batch]] = {}  # (batch_size, eval_batches) -> batches
+    # (batch_size, eval_batches, value_transform) -> batches
+    validations: dict[tuple[int, int, str], list[Batch]] = {}
     best = {}
     for stage in STAGES:
         config = configs[stage]
@@ -424,8 +429,9 @@ def _run(recipe: Recipe) -> dict[str, Path]:
         if corpus is None:
             corpus = recipe.data.corpus()
             _log_corpus(corpus, recipe.data)
-        source = CorpusBatches(corpus, recipe.data, config.batch_size, config.seed)
-        key = (config.batch_size, config.eval_batches)
+        transform = stage_value_transform(recipe, stage)
+        source = CorpusBatches(corpus, recipe.data, config.batch_size, config.seed, transform)
+        key = (config.batch_size, config.eval_batches, transform)
         if key not in validations:
             validations[key] = read_validation(corpus, recipe.data, *key)
         validation = validations[key]
@@ -438,6 +444,22 @@ def _run(recipe: Recipe) -> dict[str, Path]:
                                   corpus.validation_starts(recipe.data.time_split()))
             write_data_periods(best[stage], seen + (data_periods(init) or () if init else ()))
     return best
+
+
+def stage_value_transform(recipe: Recipe, stage: str) -> str:
+    """The value space of the stage's windows: the tokenizer's, from its [model] table or
+    the checkpoint it starts from (the predictor's: the trained tokenizer's)."""
+    if stage == "predictor":
+        tokenizer = recipe.stage_dir("tokenizer") / "best"
+    else:
+        settings = recipe.stages["tokenizer"]
+        if "value_transform" in settings.get("model", {}):
+            return settings["model"]["value_transform"]
+        tokenizer = settings.get("init_checkpoint")
+        if tokenizer is None:
+            return "none"
+    config = checkpoints.read_config(checkpoints.resolve_checkpoint(tokenizer))
+    return config.get("value_transform", "none")
 
 
 def _prepare_resume(recipe: Recipe, config: TrainConfig, is_main: bool) -> bool:

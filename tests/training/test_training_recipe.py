@@ -12,6 +12,7 @@ from kronos_sk.checkpoints import load_predictor, load_tokenizer
 from kronos_sk.pipeline import KronosPipeline
 from kronos_sk.training.__main__ import main
 from kronos_sk.training.recipe import RECIPE_FILE, STAGES, finetune, load_recipe, pretrain
+from kronos_sk.training.recipe import stage_value_transform
 
 LOOKBACK, HORIZON = 16, 4
 
@@ -208,6 +209,28 @@ def test_finetune_starts_from_the_checkpoints(finished, tmp_path):
         after = load_file(tuned[stage] / "model.safetensors")
         assert start.keys() == after.keys()
         assert any(not torch.equal(start[k], after[k]) for k in start), f"{stage} unchanged"
+
+
+def test_finetune_moves_a_checkpoint_into_log_prices(finished, tmp_path):
+    config, best = finished
+    root = tmp_path / "copy"
+    shutil.copytree(config.parent.parent, root)
+    recipe = without_table(without_table(RECIPE, "tokenizer.model"), "predictor.model")
+    recipe = recipe.replace('out_dir = "runs/tiny"', 'out_dir = "runs/log"')
+    for stage in STAGES:
+        recipe = recipe.replace(f"[{stage}]\n", f'[{stage}]\ninit_checkpoint = '
+                                f'"runs/tiny/{stage}/best"\n')
+    recipe = recipe.replace("[tokenizer]\n", '[tokenizer]\nmodel = { value_transform = "log" }\n')
+    (root / "configs" / "log.toml").write_text(recipe)
+    tuned = finetune(root / "configs" / "log.toml")
+    config = json.loads((tuned["tokenizer"] / "config.json").read_text())
+    assert config["value_transform"] == "log"
+    assert "value_transform" not in json.loads((best["tokenizer"] / "config.json").read_text())
+    loaded = load_recipe(root / "configs" / "log.toml")
+    assert stage_value_transform(loaded, "tokenizer") == "log"
+    assert stage_value_transform(loaded, "predictor") == "log"  # the trained tokenizer's
+    periods = json.loads((tuned["predictor"] / "data_periods.json").read_text())
+    assert len(periods) == len({json.dumps(p, sort_keys=True) for p in periods})
 
 
 @pytest.mark.parametrize("old, new, named", [

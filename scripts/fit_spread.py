@@ -1,0 +1,112 @@
+"""Fit a trained model's own spread and write it to its predictor's ``inference.json``.
+
+The spread is the factor ``1 + g_H`` and the tail ``k`` of
+`kronos_sk.calibration.PathCalibration` (a drift that grows along each path, further for
+paths that end far out, the mean kept) fitted to the central 50/80/90 % coverage of
+the horizon close, pooled over steps, on validation windows of the markets that the
+benchmarks do not score (US ETFs, mixed futures/FX/indices, China indices, BTC hourly),
+so the benchmark rows stay out of sample. Every face then applies it by default
+(`kronos_sk.checkpoints.model_spread`)::
+
+    python scripts/fit_spread.py runs/default-model-0.3
+
+writes ``RUN/predictor/best/inference.json`` (``max_context`` from the recipe's window,
+``spread``, ``tail``) and prints the coverage before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kronos_sk._files import write_atomically
+from kronos_sk.calibration import PathCalibration
+from kronos_sk.checkpoints import INFERENCE_FILE, Spread
+from kronos_sk.data.validation import assemble_features, validate_candles
+from kronos_sk.pipeline import KronosPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+HORIZON = 10
+# file -> (context rows, first validation timestamp or None for the last 30 days, windows)
+MARKETS = {
+    "us_etfs_daily_1999_2017": (90, "2016-01-01", 160),
+    "mixed_daily_2011_2017": (90, "2016-01-01", 80),
+    "cn_index_daily_2011_2017": (90, "2016-01-01", 40),
+    "crypto_btc_1h_2017_2019": (80, None, 40),
+}
+
+
+def windows(name: str, context: int, cutoff: str | None, count: int, seed: int,
+            ) -> tuple[dict, dict, list]:
+    """`count` (context, future index, truth) windows whose targets lie in validation."""
+    frame = pd.read_parquet(DATA / f"{name}.parquet")
+    rng = np.random.default_rng(seed)
+    contexts, futures, truths = {}, {}, []
+    candidates = []
+    for asset, rows in frame.groupby("asset"):
+        rows = rows.set_index("timestamp").sort_index().drop(columns="asset")
+        start = pd.Timestamp(cutoff) if cutoff else rows.index[-1] - pd.Timedelta("30D")
+        if rows.index.tz is not None and start.tz is None:
+            start = start.tz_localize(rows.index.tz)
+        first = max(int(rows.index.searchsorted(start)), context)
+        candidates += [(asset, rows, origin) for origin in range(first, len(rows) - HORIZON)]
+    for i in rng.permutation(len(candidates)):
+        asset, rows, origin = candidates[i]
+        window = rows.iloc[origin - context:origin + HORIZON]
+        try:  # the files hold a few bad rows (a low above the close): skip their windows
+            validate_candles(window)
+        except ValueError:
+            continue
+        key = f"{name}:{asset}:{origin}"
+        contexts[key] = window.iloc[:context]
+        futures[key] = window.index[context:]
+        truths.append(assemble_features(window.iloc[context:]))
+        if len(truths) == count:
+            break
+    return contexts, futures, truths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", type=Path, help="training run directory (out_dir)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    predictor, tokenizer = args.run / "predictor" / "best", args.run / "tokenizer" / "best"
+    recipe = json.loads((args.run / "recipe.json").read_text())
+    max_context = recipe["data"]["lookback"] + recipe["data"]["horizon"]
+    pipe = KronosPipeline.from_pretrained(predictor, tokenizer, max_context=max_context)
+    pipe.spread = Spread()  # fit on the paths as sampled
+    paths, truths = [], []
+    for position, (name, (context, cutoff, count)) in enumerate(MARKETS.items()):
+        contexts, futures, truth = windows(name, context, cutoff, count, args.seed + position)
+        paths.append(pipe.sample(contexts, future=futures, random_state=args.seed).paths)
+        truths += truth
+        print(f"{name}: {len(truth)} windows")
+    paths, truth = np.concatenate(paths), np.stack(truths)
+    calibration = PathCalibration.fit(paths, truth)
+    realised_steps = np.diff(np.log(truth[..., 3]), axis=-1).std()
+    spread = Spread(round(float(calibration.price_scale[-1]), 4),
+                    round(calibration.price_tail, 4))
+    for name, (factor, tail) in (("as sampled", (1.0, 0.0)),
+                                 (f"spread {spread.factor}, tail {spread.tail}",
+                                  (spread.factor, spread.tail))):
+        ramp = 1 + (factor - 1) * np.arange(1, HORIZON + 1) / HORIZON
+        widening = PathCalibration(ramp, np.ones(HORIZON), price_tail=tail)
+        covered = widening.coverage(paths, truth)
+        steps = np.diff(np.log(widening.apply(paths)[..., 3]), axis=-1)
+        print(f"coverage of the close (50/80/90 %), {name}:",
+              " / ".join(f"{covered[level]:.3f}" for level in covered),
+              f"| step-return std {steps.std():.5f} (realised {realised_steps:.5f})")
+    text = json.dumps({"max_context": max_context, "spread": spread.factor,
+                       "tail": spread.tail}) + "\n"
+    write_atomically(predictor / INFERENCE_FILE, lambda tmp: tmp.write_text(text))
+    print(f"wrote {predictor / INFERENCE_FILE}")
+
+
+if __name__ == "__main__":
+    main()
