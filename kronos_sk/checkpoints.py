@@ -101,21 +101,16 @@ def _inference_settings(directory: Path) -> dict:
     file = directory / INFERENCE_FILE
     if not file.is_file():
         return {}
-    try:
-        settings = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{file}: not a JSON object ({error})") from None
-    if not isinstance(settings, dict):
-        raise CheckpointError(f"{file}: not a JSON object")
+    settings = _json_object(file)
     unknown = sorted(set(settings) - set(INFERENCE_KEYS))
     if unknown:
         raise CheckpointError(f"{file}: unknown key(s) {unknown}; expected a subset of "
                               f"{list(INFERENCE_KEYS)}")
-    context, spread = settings.get("max_context", 1), settings.get("spread", 1.0)
+    context = settings.get("max_context", 1)
     if isinstance(context, bool) or not isinstance(context, int) or context < 1:
         raise CheckpointError(f"{file}: max_context must be a positive integer, got "
                               f"{context!r}")
-    for key, value, positive in (("spread", spread, True),
+    for key, value, positive in (("spread", settings.get("spread", 1.0), True),
                                  ("tail", settings.get("tail", 0.0), False)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                 math.isfinite(value) and (value > 0 if positive else value >= 0)):
@@ -156,6 +151,11 @@ def read_config(directory: Path) -> dict:
     file = directory / CONFIG_FILE
     if not file.is_file():
         raise CheckpointError(f"{file}: missing; a checkpoint directory needs {CONFIG_FILE}")
+    return _json_object(file)
+
+
+def _json_object(file: Path) -> dict:
+    """The JSON object in `file`; a CheckpointError naming the file otherwise."""
     try:
         values = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -31,8 +31,7 @@ import torch
 from kronos_sk._defaults import DEFAULT_N_SAMPLES, DEFAULT_TOP_P
 from kronos_sk.calibration import widen_paths
 from kronos_sk.checkpoints import Spread
-from kronos_sk.data.normalize import DEFAULT_CLIP, Normalizer, first_outside_domain
-from kronos_sk.data.schema import FEATURE_COLUMNS
+from kronos_sk.data.normalize import DEFAULT_CLIP, Normalizer, check_model_space
 from kronos_sk.nn.layers import KVCache, SharedPrefixCache, attention_mask
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
@@ -537,12 +536,7 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
                                             for c in contexts])
     transform = tokenizer.config.value_transform
     for name, context in zip(names, contexts):
-        if (bad := first_outside_domain(context, transform)) is not None:
-            row, column = bad
-            raise ValueError(
-                f"{name}: row {row} of the context has {FEATURE_COLUMNS[column]} = "
-                f"{float(np.asarray(context)[row, column])!r}; this model reads log prices "
-                "(value_transform='log') and needs prices > 0 and volumes >= 0")
+        check_model_space(context, transform, name)
     normalizer = Normalizer.fit(contexts, clip, transform)
     out = np.empty((B, n_samples, H, tokenizer.config.d_in), dtype=np.float32)
     settings = dict(max_context=max_context, temperature=temperature, top_k=top_k,

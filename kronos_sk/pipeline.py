@@ -113,9 +113,9 @@ class KronosPipeline:
     predictor : KronosPredictor
     max_context : int, default=512
         The predictor's window in tokens (512 for Kronos-small/base, 2048 for Kronos-mini).
-    spread : Spread or None, default=None
+    spread : Spread, default=Spread() (as sampled)
         How valid paths are widened (the model's own spread,
-        [`model_spread`][kronos_sk.checkpoints.model_spread]; None: as sampled).
+        [`model_spread`][kronos_sk.checkpoints.model_spread]).
 
     Examples
     --------
@@ -131,7 +131,7 @@ class KronosPipeline:
     """
 
     def __init__(self, tokenizer: KronosTokenizer, predictor: KronosPredictor,
-                 max_context: int = 512, spread: Spread | None = None):
+                 max_context: int = 512, spread: Spread = Spread()):
         if tokenizer.config.s1_bits != predictor.config.s1_bits or (
                 tokenizer.config.s2_bits != predictor.config.s2_bits):
             raise ValueError(
@@ -142,7 +142,7 @@ class KronosPipeline:
             raise ValueError(f"tokenizer d_in={tokenizer.config.d_in}; Kronos candles have "
                              f"{len(FEATURE_COLUMNS)} features {FEATURE_COLUMNS}")
         self.tokenizer, self.predictor, self.max_context = tokenizer, predictor, max_context
-        self.spread = Spread() if spread is None else spread
+        self.spread = spread
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike, tokenizer: str | os.PathLike, *,
@@ -153,8 +153,8 @@ class KronosPipeline:
 
         `max_context=None` uses the window the checkpoint was trained on
         ([`model_context`][kronos_sk.checkpoints.model_context]), and paths get the
-        checkpoint's own spread ([`model_spread`][kronos_sk.checkpoints.model_spread]). `device="auto"` picks
-        CUDA, then MPS, then the CPU; `precision="auto"` is float32 (full bfloat16 weights
+        checkpoint's own spread ([`model_spread`][kronos_sk.checkpoints.model_spread]).
+        `device="auto"` picks CUDA, then MPS, then the CPU; `precision="auto"` is float32 (full bfloat16 weights
         change greedy forecasts, see `kronos_sk.runtime.BF16_WHERE_NATIVE`).
         """
         max_context = model_context(model) if max_context is None else max_context

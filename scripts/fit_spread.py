@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from kronos_sk._files import write_atomically
-from kronos_sk.calibration import PathCalibration
+from kronos_sk.calibration import PathCalibration, widen_paths
 from kronos_sk.checkpoints import INFERENCE_FILE, Spread
 from kronos_sk.data.validation import assemble_features, validate_candles
 from kronos_sk.pipeline import KronosPipeline
@@ -92,13 +92,12 @@ def main() -> None:
     realised_steps = np.diff(np.log(truth[..., 3]), axis=-1).std()
     spread = Spread(round(float(calibration.price_scale[-1]), 4),
                     round(calibration.price_tail, 4))
-    for name, (factor, tail) in (("as sampled", (1.0, 0.0)),
-                                 (f"spread {spread.factor}, tail {spread.tail}",
-                                  (spread.factor, spread.tail))):
-        ramp = 1 + (factor - 1) * np.arange(1, HORIZON + 1) / HORIZON
-        widening = PathCalibration(ramp, np.ones(HORIZON), price_tail=tail)
-        covered = widening.coverage(paths, truth)
-        steps = np.diff(np.log(widening.apply(paths)[..., 3]), axis=-1)
+    as_sampled = PathCalibration(np.ones(HORIZON), np.ones(HORIZON))
+    for name, widened in (("as sampled", paths), (f"spread {spread.factor}, tail {spread.tail}",
+                                                  widen_paths(paths.copy(), spread,
+                                                              np.ones(len(paths), bool)))):
+        covered = as_sampled.coverage(widened, truth)  # what every face applies
+        steps = np.diff(np.log(widened[..., 3]), axis=-1)
         print(f"coverage of the close (50/80/90 %), {name}:",
               " / ".join(f"{covered[level]:.3f}" for level in covered),
               f"| step-return std {steps.std():.5f} (realised {realised_steps:.5f})")

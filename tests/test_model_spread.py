@@ -32,7 +32,7 @@ def test_the_spread_is_read_from_inference_json_and_checked(compat_dir, widened,
                           ('{"spread": "wide"}', "spread must be a positive number"),
                           ('{"tail": -0.1}', r"tail must be a number >= 0, got -0\.1"),
                           ('{"spreads": 1.2}', r"unknown key\(s\) \['spreads'\]"),
-                          ('[512]', "not a JSON object")):
+                          ('[512]', "expected a JSON object, got list")):
         (model / "inference.json").write_text(text)
         with pytest.raises(CheckpointError, match=message):
             model_spread(model)

@@ -16,9 +16,12 @@ statistics are then those of the transformed context.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from .schema import FEATURE_COLUMNS
 
 STD_EPSILON = 1e-5
 DEFAULT_CLIP = 5.0
@@ -27,16 +30,18 @@ N_PRICE_COLUMNS = 4  # open, high, low, close lead every feature table
 
 
 def to_model_space(values: np.ndarray, transform: str) -> np.ndarray:
-    """Candles (..., F) -> the space the tokenizer normalises, as float32 (a new array).
+    """Candles (..., F) -> the space the tokenizer normalises, as float32 (for "log" a new
+    array; for "none" the values themselves where they are float32 already).
 
     ``"log"``: log of the price columns, ``log1p`` of the others; prices must be positive
-    and volumes >= 0 (checked by the callers, which can name the row).
+    and volumes >= 0 (`check_model_space`).
     """
+    if transform != "log":
+        return np.asarray(values, dtype=np.float32)
     out = np.array(values, dtype=np.float32)
-    if transform == "log":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            np.log(out[..., :N_PRICE_COLUMNS], out=out[..., :N_PRICE_COLUMNS])
-            np.log1p(out[..., N_PRICE_COLUMNS:], out=out[..., N_PRICE_COLUMNS:])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.log(out[..., :N_PRICE_COLUMNS], out=out[..., :N_PRICE_COLUMNS])
+        np.log1p(out[..., N_PRICE_COLUMNS:], out=out[..., N_PRICE_COLUMNS:])
     return out
 
 
@@ -48,22 +53,26 @@ def from_model_space(values: np.ndarray, transform: str) -> np.ndarray:
     return values
 
 
-def first_outside_domain(values: np.ndarray, transform: str) -> tuple[int, int] | None:
-    """(row, column) of the first value (T, F) that `transform` cannot take, or None.
+def check_model_space(values: np.ndarray, transform: str, name: str,
+                      rows: Sequence | None = None) -> None:
+    """Refuse a context (T, F) with a value `transform` cannot take, in one line.
 
-    ``"log"`` needs positive prices and volumes (and amounts) >= 0; NaN is left to the
+    ``"log"`` needs prices > 0 and volumes (and amounts) >= 0. The message names `name`,
+    the row (its label in `rows`, else its position) and the column; NaN is left to the
     callers' own checks.
     """
     if transform != "log":
-        return None
+        return
     values = np.asarray(values)
     bad = np.zeros(values.shape, dtype=bool)
     bad[:, :N_PRICE_COLUMNS] = values[:, :N_PRICE_COLUMNS] <= 0
     bad[:, N_PRICE_COLUMNS:] = values[:, N_PRICE_COLUMNS:] < 0
-    if not bad.any():
-        return None
-    row, column = np.argwhere(bad)[0]
-    return int(row), int(column)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{name}: row {row if rows is None else rows[row]} of the context has "
+            f"{FEATURE_COLUMNS[column]} = {float(values[row, column])!r}; this model reads "
+            "log prices (value_transform='log') and needs prices > 0 and volumes >= 0")
 
 
 def normalising_scale(mean: np.ndarray, std: np.ndarray,

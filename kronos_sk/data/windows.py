@@ -15,8 +15,9 @@ from `min_context` to `lookback` that a user may give.
 Every batch is a dict of numpy arrays:
 
 - ``"values"``: (B, L, 6) float32, features in ``FEATURE_COLUMNS`` order, in the space of
-  the samplers' ``value_transform`` (see [`to_model_space`][kronos_sk.data.normalize.to_model_space]),
-  normalised and clipped to ``[-clip, clip]``; L = lookback + horizon.
+  the samplers' ``value_transform`` (see
+  [`to_model_space`][kronos_sk.data.normalize.to_model_space]), normalised and clipped to
+  ``[-clip, clip]``; L = lookback + horizon.
 - ``"stamps"``: (B, L, 5) int64, calendar features from
 [`time_features`][kronos_sk.data.calendar.time_features]
   (wall-clock time of each file's zone).
@@ -24,8 +25,8 @@ Every batch is a dict of numpy arrays:
   objective scores targets at positions ``context`` and later.
 - ``"length"``: (B,) int64, the real rows of each window; later rows repeat the last real
   one and are never scored.
-- ``"mean"``, ``"std"``: (B, 6) float32, context statistics in that space; ``values * scale + mean``,
-  with `scale` from [`normalising_scale`][kronos_sk.data.normalize.normalising_scale],
+- ``"mean"``, ``"std"``: (B, 6) float32, context statistics in that space;
+  ``values * scale + mean``, with `scale` from [`normalising_scale`][kronos_sk.data.normalize.normalising_scale],
   undoes the normalisation up to clipping.
 - ``"asset"``, ``"market"``: (B,) object arrays of names.
 """

@@ -12,8 +12,7 @@ import torch
 
 from kronos_sk._defaults import learning_rate_for
 from kronos_sk.data import SeriesWindows, assemble_features, time_features
-from kronos_sk.data.normalize import first_outside_domain
-from kronos_sk.data.schema import FEATURE_COLUMNS
+from kronos_sk.data.normalize import check_model_space
 from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT
 from kronos_sk.nn.config import small_predictor_config, small_tokenizer_config
 from kronos_sk.nn.predictor import KronosPredictor
@@ -76,11 +75,8 @@ def series_windows(contexts: Sequence[pd.DataFrame], *, lookback: int, horizon: 
     series: windows as long as the longest series allows), in the tokenizer's value space."""
     series = [(assemble_features(c), time_features(c.index)) for c in contexts]
     for context, (values, _) in zip(contexts, series):
-        if (bad := first_outside_domain(values, value_transform)) is not None:
-            raise ValueError(f"the series ending {context.index[-1]} has "
-                             f"{FEATURE_COLUMNS[bad[1]]} = {float(values[bad]):g} at "
-                             f"{context.index[bad[0]]}; the tokenizer reads log prices "
-                             "(value_transform='log') and needs prices > 0")
+        check_model_space(values, value_transform, f"the series ending {context.index[-1]}",
+                          context.index)
     length = min(lookback + horizon, max(len(v) for v, _ in series))
     if length < 2:
         raise ValueError("training needs series of at least 2 rows")

@@ -17,7 +17,7 @@ from kronos_sk._defaults import (DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_MAX
 from kronos_sk._params import positive_int, positive_real, validate_params
 from kronos_sk._sktime_notices import no_remember_data_notice
 from kronos_sk.calibration import adapt_calibration, fit_calibration
-from kronos_sk.checkpoints import model_context, model_spread
+from kronos_sk.checkpoints import Spread, model_context, model_spread
 from kronos_sk.data import FEATURE_COLUMNS
 from kronos_sk.data.horizon import padded, plan_series, read_calendar, relative_targets
 from kronos_sk.estimators._paths import (PathCache, empirical, empirical_quantiles,
@@ -208,7 +208,7 @@ class KronosForecaster(BaseForecaster):
             checkpoints(self.model, None)[0]
         self._max_context = self.max_context or (
             self.lookback + self.horizon if self._model is None else model_context(self._model))
-        self._spread = None if self._model is None else model_spread(self._model)
+        self._spread = Spread() if self._model is None else model_spread(self._model)
         check_sampling(self.n_samples, self.temperature, self.top_k, self.top_p,
                        self._max_context, self.sliding)
         device = resolve_device(self.device)  # names an accelerator that is not there
@@ -249,8 +249,7 @@ class KronosForecaster(BaseForecaster):
         if self.calibration is None:
             return
         start = time.perf_counter()
-        horizon = int(max(fh.to_pandas())) if fh is not None and fh.is_relative \
-            else self.horizon
+        horizon = int(max(fh.to_pandas())) if fh is not None and fh.is_relative else self.horizon
         self.calibration_ = fit_calibration(
             self._pipeline(), [s.candles for s in self._contexts],
             [(s.key, s.column) for s in self._contexts], horizon,

@@ -187,17 +187,25 @@ def without_table(text: str, name: str) -> str:
     return head + ("[" + tail if tail else "")
 
 
-def test_finetune_starts_from_the_checkpoints(finished, tmp_path):
-    config, best = finished
-    root = tmp_path / "copy"
+def finetune_recipe(config: Path, root: Path, name: str, tokenizer_model: str = "") -> Path:
+    """A copy of the finished run's tree at `root` with a recipe ``configs/NAME.toml``
+    that fine-tunes both of its best checkpoints into ``runs/NAME`` (the tokenizer's
+    ``[model]`` line `tokenizer_model` added)."""
     shutil.copytree(config.parent.parent, root)
     recipe = without_table(without_table(RECIPE, "tokenizer.model"), "predictor.model")
-    recipe = recipe.replace('out_dir = "runs/tiny"', 'out_dir = "runs/tuned"')
+    recipe = recipe.replace('out_dir = "runs/tiny"', f'out_dir = "runs/{name}"')
     for stage in STAGES:
         recipe = recipe.replace(f"[{stage}]\n", f'[{stage}]\ninit_checkpoint = '
                                 f'"runs/tiny/{stage}/best"\n')
-    tuned_config = root / "configs" / "tuned.toml"
-    tuned_config.write_text(recipe)
+    recipe = recipe.replace("[tokenizer]\n", f"[tokenizer]\n{tokenizer_model}")
+    path = root / "configs" / f"{name}.toml"
+    path.write_text(recipe)
+    return path
+
+
+def test_finetune_starts_from_the_checkpoints(finished, tmp_path):
+    config, best = finished
+    tuned_config = finetune_recipe(config, tmp_path / "copy", "tuned")
     with pytest.raises(ValueError, match="use finetune"):
         pretrain(tuned_config)
 
@@ -213,20 +221,13 @@ def test_finetune_starts_from_the_checkpoints(finished, tmp_path):
 
 def test_finetune_moves_a_checkpoint_into_log_prices(finished, tmp_path):
     config, best = finished
-    root = tmp_path / "copy"
-    shutil.copytree(config.parent.parent, root)
-    recipe = without_table(without_table(RECIPE, "tokenizer.model"), "predictor.model")
-    recipe = recipe.replace('out_dir = "runs/tiny"', 'out_dir = "runs/log"')
-    for stage in STAGES:
-        recipe = recipe.replace(f"[{stage}]\n", f'[{stage}]\ninit_checkpoint = '
-                                f'"runs/tiny/{stage}/best"\n')
-    recipe = recipe.replace("[tokenizer]\n", '[tokenizer]\nmodel = { value_transform = "log" }\n')
-    (root / "configs" / "log.toml").write_text(recipe)
-    tuned = finetune(root / "configs" / "log.toml")
-    config = json.loads((tuned["tokenizer"] / "config.json").read_text())
-    assert config["value_transform"] == "log"
+    log_config = finetune_recipe(config, tmp_path / "copy", "log",
+                                 'model = { value_transform = "log" }\n')
+    tuned = finetune(log_config)
+    tokenizer_config = json.loads((tuned["tokenizer"] / "config.json").read_text())
+    assert tokenizer_config["value_transform"] == "log"
     assert "value_transform" not in json.loads((best["tokenizer"] / "config.json").read_text())
-    loaded = load_recipe(root / "configs" / "log.toml")
+    loaded = load_recipe(log_config)
     assert stage_value_transform(loaded, "tokenizer") == "log"
     assert stage_value_transform(loaded, "predictor") == "log"  # the trained tokenizer's
     periods = json.loads((tuned["predictor"] / "data_periods.json").read_text())
