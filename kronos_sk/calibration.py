@@ -3,19 +3,24 @@
 A forecaster's sampled paths are often too narrow (or too wide) at the horizon while their
 day-to-day moves are about right: the bundled model's paths move as much as prices do from
 day to day, but do not wander as far over ten days. Backtested on origins whose truth is
-known, the realised values tell by how much, step by step. The correction keeps every
-path's own steps and adds to it a level that grows along the horizon, in the direction the
-path itself ends up:
+known, the realised values tell by how much, step by step. The correction moves each path
+towards where it ends up, by a level that grows along the horizon, and keeps the size of
+its day-to-day moves:
 
-    y'_h = y_h + g_h * D,    D = y_H - m_H,    y = log price (or the value itself)
+    y'_h = m_h + a * d_h + ((f_h - 1) + (1 - a) * h / H) * D,
+    d_h = y_h - m_h,    D = d_H,    y = log price (or the value itself)
 
-where m is the median path and ``g_h = g_H * h / H`` ramps from 0 at the origin. Each
-step's increment changes only by ``g_H / H * D``, a small drift constant along the path,
-so day-to-day returns, realized volatility and the look of generated K-lines stay what
-the model made them, while the spread at step h becomes about ``1 + g_h`` times wider
-along the paths' terminal direction. The map is monotone in `D`
-at the last step, so quantiles there are scaled and stay ordered; the paths are then moved
-alike, per step, back to their mean, so the point forecast does not move.
+where m is the median path and ``f_h = 1 + g_H * h / H`` ramps from 1 at the origin to
+``1 + g_H`` at the last step, where the deviation becomes exactly ``(1 + g_H) * D``: the
+quantiles there are scaled and stay ordered. Each step becomes ``a`` times the path's own
+step plus a constant drift of ``(1 + g_H - a) * D / H``; the share ``a`` (per forecast,
+from its paths) is the one that keeps the paths' mean squared step, so realized
+volatility and the step-return spread stay what the model made them (a drift alone, a =
+1, would add ``((1 + g_H)^2 - 1) / H`` to the realised variance: +12 % at 1.5 over ten
+steps; ``a`` is bounded to [`MIN_STEP_SHARE`, 1 / `MIN_STEP_SHARE`], beyond which a very
+wide setting does raise it). Widening trades some of each path's jitter for a trend, which
+is how prices that wander further than the model's steps imply do it. The paths are then
+moved alike, per step, back to their mean, so the point forecast does not move.
 
 - Close sets the price drift; open, high and low of the same path and step move by the
   close's factor, so the candle envelope holds exactly. Volume gets its own drift, in
@@ -23,15 +28,21 @@ alike, per step, back to their mean, so the point forecast does not move.
 - Positive prices are calibrated in log space (a multiplicative drift); a column that is
   not a positive price (returns, spreads: a value <= 0 in the backtests) in its own space,
   additively (`price_space` says which).
-- ``g_h`` ramps linearly from 0 at the origin to ``g_H``, and ``1 + g_H`` is chosen on a
-  grid to minimise the squared coverage error of the central 50/80/90 % intervals pooled
-  over every step of the backtest windows. A straight ramp keeps the drift a small,
-  steady part of each step.
+- ``f_h`` ramps linearly, so the drift is a constant part of each step. ``1 + g_H`` (and
+  the tail below) are chosen on a grid for sharpness subject to calibration (Gneiting,
+  Balabdaoui and Raftery 2007, "Probabilistic forecasts, calibration and sharpness"):
+  among the settings whose central 50/80/90 % intervals, pooled over every step of the
+  backtest windows, all cover within `COVERAGE_TOLERANCE` of nominal, the one with the
+  lowest CRPS; where none does, the smallest squared coverage error; both only among
+  the settings whose CRPS is within `CRPS_SLACK` of the lowest. Coverage alone cannot
+  choose: a narrow centre with a heavy tail and a wider centre cover alike at CRPS
+  several per cent apart, and with few windows a far-fetched width can cover by chance.
 - One width cannot fit the centre and the tails when the paths' tails are too thin: the
-  price drift has a second, tail term, ``g_h * D`` becoming ``(g_h + k_h min(|D| / s, 3))
-  * D`` with ``s`` the mean ``|D|`` of the window's paths and ``k_h = k * h / H``
-  (``k >= 0``, `price_tail`), so paths that end far out move further out. The map stays
-  monotone in ``D``; ``(1 + g_H, k)`` are fitted together on the grid.
+  price drift has a second, tail term, ``k_h * D * min(|D| / s, 3)`` with ``s`` the mean
+  ``|D|`` of the window's paths and ``k_h = k * h / H`` (``k >= 0``, `price_tail`), so
+  paths that end far out move further out (``a`` keeps the mean squared step with it
+  too). The map stays monotone in ``D``; ``(1 + g_H, k)`` are fitted together on the
+  grid.
 
 This follows split conformal prediction for time series with the nonconformity measured
 relative to the model's own spread (normalised conformal prediction, Lei et al. 2018,
@@ -53,6 +64,7 @@ import pandas as pd
 
 from kronos_sk.data.schema import FEATURE_COLUMNS
 from kronos_sk.data.validation import assemble_features
+from kronos_sk.metrics import crps_from_samples
 
 if TYPE_CHECKING:
     from kronos_sk.checkpoints import Spread
@@ -62,10 +74,12 @@ SCALE_GRID = np.exp(np.linspace(np.log(0.2), np.log(20.0), 241))
 MIN_CALIBRATION_CONTEXT = 16  # fewest context rows of a calibration backtest
 _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _AMOUNT = (
     FEATURE_COLUMNS.index(name) for name in ("open", "high", "low", "close", "volume", "amount"))
-_GRID_CHUNK = 24  # grid factors evaluated at once (memory: chunk x windows x samples)
+_GRID_VALUES = 4_000_000  # drifted values held at once while a grid is evaluated
+MIN_STEP_SHARE = 0.5  # the least share of its own steps a drifted path keeps
 TAIL_GRID = (0.0, 0.15, 0.3, 0.5, 0.8)  # the price drift's tail k
 _COARSE_STEP = 4  # the coarse grid of factors, fitted with the tails: every 4th
-TAIL_GAIN = 1e-3  # squared coverage error a tail must save (~3 points at one level)
+COVERAGE_TOLERANCE = 0.02  # bands this close to nominal count as calibrated
+CRPS_SLACK = 0.05  # the most CRPS a calibration gives up against the sharpest setting
 TAIL_CAP = 3.0  # |D| / s beyond which the tail term grows no faster than D
 
 
@@ -99,22 +113,87 @@ def _tail_term(terminal: np.ndarray) -> np.ndarray:
     return terminal * np.minimum(np.abs(terminal) / np.where(scale > 0, scale, 1.0), TAIL_CAP)
 
 
-def _coverage(deviation: np.ndarray, terminal: np.ndarray, realised: np.ndarray,
-              factors: np.ndarray, tails: np.ndarray, levels: Sequence[float]) -> np.ndarray:
-    """Coverage at one step of the drifted deviations ``dev + (f - 1) * D + t * D|D|/s``.
+def _step_share(deviation: np.ndarray, terminal: np.ndarray, tail: np.ndarray,
+                factor: np.ndarray | float, k: np.ndarray | float) -> np.ndarray:
+    """Share ``a`` of its own steps each path keeps, so that the paths' mean squared step
+    (their realised variance) stays what it was while the terminal deviation D becomes
+    ``Phi = factor * D + k * D|D|/s``.
 
-    deviation, terminal (W, S), realised (W,), factors and tails (G,) -> (G, len(levels)).
+    With each step made ``a * step + (Phi - a * D) / H``, the paths' mean squared step sum
+    is ``a^2 (Q - V / H) + E[Phi^2] / H`` (Q the mean sum of squared steps of the
+    deviations, V the mean D^2); ``a`` sets it back to Q, clipped to
+    [`MIN_STEP_SHARE`, 1 / `MIN_STEP_SHARE`] (1 for a single step, where a step is the
+    horizon). deviation (…, S, H), terminal and tail (…, S, 1); factor and k broadcast
+    against them -> (…, 1, 1).
     """
-    out = np.empty((len(factors), len(levels)))
-    tail = _tail_term(terminal[..., None])[..., 0]
-    for lo in range(0, len(factors), _GRID_CHUNK):
-        g = factors[lo:lo + _GRID_CHUNK, None, None] - 1.0
-        t = tails[lo:lo + _GRID_CHUNK, None, None]
-        shifted = deviation[None] + g * terminal[None] + t * tail[None]  # (G, W, S)
-        for j, level in enumerate(levels):
-            low, high = np.quantile(shifted, [(1 - level) / 2, (1 + level) / 2], axis=-1)
-            out[lo:lo + _GRID_CHUNK, j] = ((low <= realised) & (realised <= high)).mean(-1)
-    return out
+    horizon = deviation.shape[-1]
+    steps = np.diff(deviation, axis=-1, prepend=0.0)
+    squared = (steps ** 2).sum(axis=-1, keepdims=True).mean(axis=-2, keepdims=True)
+    room = squared - (terminal ** 2).mean(axis=-2, keepdims=True) / horizon
+    moved = ((factor * terminal + k * tail) ** 2).mean(axis=-2, keepdims=True) / horizon
+    share = (squared - moved) / np.where(room > 0, room, 1.0)
+    bounded = np.sqrt(np.clip(share, MIN_STEP_SHARE ** 2, MIN_STEP_SHARE ** -2))
+    return np.where(room > 1e-9 * squared, bounded, 1.0)
+
+
+def _moved(deviation: np.ndarray, terminal: np.ndarray, tail: np.ndarray, share: np.ndarray,
+           factors: np.ndarray, tails: np.ndarray, mean_space: str | None = None,
+           ) -> np.ndarray:
+    """Deviations (…, S, H) after the drift: ``a * d_h + ((f_h - 1) + (1 - a) h / H) * D
+    + k_h * D|D|/s``, per-step factors ``f_h`` and tails ``k_h`` broadcast against (…, H).
+
+    With `mean_space`, then shifted alike, per step, back to the paths' mean: the mean of
+    the prices ``exp(y)`` for "log", of the values for "linear".
+    """
+    ramp = np.arange(1, deviation.shape[-1] + 1) / deviation.shape[-1]
+    moved = share * deviation + (factors - 1.0 + (1.0 - share) * ramp) * terminal + tails * tail
+    if mean_space == "log":
+        moved += np.log(np.exp(deviation).mean(axis=-2, keepdims=True)
+                        / np.exp(moved).mean(axis=-2, keepdims=True))
+    elif mean_space == "linear":
+        moved += deviation.mean(axis=-2, keepdims=True) - moved.mean(axis=-2, keepdims=True)
+    return moved
+
+
+def _pooled_scores(values: np.ndarray, truth: np.ndarray, factors: np.ndarray,
+                   tails: np.ndarray, levels: Sequence[float], mean_space: str | None = None,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Coverage (G, len(levels)) pooled over the steps of values (W, S, H) against truth
+    (W, H), and the mean fair CRPS (G,) in the values' space (log prices: scale-free; fair:
+    that of the distribution the paths are drawn from, which does not favour narrow sets
+    of few paths), of the values drifted by each row of per-step factors and tails (G, H)
+    as `_moved` drifts them."""
+    center, deviation, terminal = _deviations(values)
+    realised = truth - center[:, 0]
+    tail = _tail_term(terminal)
+    chunk = max(1, _GRID_VALUES // values.size)
+    bounds = np.array([[(1 - level) / 2, (1 + level) / 2] for level in levels]).T
+    covered, crps = np.empty((len(factors), len(levels))), np.empty(len(factors))
+    for lo in range(0, len(factors), chunk):
+        f = factors[lo:lo + chunk, None, None, :]  # (g, 1, 1, H)
+        k = tails[lo:lo + chunk, None, None, :]
+        share = _step_share(deviation, terminal, tail, f[..., -1:], k[..., -1:])
+        moved = _moved(deviation, terminal, tail, share, f, k, mean_space)  # (g, W, S, H)
+        low, high = np.quantile(moved, bounds, axis=-2)  # (levels, g, W, H) each
+        covered[lo:lo + chunk] = ((low <= realised) & (realised <= high)).mean(axis=(2, 3)).T
+        crps[lo:lo + chunk] = crps_from_samples(np.moveaxis(moved, -2, 0), realised,
+                                                fair=values.shape[-2] > 1).mean(axis=(1, 2))
+    return covered, crps
+
+
+def _sharpest_calibrated(covered: np.ndarray, crps: np.ndarray, levels: Sequence[float],
+                         ) -> int:
+    """Row of the grid to keep, among the settings whose CRPS is within `CRPS_SLACK` of the
+    lowest: the lowest CRPS of those whose bands all cover within `COVERAGE_TOLERANCE` of
+    nominal (sharpness subject to calibration), or the smallest squared coverage error
+    where none does (a setting far from the sharpest, which can cover by chance with few
+    backtests, is never kept)."""
+    error = covered - np.asarray(levels)
+    near = crps <= (1 + CRPS_SLACK) * crps.min()
+    calibrated = near & (np.abs(error) <= COVERAGE_TOLERANCE).all(axis=1)
+    if calibrated.any():
+        return int(np.where(calibrated, crps, np.inf).argmin())
+    return int(np.where(near, (error ** 2).sum(axis=1), np.inf).argmin())
 
 
 def _ramp(last: float, horizon: int) -> np.ndarray:
@@ -122,55 +201,37 @@ def _ramp(last: float, horizon: int) -> np.ndarray:
     return 1 + (last - 1) * np.arange(1, horizon + 1) / horizon
 
 
-def _pooled_coverage(values: np.ndarray, truth: np.ndarray, factors: np.ndarray,
-                     tails: np.ndarray, levels: Sequence[float]) -> np.ndarray:
-    """Coverage pooled over the steps of values (W, S, H) against truth (W, H), drifted
-    by each row of per-step factors and tails (G, H) -> (G, len(levels))."""
-    center, deviation, terminal = _deviations(values)
-    realised = truth - center[:, 0]
-    horizon = values.shape[-1]
-    return sum(_coverage(deviation[..., h], terminal[..., 0], realised[:, h], factors[:, h],
-                         tails[:, h], levels) for h in range(horizon)) / horizon
-
-
 def _fit_factors(values: np.ndarray, truth: np.ndarray, levels: Sequence[float],
-                 tails: Sequence[float] = (0.0,)) -> tuple[np.ndarray, float]:
+                 tails: Sequence[float] = (0.0,), mean_space: str | None = None,
+                 ) -> tuple[np.ndarray, float]:
     """Per-step factors ``1 + g_h`` (H,) and the tail ``k`` of values (W, S, H) in their
     space against truth.
 
     One last-step factor, reached linearly, and one tail among `tails`, chosen on the grid
-    to minimise the squared coverage error of the central intervals pooled over every step
-    of every window (a coarse grid of both, then the fine grid of the factor at the best
-    tail; a tail is kept only where it lowers the error by `TAIL_GAIN`). A linear ramp
-    keeps the drift a small constant part of each step (per-step factors, fitted freely,
-    are noisy enough to make paths jump: step-return std x1.14-1.55).
+    by `_sharpest_calibrated` from the coverage and the CRPS pooled over every step of
+    every window: a coarse grid of both, then the fine grid of the factor at the chosen
+    tail. A linear ramp keeps the drift a constant part of each step (per-step factors,
+    fitted freely, are noisy enough to make paths jump: step-return std x1.14-1.55).
     """
     keep = np.isfinite(truth).all(axis=1) & np.isfinite(values).all(axis=(1, 2))
     values, truth = values[keep], truth[keep]
     horizon = values.shape[-1]
     if len(truth) == 0:
         return np.ones(horizon), 0.0
-
     ramp = np.arange(1, horizon + 1) / horizon
 
-    def errors(lasts: np.ndarray, ks: np.ndarray) -> np.ndarray:
-        covered = _pooled_coverage(values, truth, 1 + (lasts[:, None] - 1) * ramp,
-                                   ks[:, None] * ramp, levels)
-        # Among equally good settings prefer the one nearest the model as it is.
-        return ((covered - np.asarray(levels)) ** 2).sum(axis=1) + 1e-9 * (
-            np.abs(np.log(lasts)) + ks)
+    def choose(lasts: np.ndarray, ks: np.ndarray) -> int:
+        covered, crps = _pooled_scores(values, truth, 1 + (lasts[:, None] - 1) * ramp,
+                                       ks[:, None] * ramp, levels, mean_space)
+        return _sharpest_calibrated(covered, crps, levels)
 
-    grid, tail = SCALE_GRID, 0.0
-    if len(tails) > 1:  # a coarse grid of both, then the fine grid near the best
-        lasts = np.repeat(SCALE_GRID[::_COARSE_STEP], len(tails))
-        ks = np.tile(np.asarray(tails, float), len(SCALE_GRID[::_COARSE_STEP]))
-        error = errors(lasts, ks)
-        best, plain = error.argmin(), np.where(ks == 0, error, np.inf).argmin()
-        if not error[best] < error[plain] - TAIL_GAIN:  # one width fits about as well
-            best = plain
-        tail, at = float(ks[best]), int(np.abs(SCALE_GRID - lasts[best]).argmin())
-        grid = SCALE_GRID[max(0, at - _COARSE_STEP):at + _COARSE_STEP + 1]
-    last = grid[errors(grid, np.full(len(grid), tail)).argmin()]
+    coarse = SCALE_GRID[::_COARSE_STEP]
+    lasts = np.repeat(coarse, len(tails))
+    ks = np.tile(np.asarray(tails, float), len(coarse))
+    best = choose(lasts, ks)
+    tail, at = float(ks[best]), int(np.abs(SCALE_GRID - lasts[best]).argmin())
+    fine = SCALE_GRID[max(0, at - _COARSE_STEP):at + _COARSE_STEP + 1]
+    last = fine[choose(fine, np.full(len(fine), tail))]
     return _ramp(float(last), horizon), tail
 
 
@@ -228,8 +289,9 @@ class PathCalibration:
         space = _space_of(paths[..., :4], truth[..., :4])
         (price, tail), (volume, _) = [
             _fit_factors(_to_space(paths[..., column], kind), _to_space(truth[..., column], kind),
-                         levels, tails)
-            for column, kind, tails in ((_CLOSE, space, TAIL_GRID), (_VOLUME, "log1p", (0.0,)))]
+                         levels, tails, mean_space)
+            for column, kind, tails, mean_space in ((_CLOSE, space, TAIL_GRID, space),
+                                                    (_VOLUME, "log1p", (0.0,), None))]
         return cls(price, volume, tuple(float(level) for level in levels), len(paths), space,
                    tail)
 
@@ -241,16 +303,16 @@ class PathCalibration:
         return self.price_scale[steps], self.volume_scale[steps], tails
 
     def _drifted(self, values: np.ndarray, factors: np.ndarray, space: str,
-                 keep_mean: bool = False, tails: np.ndarray | float = 0.0) -> np.ndarray:
-        """(…, S, H) values with the drift ``(f_h - 1) * D + k_h * D|D|/s`` added in `space`;
-        with `keep_mean`, then moved (all paths alike, per step) back to the mean they had."""
+                 keep_mean: bool = False, tails: np.ndarray | None = None) -> np.ndarray:
+        """(…, S, H) values drifted in `space` by `_moved`, each path keeping the share of
+        its steps that keeps its mean squared step; with `keep_mean`, the paths' mean too."""
+        tails = np.zeros_like(factors) if tails is None else tails
         center, deviation, terminal = _deviations(_to_space(values, space))
-        drift = (factors - 1.0) * terminal + tails * _tail_term(terminal)
-        drifted = _from_space(center + deviation + drift, space)
-        if not keep_mean:
-            return drifted
-        mean, moved = values.mean(axis=-2, keepdims=True), drifted.mean(axis=-2, keepdims=True)
-        return drifted * (mean / moved) if space == "log" else drifted + (mean - moved)
+        tail = _tail_term(terminal)
+        share = _step_share(deviation, terminal, tail, factors[-1], tails[-1])
+        moved = _moved(deviation, terminal, tail, share, factors, tails,
+                       space if keep_mean else None)
+        return _from_space(center + moved, space)
 
     def apply(self, paths: np.ndarray) -> np.ndarray:
         """Calibrated copy of (..., n_samples, horizon, 6) paths (the input is not changed)."""
@@ -308,12 +370,13 @@ class PathCalibration:
         horizon = min(paths.shape[-2], len(self.price_scale))
         scales = []
         tails = self._factors_for(horizon)[2][None]
-        for column, space, scale, tail in (
-                (_CLOSE, self.price_space, self.price_scale, tails),
-                (_VOLUME, "log1p", self.volume_scale, np.zeros_like(tails))):
-            covered = _pooled_coverage(_to_space(paths[..., :horizon, column], space),
-                                       _to_space(truth[..., :horizon, column], space),
-                                       scale[None, :horizon], tail, self.levels)[0]
+        for column, space, scale, tail, mean_space in (
+                (_CLOSE, self.price_space, self.price_scale, tails, self.price_space),
+                (_VOLUME, "log1p", self.volume_scale, np.zeros_like(tails), None)):
+            covered = _pooled_scores(_to_space(paths[..., :horizon, column], space),
+                                     _to_space(truth[..., :horizon, column], space),
+                                     scale[None, :horizon], tail, self.levels,
+                                     mean_space)[0][0]
             miss = np.mean((1 - covered) - (1 - np.asarray(self.levels)))
             scales.append(_ramp(scale[-1] * np.exp(rate * miss), len(scale)))
         price_scale, volume_scale = scales

@@ -154,8 +154,9 @@ class KronosPipeline:
         `max_context=None` uses the window the checkpoint was trained on
         ([`model_context`][kronos_sk.checkpoints.model_context]), and paths get the
         checkpoint's own spread ([`model_spread`][kronos_sk.checkpoints.model_spread]).
-        `device="auto"` picks CUDA, then MPS, then the CPU; `precision="auto"` is float32 (full bfloat16 weights
-        change greedy forecasts, see `kronos_sk.runtime.BF16_WHERE_NATIVE`).
+        `device="auto"` picks CUDA, then MPS, then the CPU; `precision="auto"` is float32
+        (full bfloat16 weights change greedy forecasts, see
+        `kronos_sk.runtime.BF16_WHERE_NATIVE`).
         """
         max_context = model_context(model) if max_context is None else max_context
         return cls(load_tokenizer(tokenizer, device, precision),

@@ -10,6 +10,7 @@ import pytest
 from kronos_sk import KronosForecaster, KronosPipeline
 from kronos_sk.calibration import widen_paths
 from kronos_sk.checkpoints import CheckpointError, Spread, model_context, model_spread
+from kronos_sk.metrics import realized_volatility
 
 SETTINGS = dict(n_samples=16, random_state=0)
 
@@ -56,8 +57,12 @@ def test_widened_paths_keep_the_mean_and_the_steps_and_spread_at_the_horizon(com
         q = np.quantile(values, [0.05, 0.25, 0.75, 0.95], axis=1)
         return (q[3] - q[0]) / (q[2] - q[1])
     assert (ratio(tailed) > 1.1 * ratio(plain)).all()
-    step_std = np.diff(np.log(out[..., 3]), axis=-1).std() / np.diff(np.log(close)).std()
-    assert 1.0 < step_std < 1.1  # a drift of D / H per step, not a scaled step
+    # Paths go further, not faster: the mean squared step (realized volatility) is kept,
+    # where a drift added to every step would raise it by (1.5^2 - 1) / 10 = 12.5 %.
+    for widened in (out, widen_paths(paths.copy(), Spread(0.7, 0.8), np.ones(3, bool))):
+        kept = realized_volatility(widened[..., 3], 20).mean(axis=1) / realized_volatility(
+            close, 20).mean(axis=1)
+        np.testing.assert_allclose(kept, 1.0, atol=0.02)
     np.testing.assert_allclose(out[..., 4], 1000.0, rtol=1e-12)  # volume as sampled
 
 

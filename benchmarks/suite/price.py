@@ -14,7 +14,10 @@ one batched call per origin); the forecasts are compared with what happened:
   absolute predicted and realised returns; a forecaster that pulls paths back to the
   context mean has a slope well below the realised one;
 - for probabilistic models (Kronos): CRPS, pinball loss (levels 0.1..0.9) and coverage of
-  central 50/80/90 % intervals of the normalised close, from the sampled paths;
+  central 50/80/90 % intervals of the normalised close, from the sampled paths; `crps` is
+  the CRPS of the paths' empirical distribution (what a user of that many paths gets),
+  `crps_fair` the unbiased estimate of the CRPS of the distribution they are drawn from
+  (it does not favour narrow ensembles of few paths);
   `path_step_std` / `realised_step_std`: the standard deviation of one-step log returns of
   the sampled paths and of the truth (the first from the last context close).
 
@@ -96,7 +99,7 @@ class Collected:
             "realised_slope": reversion_slope(frame["realised_return"], *signature),
             "abs_return": float(frame["predicted_return"].abs().mean()),
             "realised_abs_return": float(frame["realised_return"].abs().mean()),
-            "crps": np.nan, "pinball": np.nan,
+            "crps": np.nan, "crps_fair": np.nan, "pinball": np.nan,
             **{f"coverage_{round(100 * level)}": np.nan for level in COVERAGE_LEVELS},
             "path_step_std": np.nan,
             "realised_step_std": float(np.diff(np.log(np.concatenate(
@@ -107,6 +110,7 @@ class Collected:
             coverage = coverage_table(z_samples, z_true, COVERAGE_LEVELS)["coverage"]
             scores.update({
                 "crps": float(crps_from_samples(z_samples, z_true).mean()),
+                "crps_fair": float(crps_from_samples(z_samples, z_true, fair=True).mean()),
                 "pinball": float(pinball_loss(quantiles, z_true, QUANTILES).mean()),
                 **{f"coverage_{round(100 * level)}": float(value)
                    for level, value in coverage.items()}})

@@ -434,8 +434,10 @@ def test_calibrated_outputs_describe_one_set_of_paths_around_the_same_median(can
     width = (quantiles[("close", 0.95)] - quantiles[("close", 0.05)]).to_numpy()
     plain_q = plain.predict_quantiles(fh, alpha=[0.05, 0.95])
     plain_width = (plain_q[("close", 0.95)] - plain_q[("close", 0.05)]).to_numpy()
-    # At the horizon the spread is about the model's times the last factor.
-    assert width[-1] / plain_width[-1] == pytest.approx(scales[-1], rel=0.05)
+    # At the horizon the spread is the model's times the last factor (the tail widens the
+    # outer quantiles further).
+    ratio = width[-1] / plain_width[-1]
+    assert scales[-1] * 0.95 <= ratio <= scales[-1] * (1.05 + forecaster.calibration_.price_tail)
     def envelope(paths):  # per row: whether high and low bound open and close
         return ((paths["high"] >= paths[["open", "close"]].max(axis=1))
                 & (paths["low"] <= paths[["open", "close"]].min(axis=1))).to_numpy()
