@@ -11,19 +11,19 @@ OPEN, HIGH, LOW, CLOSE, VOLUME, AMOUNT = range(6)
 assert FEATURE_COLUMNS == ("open", "high", "low", "close", "volume", "amount")
 
 
-def toy(n_windows, pull, seed, samples=41, horizon=10, truth_pull=0.0):
+def toy(n_windows, pull, seed, samples=41, horizon=10, truth_pull=0.0, truth_step=0.01):
     """Paths that move as much as the truth from step to step but wander less far.
 
     Each window has its own level. The truth's log close is a random walk (step sigma
     0.01) pulled back to the level by `truth_pull` per step; the model's paths take steps
     of the same size but are pulled back by `pull`, so their horizon spread is narrower
-    (pull = truth_pull: a calibrated model).
+    (pull = truth_pull: a calibrated model). `truth_step`: the truth's step sigma.
     """
     rng = np.random.default_rng(seed)
     level = np.log(rng.uniform(10, 100, (n_windows, 1)))
 
-    def walk(shape, strength):
-        steps = 0.01 * rng.standard_normal(shape + (horizon,))
+    def walk(shape, strength, sigma=0.01):
+        steps = sigma * rng.standard_normal(shape + (horizon,))
         out = np.empty_like(steps)
         position = np.zeros(shape)
         for h in range(horizon):
@@ -32,7 +32,7 @@ def toy(n_windows, pull, seed, samples=41, horizon=10, truth_pull=0.0):
         return out
 
     close = np.exp(level[:, :, None] + walk((n_windows, samples), pull))
-    true_close = np.exp(level + walk((n_windows,), truth_pull))
+    true_close = np.exp(level + walk((n_windows,), truth_pull, truth_step))
 
     def candles(close, rng):
         open_ = close * np.exp(0.002 * rng.standard_normal(close.shape))
@@ -173,3 +173,36 @@ def test_a_single_path_per_window_is_fitted_and_left_as_it_is():
     paths, truth = toy(50, pull=0.3, seed=13, samples=1)  # nothing to widen around
     calibration = PathCalibration.fit(paths, truth)
     np.testing.assert_allclose(calibration.apply(paths), paths, rtol=1e-12)
+
+
+def two_origins(first, second):
+    """Windows of two backtest origins pooled, with the origin of each window."""
+    (paths, truth), (other_paths, other_truth) = first, second
+    return (np.concatenate([paths, other_paths]), np.concatenate([truth, other_truth]),
+            np.repeat([0, 1], [len(paths), len(other_paths)]))
+
+
+def test_a_width_that_does_not_carry_over_from_origin_to_origin_is_not_kept():
+    # A model calibrated over both dates, but the market was calm at one backtest origin
+    # and wild at the other (a move every series of a panel shares): the width fitted on
+    # either date is wrong for the other, so the paths are left as they are.
+    paths, truth, origins = two_origins(toy(150, pull=0.0, seed=20, truth_step=0.006),
+                                        toy(150, pull=0.0, seed=21, truth_step=0.014))
+    pooled = PathCalibration.fit(paths, truth)
+    assert pooled.price_carried_over is None and pooled.price_scale[-1] != 1.0
+    checked = PathCalibration.fit(paths, truth, origins=origins)
+    assert checked.price_carried_over is False
+    np.testing.assert_array_equal(checked.price_scale, 1.0)
+    np.testing.assert_allclose(checked.apply(paths)[..., :4], paths[..., :4], rtol=1e-12)
+
+
+def test_a_width_that_carries_over_is_kept_as_the_pooled_fit_has_it():
+    # Too narrow at both origins: the width learned on one fixes the other.
+    paths, truth, origins = two_origins(toy(150, pull=0.3, seed=22), toy(150, pull=0.3, seed=23))
+    checked = PathCalibration.fit(paths, truth, origins=origins)
+    assert checked.price_carried_over is True and checked.volume_carried_over is not None
+    pooled = PathCalibration.fit(paths, truth)
+    np.testing.assert_array_equal(checked.price_scale, pooled.price_scale)
+    assert checked.price_scale[-1] > 1.3
+    with pytest.raises(ValueError, match="origins must name the origin of each of the 300"):
+        PathCalibration.fit(paths, truth, origins=origins[:10])

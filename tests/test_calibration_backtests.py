@@ -12,9 +12,10 @@ from kronos_sk.pipeline import KronosPipeline
 
 def test_backtest_windows_end_before_their_truth(compat_candles):
     frames = [compat_candles.iloc[:60], compat_candles.iloc[100:130]]
-    contexts, futures, truths, keys = backtest_windows(frames, [("a", None), ("b", None)], 5,
-                                                       origins=3)
+    contexts, futures, truths, keys, origins = backtest_windows(
+        frames, [("a", None), ("b", None)], 5, origins=3)
     assert [len(c) for c in contexts] == [55, 50, 45, 25, 20]  # 30 rows: 2 origins fit
+    assert list(origins) == [0, 1, 2, 0, 1]
     assert keys[0] == repr(("calibration", "a", None, 0)) and truths.shape == (5, 5, 6)
     for context, future, truth, frame in zip(contexts, futures, truths,
                                              [frames[0]] * 3 + [frames[1]] * 2):
@@ -72,3 +73,27 @@ def test_a_column_that_is_not_a_positive_price_is_calibrated_in_its_own_space(co
     assert ratio != pytest.approx(1.0, rel=1e-3)  # its spread did change
     if calibrated.calibration_.price_tail == 0:  # one width: the variance scales with it
         assert ratio == pytest.approx(factor ** 2, rel=1e-3)
+
+
+@pytest.mark.filterwarnings("ignore::kronos_sk.lookahead.LookAheadWarning")  # 2017: validation
+def test_paths_that_carry_the_models_own_spread_are_checked_origin_against_origin(
+        us_stocks_daily_file, compat_dir):
+    # The bundled model brings a spread fitted on 1,280 windows of many dates: its
+    # calibration from two backtest origins is kept only where it carries over from one
+    # to the other. A released checkpoint (no spread of its own), or the raw decoding,
+    # is calibrated from the backtests as they are.
+    frame = pd.read_parquet(us_stocks_daily_file)
+    frame = frame[frame["asset"].isin(["AAPL", "MSFT", "XOM", "JNJ"])
+                  & frame["timestamp"].between("2017-01-01", "2017-06-30")]
+    y = frame.set_index(["asset", "timestamp"])[["open", "high", "low", "close", "volume"]]
+    settings = dict(n_samples=8, random_state=0, calibration="conformal", horizon=5)
+    bundled = KronosForecaster(**settings).fit(y).calibration_
+    assert isinstance(bundled.price_carried_over, bool)
+    assert isinstance(bundled.volume_carried_over, bool)
+    if not bundled.price_carried_over:
+        np.testing.assert_array_equal(bundled.price_scale, 1.0)
+    raw = KronosForecaster(**settings, valid_candles=False).fit(y).calibration_
+    released = KronosForecaster(**settings, model=compat_dir / "model",
+                                tokenizer=compat_dir / "tokenizer", max_context=128).fit(y)
+    assert raw.price_carried_over is None
+    assert released.calibration_.price_carried_over is None

@@ -67,7 +67,8 @@ class KronosForecaster(BaseForecaster):
         the batch or on the order of series. Also seeds training.
     calibration : {None, "conformal"}, default=None
         "conformal": backtest the model at the last origins inside `y` at fit and calibrate
-        every output with the learned `PathCalibration`; `update` refines it.
+        every output with the learned `PathCalibration`; `update` refines it. With a
+        model's own spread, kept only where it carries over from origin to origin.
     freq : str or None, default=None
         Step of future rows. None: the index's frequency, else the calendar the rows show
         (trading days, sessions); see `calendar_`.

@@ -447,7 +447,7 @@ def test_calibrated_outputs_describe_one_set_of_paths_around_the_same_median(can
 
 def test_calibration_backtests_see_only_rows_before_their_origin(candles):
     forecaster = calibrated().fit(candles.iloc[:120])
-    contexts, futures, truths, _ = backtest_windows(
+    contexts, futures, truths, _, _ = backtest_windows(
         [s.candles for s in forecaster._contexts], [(None, None)], 4, origins=6, stride=2)
     values = candles.iloc[:120].to_numpy(np.float32)
     assert [len(c) for c in contexts] == [116, 114, 112, 110, 108, 106]
