@@ -302,8 +302,9 @@ class PathCalibration:
     price_carried_over, volume_carried_over : bool or None
         Whether the setting of the close (resp. the volume), chosen on some backtest
         origins, improved both the coverage and the CRPS of each other origin; False: it
-        did not, and the paths are left as the model made them (factors 1, tail 0). None:
-        not checked (`fit` without `origins`, or a single origin).
+        did not, and the paths are left as the model made them (factors 1, tail 0, until
+        `update` moves them). None: not checked (`fit` without `origins`, or a single
+        origin).
     """
 
     price_scale: np.ndarray
