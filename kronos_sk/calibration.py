@@ -531,8 +531,7 @@ def fit_calibration(pipeline, frames: Sequence[pd.DataFrame], names: Sequence[tu
     backtests = backtest_windows(frames, names, horizon, origins=origins, stride=stride)
     paths = pipeline.sample_validated(backtests.contexts, backtests.futures, backtests.keys,
                                       **sampling)
-    spread = pipeline.spread
-    widened = sampling.get("valid_candles", True) and (spread.factor != 1 or spread.tail != 0)
+    widened = sampling.get("valid_candles", True) and pipeline.spread.widens
     return PathCalibration.fit(paths, backtests.truths,
                                origins=backtests.origins if widened else None)
 

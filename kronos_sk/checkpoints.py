@@ -54,6 +54,11 @@ class Spread:
     factor: float = 1.0
     tail: float = 0.0
 
+    @property
+    def widens(self) -> bool:
+        """Whether it changes the paths (``Spread()`` leaves them as sampled)."""
+        return self != Spread()
+
 
 class CheckpointError(ValueError):
     """A checkpoint directory is missing, incomplete, corrupt or inconsistent."""

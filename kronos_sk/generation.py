@@ -560,7 +560,7 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
     if valid_candles:
         positive = np.array([(np.asarray(c)[:, :4] > 0).all() for c in contexts])
         redraws = _redraw_nonpositive(out, sample, seeds, names, max_paths, positive)
-        if spread != Spread():  # in log space where every path kept positive prices
+        if spread.widens:  # in log space where every path kept positive prices
             widen_paths(out, spread, positive & (out[..., :4] > 0).all(axis=(1, 2, 3)))
     return (out, redraws) if return_redraws else out
 
