@@ -65,7 +65,7 @@ def main() -> None:
     split = [f for f in files if f not in whole]
     used = sum(write(compact_table(pq.read_table(f)), args.out / f.name) for f in whole)
     tables = {f: compact_table(pq.read_table(f)) for f in split}
-    share = min(1.0, (args.max_mib * MIB - used) / sum(f.stat().st_size for f in split))
+    share = min(1.0, (args.max_mib * MIB - used) / max(1, sum(f.stat().st_size for f in split)))
     for _ in range(4):  # the source sizes only estimate the compact ones: shrink until it fits
         sizes = {f: write(asset_subset(t, share, args.seed), args.out / f.name)
                  for f, t in tables.items()}
