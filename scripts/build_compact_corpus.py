@@ -4,7 +4,9 @@ The device tool carries at most 64 MiB (the repository included), so the corpus 
 is a subset: every file keeps its name (the recipe's ``[data.markets]`` still applies), files
 under ``--keep-whole-mib`` are copied whole, and the larger ones keep one share of their
 assets, drawn with a fixed seed and the same for every file, so that the total stays under
-``--max-mib``. Values are written as float32 (about 7 significant digits) with zstd::
+``--max-mib``. Values are written as float32 (about 7 significant digits) with zstd, and
+``compact.json`` records the share and the files kept whole (their markets are
+over-represented by ``1 / share``; `scripts/train_on_device.sh` scales their weights)::
 
     python scripts/build_compact_corpus.py runs/compact-corpus --max-mib 34
 
@@ -14,6 +16,7 @@ prints each file's assets and rows kept, and the total size.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -76,6 +79,8 @@ def main() -> None:
     else:
         shutil.rmtree(args.out)
         raise SystemExit(f"could not fit {args.data} into {args.max_mib} MiB; raise --max-mib")
+    (args.out / "compact.json").write_text(json.dumps(
+        {"share": share, "whole": [f.stem for f in whole]}) + "\n")
     for f in files:
         kept = pq.read_table(args.out / f.name, columns=["asset"])["asset"].to_numpy()
         print(f"{f.name}: {len(np.unique(kept))} assets, {len(kept)} rows, "

@@ -33,15 +33,23 @@ if [ "$DEVICE" = cuda ] && ! python -c "import sys, torch; sys.exit(not torch.cu
     echo "skipped: no CUDA"
     exit 0
 fi
-[ -d runs/compact-corpus ] || { echo "runs/compact-corpus is missing: build it and carry it"; exit 2; }
+[ -f runs/compact-corpus/compact.json ] \
+    || { echo "runs/compact-corpus is missing: build it and carry it"; exit 2; }
 precision=bf16; [ "$DEVICE" = cpu ] && precision=fp32
 mkdir -p "$OUT" && rm -rf "$RUN"
-# The files kept whole are over-represented by 1 / 0.226 in the compact corpus: their
+# The files kept whole are over-represented by 1 / share in the compact corpus: their
 # markets' weights are scaled down by that share so that each market keeps its sampling share.
+mapfile -t reweighted < <(python -c '
+import json, tomllib
+data = tomllib.load(open("configs/default-model.toml", "rb"))["data"]
+compact = json.load(open("runs/compact-corpus/compact.json"))
+for stem in compact["whole"]:
+    market = data["markets"].get(stem, stem)
+    weight = data["weights"].get(market, 1.0) * compact["share"]
+    print(f"data.weights.{market}={weight:.4g}")
+')
 settings=(
-    'out_dir="runs/device-model"' 'data.sources=["runs/compact-corpus"]'
-    'data.weights.cn_index=6.8' 'data.weights.mixed=1.7' 'data.weights.btc_1h=4.1'
-    'data.weights.cn_stock_5min=0.23'
+    'out_dir="runs/device-model"' 'data.sources=["runs/compact-corpus"]' "${reweighted[@]}"
     'tokenizer.init_checkpoint="kronos_sk/pretrained/tokenizer"' 'tokenizer.lr=1e-4'
     "tokenizer.max_steps=${STEPS:-400}" 'tokenizer.batch_size=128' 'tokenizer.warmup_steps=1'
     'predictor.init_checkpoint="kronos_sk/pretrained/predictor"'

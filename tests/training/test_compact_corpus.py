@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -38,13 +39,17 @@ def test_keeps_small_files_whole_and_a_share_of_the_large_ones_under_the_budget(
                  "--keep-whole-mib", "0.05")
     assert done.returncode == 0, done.stderr
     out = tmp_path / "compact"
-    assert sorted(p.name for p in out.iterdir()) == ["large_daily.parquet", "small_daily.parquet"]
-    assert sum(p.stat().st_size for p in out.iterdir()) <= budget_mib * 2 ** 20
+    assert sorted(p.name for p in out.iterdir()) == ["compact.json", "large_daily.parquet",
+                                                     "small_daily.parquet"]
+    assert sum(p.stat().st_size for p in out.glob("*.parquet")) <= budget_mib * 2 ** 20
     kept_small = pd.read_parquet(out / "small_daily.parquet")
     assert len(kept_small) == len(small) and kept_small["close"].dtype == np.float32
     kept = pd.read_parquet(out / "large_daily.parquet")
     kept_assets = kept["asset"].unique()
     assert 1 <= len(kept_assets) < 60
+    record = json.loads((out / "compact.json").read_text())
+    assert record["whole"] == ["small_daily"]
+    assert round(record["share"] * 60) == len(kept_assets)
     assert (kept.groupby("asset").size() == 400).all()  # whole assets, not rows
     source = large[large["asset"].isin(kept_assets)].reset_index(drop=True)
     np.testing.assert_allclose(kept["close"], source["close"], rtol=1e-6)
