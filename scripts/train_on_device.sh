@@ -29,7 +29,8 @@ TRAIN_SECONDS=${TRAIN_SECONDS:-480}
 python -c "import torch" 2>/dev/null || python -m pip install -q torch
 python -c "import safetensors, pyarrow, pandas" 2>/dev/null \
     || python -m pip install -q safetensors pyarrow "pandas<3.1"
-if [ "$DEVICE" = cuda ] && ! python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+if [ "$DEVICE" = cuda ] \
+        && ! python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
     echo "skipped: no CUDA"
     exit 0
 fi
