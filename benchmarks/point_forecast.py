@@ -1,11 +1,12 @@
 """How many paths a stable point forecast needs, and which statistic of the paths to use.
 
 The bundled model on a benchmark config's windows (by default US daily: 50 assets x 20
-origins, 90-row contexts, horizon 10): 64 paths per window in one generation, then, for n
-of 1 to 64 (the first n of them; the paths of a window are drawn independently), the
-close at every step forecast by the mean, the median and the geometric mean of the n
-paths. Prints each one's mean absolute error in units of the context's close std, as a
-ratio to the random walk's (the last close; 1 = as good), in one run:
+origins, 90-row contexts, horizon 10): 64 independent paths per window in one generation,
+then, for n of 1 to 64 (the first n of them), the close at every step forecast by the mean,
+the median and the geometric mean of the n paths; and the mean of n paths drawn
+stratified (the library's default, one generation per n). Prints each one's mean absolute
+error in units of the context's close std, as a ratio to the random walk's (the last
+close; 1 = as good), in one run:
 
     python benchmarks/point_forecast.py
     python benchmarks/point_forecast.py --config benchmarks/configs/cn_daily.toml
@@ -47,29 +48,36 @@ def main() -> None:
     panel = load_panel(config)
     pipe = KronosPipeline.from_pretrained(default_checkpoint("predictor"),
                                           default_checkpoint("tokenizer"))
-    closes, truths, lasts, scales = [], [], [], []
+    closes, stratified, truths, lasts, scales = [], [], [], [], []
     for origin in origins(panel, config):
         windows = windows_at(panel, origin, config)
         if not windows.assets:
             continue
-        forecast = pipe.sample(dict(zip(windows.assets, windows.contexts, strict=True)),
-                               future={a: t.index for a, t in zip(windows.assets,
-                                                                  windows.targets)},
-                               n_samples=max(COUNTS), random_state=args.seed)
+        contexts = dict(zip(windows.assets, windows.contexts, strict=True))
+        future = {a: t.index for a, t in zip(windows.assets, windows.targets)}
+        forecast = pipe.sample(contexts, future=future, n_samples=max(COUNTS),
+                               random_state=args.seed, stratified=False)
         closes.append(forecast.paths[..., 3])  # (assets, paths, horizon)
+        stratified.append(np.stack([  # (counts, assets, horizon)
+            pipe.sample(contexts, future=future, n_samples=n,
+                        random_state=args.seed).paths[..., 3].mean(axis=1) for n in COUNTS]))
         truths.append(windows.target_array(["close"])[..., 0])
         lasts.append(windows.last_close())
         scales.append([c["close"].std() for c in windows.contexts])
     closes, truth = np.concatenate(closes), np.concatenate(truths)
+    stratified = np.concatenate(stratified, axis=1)
     last, scale = np.concatenate(lasts)[:, None], np.concatenate(scales)[:, None]
     walk = (np.abs(last - truth) / scale).mean()
     print(f"{machine()}\n{args.config.stem}: {len(truth)} windows x {truth.shape[1]} steps; "
           f"error / random walk's (mean absolute, in context close stds)")
-    print(f"{'paths':>6} " + " ".join(f"{name:>15}" for name in STATISTICS))
-    for n in COUNTS:
+    print(f"{'paths':>6} " + " ".join(f"{name:>15}" for name in STATISTICS)
+          + f" {'mean, stratified':>17}")
+    for i, n in enumerate(COUNTS):
         ratios = [(np.abs(statistic(closes[:, :n]) - truth) / scale).mean() / walk
                   for statistic in STATISTICS.values()]
-        print(f"{n:>6} " + " ".join(f"{ratio:>15.4f}" for ratio in ratios))
+        ratios.append((np.abs(stratified[i] - truth) / scale).mean() / walk)
+        print(f"{n:>6} " + " ".join(f"{ratio:>15.4f}" for ratio in ratios[:-1])
+              + f" {ratios[-1]:>17.4f}")
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def _sample(args: argparse.Namespace, candles: pd.DataFrame):
         candles, args.horizon, freq=args.freq, n_samples=args.samples,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         random_state=args.seed, sliding=args.sliding, prefill_precision=args.prefill_precision,
-        valid_candles=not args.raw_candles)
+        valid_candles=not args.raw_candles, stratified=not args.independent_paths)
 
 
 def _write_forecast(candles: pd.DataFrame, forecast, outputs: list[Path],
@@ -259,7 +259,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         n_samples=args.samples, top_p=args.top_p, top_k=args.top_k,
         temperature=args.temperature, max_context=args.max_context, random_state=args.seed,
         freq=args.freq, sliding=args.sliding, device=args.device, precision=args.precision,
-        prefill_precision=args.prefill_precision)
+        prefill_precision=args.prefill_precision, stratified=not args.independent_paths)
     step = max(1, (len(y) - args.initial) // args.folds)
     if args.initial + args.horizon > len(y):
         raise UsageError(f"--initial {args.initial} + --horizon {args.horizon} exceeds the "
@@ -350,6 +350,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw-candles", action="store_true",
                         help="the reference's raw decoding (highs below closes, negative "
                         "volumes and prices <= 0 kept); default: valid candles, positive prices")
+    parser.add_argument("--independent-paths", action="store_true",
+                        help="draw each path independently, as the reference does (default: "
+                        "the paths of a series drawn stratified, covering the model's "
+                        "distribution evenly)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace output files that already exist (default: refuse)")
 

@@ -8,6 +8,13 @@ positive prices: a path with a price <= 0 is drawn again from its own seed, so t
 follow the model's distribution conditioned on positive prices (`_redraw_nonpositive`).
 `valid_candles=False` returns the reference's raw decoding instead.
 
+The paths of a series are drawn stratified by default (`path_uniforms`): each path alone is
+an exact draw of the model, but at each step the paths of a series take one uniform from
+each of `n_samples` equal strata of [0, 1), the ids laid out by the close they decode to
+(`ids_by_close`), so that the paths cover the model's distribution evenly: the mean of 20
+paths moves less from seed to seed, and their quantiles are closer to the model's
+(`stratified=False`: independent paths, as the reference samples them).
+
 The samples of a series share its context: its keys and values are computed and stored once
 per series (`SharedPrefixCache`), and each path adds only its own generated tokens.
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+import weakref
 from collections.abc import Sequence
 from numbers import Integral, Real
 
@@ -32,9 +40,10 @@ from kronos_sk._defaults import DEFAULT_N_SAMPLES, DEFAULT_TOP_P
 from kronos_sk.calibration import widen_paths
 from kronos_sk.checkpoints import Spread
 from kronos_sk.data.normalize import DEFAULT_CLIP, Normalizer, check_model_space
+from kronos_sk.data.schema import FEATURE_COLUMNS
 from kronos_sk.nn.layers import KVCache, SharedPrefixCache, attention_mask
 from kronos_sk.nn.predictor import KronosPredictor
-from kronos_sk.nn.tokenizer import KronosTokenizer
+from kronos_sk.nn.tokenizer import KronosTokenizer, ids_to_bits
 from kronos_sk.runtime import resolve_dtype
 
 SLIDING_MODES = ("exact", "rolling")
@@ -51,6 +60,10 @@ NUCLEUS_CANDIDATES = 64
 # accepted path of its series, and the share of redrawn paths above which a series warns.
 MAX_REDRAWS = 8
 REDRAW_WARNING_SHARE = 0.05
+# The fine ids are ordered by their close averaged over this many coarse ids (`ids_by_close`).
+ORDER_COARSE_IDS = 4
+# tokenizer -> (the state of its weights, its `ids_by_close`), recomputed when weights change
+_ID_ORDERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0,
@@ -137,14 +150,58 @@ def series_seeds(random_state: int | None, keys: Sequence[bytes | str]) -> list[
     return seeds
 
 
-def path_uniforms(seeds: Sequence[int], n_samples: int, horizon: int) -> torch.Tensor:
+def path_uniforms(seeds: Sequence[int], n_samples: int, horizon: int,
+                  stratified: bool = False) -> torch.Tensor:
     """Uniforms (n_series * n_samples, horizon, 2) for the coarse and fine draws of each path.
 
     Path (series i, sample s) has its own generator seeded from (seeds[i], s), so its draws do
-    not depend on the batch, on the order of series or on `n_samples`.
+    not depend on the batch or on the order of series. Independent (`stratified=False`), they
+    do not depend on `n_samples` either. Stratified (Latin hypercube sampling, McKay, Beckman
+    and Conover 1979), the `n_samples` uniforms of a series at each step and draw fall one in
+    each stratum ``[k / n_samples, (k + 1) / n_samples)``: path s takes stratum ``perm(s)``,
+    the permutations independent across steps and draws and seeded by (seeds[i],
+    n_samples), so every path is still uniform at each step and independent across steps.
     """
-    return redraw_uniforms([(seed, sample) for seed in seeds for sample in range(n_samples)],
-                           0, horizon)
+    uniforms = redraw_uniforms([(seed, sample) for seed in seeds for sample in range(n_samples)],
+                               0, horizon)
+    if not stratified or n_samples == 1:
+        return uniforms
+    uniforms = uniforms.view(len(seeds), n_samples, horizon, 2)
+    for i, seed in enumerate(seeds):
+        rng = np.random.default_rng([int(seed), n_samples, 1])
+        strata = np.argsort(rng.random((n_samples, horizon, 2)), axis=0)
+        uniforms[i] = (torch.from_numpy(strata).float() + uniforms[i]) / n_samples
+    return uniforms.view(len(seeds) * n_samples, horizon, 2)
+
+
+@torch.no_grad()
+def ids_by_close(tokenizer: KronosTokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coarse and fine ids ordered by the (normalised) close they decode to, lowest first.
+
+    A coarse id alone is decoded by the tokenizer's coarse head; a fine id with each of
+    `ORDER_COARSE_IDS` coarse ids, its close averaged. Each is decoded as a one-token
+    sequence. Stratified draws invert the CDF in this order (`path_uniforms`), so their
+    strata are low to high prices rather than arbitrary sets of ids. Kept per tokenizer
+    until its weights change (loaded, trained or moved).
+    """
+    weights = tuple((p.data_ptr(), p._version) for p in tokenizer.parameters())
+    cached = _ID_ORDERS.get(tokenizer)
+    if cached is not None and cached[0] == weights:
+        return cached[1]
+    n1, n2 = tokenizer.config.s1_bits, tokenizer.config.s2_bits
+    close = FEATURE_COLUMNS.index("close")
+    device, dtype = tokenizer.head.weight.device, tokenizer.head.weight.dtype
+    coarse_ids = torch.arange(2 ** n1, device=device)
+    bits = (ids_to_bits(coarse_ids, n1) * tokenizer.bsq.scale).to(dtype)
+    coarse_close = tokenizer._decode_latent(bits[:, None], None, coarse_only=True)[:, 0, close]
+    spaced = torch.linspace(0, 2 ** n1 - 1, ORDER_COARSE_IDS, device=device).long()
+    fine_ids = torch.arange(2 ** n2, device=device)
+    pairs = torch.cartesian_prod(spaced, fine_ids)  # (ORDER_COARSE_IDS * 2 ** n2, 2)
+    fine_close = tokenizer.decode(pairs[:, :1], pairs[:, 1:])[:, 0, close]
+    fine_close = fine_close.view(ORDER_COARSE_IDS, 2 ** n2).mean(0)
+    orders = torch.argsort(coarse_close.float()), torch.argsort(fine_close.float())
+    _ID_ORDERS[tokenizer] = (weights, orders)
+    return orders
 
 
 def redraw_uniforms(paths: Sequence[tuple[int, int]], attempt: int,
@@ -191,24 +248,30 @@ class _Sampler:
     """Draws the (coarse, fine) ids of one step for every path."""
 
     def __init__(self, predictor: KronosPredictor, uniforms: torch.Tensor, temperature: float,
-                 top_k: int, top_p: float):
+                 top_k: int, top_p: float, id_order: tuple[torch.Tensor, torch.Tensor] | None):
         self.predictor, self.uniforms = predictor, uniforms
         self.settings = (temperature, top_k, top_p)
         self.filtering = self.settings != (1.0, 0, 1.0)
+        self.orders = (None, None) if id_order is None else id_order
 
     def __call__(self, step: int, h_last: torch.Tensor, dep_cache: KVCache | SharedPrefixCache,
                  dep_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.predictor
         # h_last: (P, 1, d); the dependency cache holds the whole window's hidden states.
-        coarse = self._draw(p.coarse_logits(h_last[:, 0]), self.uniforms[:, step, 0])
+        coarse_order, fine_order = self.orders
+        coarse = self._draw(p.coarse_logits(h_last[:, 0]), self.uniforms[:, step, 0],
+                            coarse_order)
         query = p.embedding.emb_s1(coarse).unsqueeze(1)  # (P, 1, d)
         fine_logits = p.head.proj_s2(p.dep_layer.step(h_last, query, dep_cache, dep_mask))
-        return coarse, self._draw(fine_logits[:, 0], self.uniforms[:, step, 1])
+        return coarse, self._draw(fine_logits[:, 0], self.uniforms[:, step, 1], fine_order)
 
-    def _draw(self, logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    def _draw(self, logits: torch.Tensor, uniforms: torch.Tensor,
+              order: torch.Tensor | None) -> torch.Tensor:
         if self.filtering:
             logits = filter_logits(logits, *self.settings)
-        return sample_ids(logits.float(), uniforms)
+        if order is None:
+            return sample_ids(logits.float(), uniforms)
+        return order[sample_ids(logits[:, order].float(), uniforms)]
 
 
 @torch.no_grad()
@@ -218,6 +281,7 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
                     max_context: int = 512, temperature: float = 1.0, top_k: int = 0,
                     top_p: float = 1.0, sliding: str = "exact",
                     prefill_precision: str = "float32",
+                    id_order: tuple[torch.Tensor, torch.Tensor] | None = None,
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample `n_samples` continuations of each context with a key/value cache.
 
@@ -235,6 +299,9 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
         (B, T) bool, True on real tokens.
     n_samples, max_context, temperature, top_k, top_p, sliding, prefill_precision
         As for `forecast_paths`.
+    id_order : (Tensor, Tensor) or None, default=None
+        The order of the coarse and of the fine ids in which the uniforms invert the CDF
+        (`ids_by_close`; None: id order).
 
     Returns
     -------
@@ -249,7 +316,8 @@ def generate_tokens(predictor: KronosPredictor, s1_ids: torch.Tensor, s2_ids: to
         valid = valid[:, -T:]
         valid = None if bool(valid.all()) else valid
     P = B * S
-    sample = _Sampler(predictor, uniforms.to(s1_ids.device), temperature, top_k, top_p)
+    sample = _Sampler(predictor, uniforms.to(s1_ids.device), temperature, top_k, top_p,
+                      id_order)
     dtype_like = predictor.norm.weight
     device = s1_ids.device
     bf16 = resolve_dtype(prefill_precision, device, "prefill_precision") == torch.bfloat16
@@ -343,7 +411,9 @@ def generate_tokens_recompute(predictor: KronosPredictor, s1_ids: torch.Tensor,
                               s2_ids: torch.Tensor, stamps: torch.Tensor, horizon: int,
                               uniforms: torch.Tensor, *, n_samples: int = 1,
                               max_context: int = 512, temperature: float = 1.0, top_k: int = 0,
-                              top_p: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                              top_p: float = 1.0,
+                              id_order: tuple[torch.Tensor, torch.Tensor] | None = None,
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
     """The released algorithm step by step: every step re-runs the whole window, no cache.
 
     Same contract as `generate_tokens` without padding; kept as the ground truth that the
@@ -354,7 +424,7 @@ def generate_tokens_recompute(predictor: KronosPredictor, s1_ids: torch.Tensor,
     s2 = s2_ids.repeat_interleave(S, 0)
     stamps = stamps.repeat_interleave(S, 0)
     T = s1.shape[1]
-    sample = _Sampler(predictor, uniforms.to(s1.device), temperature, top_k, top_p)
+    sample = _Sampler(predictor, uniforms.to(s1.device), temperature, top_k, top_p, id_order)
     dep_attn = predictor.dep_layer.cross_attn
     for i in range(horizon):
         end = T + i
@@ -469,8 +539,8 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
                    sliding: str = "exact", clip: float = DEFAULT_CLIP,
                    max_paths: int = DEFAULT_MAX_PATHS,
                    prefill_precision: str = "float32", valid_candles: bool = True,
-                   spread: Spread = Spread(), names: Sequence[str] | None = None,
-                   return_redraws: bool = False,
+                   spread: Spread = Spread(), stratified: bool = True,
+                   names: Sequence[str] | None = None, return_redraws: bool = False,
                    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Sample future candles for a batch of series; every path, in original units.
 
@@ -516,6 +586,11 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
     spread : Spread, default=Spread() (as sampled)
         With `valid_candles`, the valid paths are widened by it
         (`kronos_sk.calibration.widen_paths`; a checkpoint's own, from its inference.json).
+    stratified : bool, default=True
+        Draw the paths of each series stratified (`path_uniforms`, in the order of
+        `ids_by_close`): each path is an exact draw of the model, and together they cover
+        its distribution more evenly than independent draws. False: independent paths, each
+        the same whatever `n_samples` is.
     names : sequence of str or None, default=None
         How messages name each series (default "series i").
     return_redraws : bool, default=False
@@ -527,6 +602,8 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         With `return_redraws`, a tuple (paths, counts).
     """
     check_sampling(n_samples, temperature, top_k, top_p, max_context, sliding)
+    if not isinstance(stratified, (bool, np.bool_)):
+        raise ValueError(f"stratified must be True or False, got {stratified!r}")
     future_stamps = np.asarray(future_stamps)
     B, H = len(contexts), future_stamps.shape[1]
     names = [f"series {i}" for i in range(B)] if names is None else list(names)
@@ -539,8 +616,10 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         check_model_space(context, transform, name)
     normalizer = Normalizer.fit(contexts, clip, transform)
     out = np.empty((B, n_samples, H, tokenizer.config.d_in), dtype=np.float32)
+    stratified = stratified and n_samples > 1
     settings = dict(max_context=max_context, temperature=temperature, top_k=top_k,
-                    top_p=top_p, sliding=sliding, prefill_precision=prefill_precision)
+                    top_p=top_p, sliding=sliding, prefill_precision=prefill_precision,
+                    id_order=ids_by_close(tokenizer) if stratified else None)
 
     def sample(rows: list[int], uniforms: torch.Tensor, per_row: int) -> np.ndarray:
         """Decoded paths (len(rows), per_row, H, d_in) in original units of these series."""
@@ -554,8 +633,8 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
     per_chunk = max(1, max_paths // n_samples)
     for lo in range(0, B, per_chunk):
         rows = list(range(lo, min(B, lo + per_chunk)))
-        out[rows] = sample(rows, path_uniforms([seeds[i] for i in rows], n_samples, H),
-                           n_samples)
+        out[rows] = sample(rows, path_uniforms([seeds[i] for i in rows], n_samples, H,
+                                               stratified), n_samples)
     redraws = np.zeros((B, 2), dtype=np.int64)
     if valid_candles:
         positive = np.array([(np.asarray(c)[:, :4] > 0).all() for c in contexts])

@@ -168,7 +168,7 @@ class KronosPipeline:
                temperature: float = 1.0, top_k: int = 0, top_p: float = DEFAULT_TOP_P,
                random_state: int | None = None, sliding: str = "exact",
                max_paths: int = DEFAULT_MAX_PATHS, prefill_precision: str = "auto",
-               valid_candles: bool = True) -> ForecastPaths:
+               valid_candles: bool = True, stratified: bool = True) -> ForecastPaths:
         """Sample `n_samples` future paths of every series, all series in one batched call.
 
         Parameters
@@ -198,6 +198,10 @@ class KronosPipeline:
         valid_candles : bool, default=True
             True: valid candles with positive prices (see `forecast_paths`), widened by
             `spread`; False: the model's raw decoding, unchanged (the reference's).
+        stratified : bool, default=True
+            The paths of each series drawn stratified: each an exact draw of the model,
+            together covering its distribution evenly, so their mean and quantiles move less
+            from seed to seed (see `forecast_paths`); False: independent paths.
 
         Returns
         -------
@@ -210,7 +214,7 @@ class KronosPipeline:
             frames, futures, [series_key(asset) for asset in assets], n_samples=n_samples,
             temperature=temperature, top_k=top_k, top_p=top_p, random_state=random_state,
             sliding=sliding, max_paths=max_paths, prefill_precision=prefill_precision,
-            valid_candles=valid_candles, return_redraws=True,
+            valid_candles=valid_candles, stratified=stratified, return_redraws=True,
             names=["the series" if asset is None else f"series {asset!r}" for asset in assets])
         return ForecastPaths(paths, futures, assets, redrawn=redrawn)
 
@@ -218,8 +222,8 @@ class KronosPipeline:
                   stride: int | None = None, n_samples: int = DEFAULT_N_SAMPLES,
                   temperature: float = 1.0, top_k: int = 0, top_p: float = DEFAULT_TOP_P,
                   random_state: int | None = None, sliding: str = "exact",
-                  max_paths: int = DEFAULT_MAX_PATHS,
-                  prefill_precision: str = "auto") -> PathCalibration:
+                  max_paths: int = DEFAULT_MAX_PATHS, prefill_precision: str = "auto",
+                  stratified: bool = True) -> PathCalibration:
         """Backtest on the last `origins` origins inside each series and learn a calibration.
 
         All origins of all series are generated in one batched call; origin k ends its
@@ -239,7 +243,7 @@ class KronosPipeline:
             self, frames, [(asset, None) for asset in assets], horizon, origins=origins,
             stride=stride, n_samples=n_samples, temperature=temperature, top_k=top_k,
             top_p=top_p, random_state=random_state, sliding=sliding, max_paths=max_paths,
-            prefill_precision=prefill_precision)
+            prefill_precision=prefill_precision, stratified=stratified)
 
     def sample_validated(self, frames: Sequence[pd.DataFrame],
                          futures: Sequence[pd.DatetimeIndex], keys: Sequence[str], *,
@@ -248,7 +252,8 @@ class KronosPipeline:
                          random_state: int | None = None, sliding: str = "exact",
                          max_paths: int = DEFAULT_MAX_PATHS,
                          prefill_precision: str = "auto", valid_candles: bool = True,
-                         names: Sequence[str] | None = None, return_redraws: bool = False,
+                         stratified: bool = True, names: Sequence[str] | None = None,
+                         return_redraws: bool = False,
                          ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """The procedure after validation: features, calendar stamps, seeds, generation.
 
@@ -264,7 +269,7 @@ class KronosPipeline:
         keys : sequence of str
             The identity of each series (`kronos_sk.generation.series_key`); with
             `random_state` it seeds the series' paths.
-        n_samples, temperature, top_k, top_p, random_state, sliding, max_paths, prefill_precision, valid_candles
+        n_samples, temperature, top_k, top_p, random_state, sliding, max_paths, prefill_precision, valid_candles, stratified
             As for `sample`.
         names : sequence of str or None, default=None
             How messages name each series (default "series i", by position).
@@ -282,7 +287,8 @@ class KronosPipeline:
             temperature=temperature, top_k=top_k, top_p=top_p, max_context=self.max_context,
             seeds=series_seeds(random_state, keys), sliding=sliding, max_paths=max_paths,
             prefill_precision=prefill_precision, valid_candles=valid_candles,
-            spread=self.spread, names=names, return_redraws=return_redraws)
+            spread=self.spread, stratified=stratified, names=names,
+            return_redraws=return_redraws)
 
     @staticmethod
     def _future_indexes(assets: list, frames: list[pd.DataFrame], horizon: int | None, future,

@@ -18,20 +18,23 @@ def candles() -> pd.DataFrame:
     return pd.read_csv(FIXTURES / "candles.csv", index_col=0, parse_dates=True)
 
 
-@pytest.mark.parametrize("prefill, valid", [("float32", True), ("bfloat16", True),
-                                            ("float32", False)])
+@pytest.mark.parametrize("prefill, valid, stratified", [
+    ("float32", True, True), ("bfloat16", True, True), ("float32", False, True),
+    ("float32", True, False)])
 @pytest.mark.filterwarnings("ignore:.*bfloat16")
 def test_pipeline_forecaster_and_cli_give_the_same_paths(tmp_path, monkeypatch, prefill,
-                                                         valid):
+                                                         valid, stratified):
     from kronos_sk import pipeline
     real, seen = pipeline.forecast_paths, []
 
     def recorded(*args, **kwargs):  # the real generation, its precision noted
-        seen.append((kwargs["prefill_precision"], kwargs["valid_candles"]))
+        seen.append((kwargs["prefill_precision"], kwargs["valid_candles"],
+                     kwargs["stratified"]))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "forecast_paths", recorded)
-    settings = {**SETTINGS, "prefill_precision": prefill, "valid_candles": valid}
+    settings = {**SETTINGS, "prefill_precision": prefill, "valid_candles": valid,
+                "stratified": stratified}
     frame = candles()
     panel = {"A": frame.iloc[:90], "B": frame.iloc[30:120]}
     future = [frame.index[90:96], frame.index[120:126]]
@@ -55,8 +58,8 @@ def test_pipeline_forecaster_and_cli_give_the_same_paths(tmp_path, monkeypatch, 
     assert main(["sample", "--input", str(path), "--horizon", "6", "--out", str(out),
                  "--model", MODEL, "--tokenizer", TOKENIZER, "--max-context", "128",
                  "--samples", "4", "--top-p", "0.9", "--seed", "7", "--freq", "5min",
-                 "--prefill-precision", prefill] + ([] if valid else ["--raw-candles"])) \
-        in (0, None)
+                 "--prefill-precision", prefill] + ([] if valid else ["--raw-candles"])
+                + ([] if stratified else ["--independent-paths"])) in (0, None)
     cli = pd.read_parquet(out)
     fh = pd.date_range(single.index[-1], periods=7, freq="5min")[1:]
     forecaster = KronosForecaster(model=MODEL, tokenizer=TOKENIZER, max_context=128,
@@ -64,5 +67,5 @@ def test_pipeline_forecaster_and_cli_give_the_same_paths(tmp_path, monkeypatch, 
     expected = forecaster.sample(fh=fh).to_numpy().reshape(4, 6, 6)
     columns = ["open", "high", "low", "close", "volume", "amount"]
     np.testing.assert_array_equal(cli[columns].to_numpy().reshape(4, 6, 6), expected)
-    assert seen and set(seen) == {(prefill, valid)}  # every face passed them on
+    assert seen and set(seen) == {(prefill, valid, stratified)}  # every face passed them on
     assert (piped[..., 4:] < 0).any() == (not valid)  # raw decoding: negative volumes

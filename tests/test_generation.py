@@ -11,8 +11,8 @@ from kronos_sk.checkpoints import load_predictor, load_tokenizer
 from kronos_sk.data import time_features, validate_candles
 from kronos_sk.data.schema import FEATURE_COLUMNS
 from kronos_sk.generation import (filter_logits, forecast_paths, generate_tokens,
-                                  generate_tokens_recompute, nucleus, path_uniforms, sample_ids,
-                                  series_seeds)
+                                  generate_tokens_recompute, ids_by_close, nucleus, path_uniforms,
+                                  sample_ids, series_seeds)
 from kronos_sk.nn.config import PredictorConfig
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.runtime import native_bf16
@@ -192,6 +192,86 @@ def test_first_coarse_draws_follow_the_model_distribution(tiny_predictor, tokens
     assert (frequency - probs).abs().max() < 0.032
 
 
+def test_stratified_uniforms_take_one_stratum_each_and_keep_each_path_uniform():
+    n, H = 5, 3
+    stratified = path_uniforms([1, 2], n, H, stratified=True).view(2, n, H, 2)
+    independent = path_uniforms([1, 2], n, H).view(2, n, H, 2)
+    strata = (stratified * n).floor()
+    assert torch.equal(strata.sort(dim=1).values,
+                       torch.arange(n).float().view(1, n, 1, 1).expand(2, n, H, 2))
+    torch.testing.assert_close(stratified * n - strata, independent)  # the within-stratum draw
+    assert not torch.equal(strata[:, :, 0], strata[:, :, 1])  # new strata at each step
+    torch.testing.assert_close(path_uniforms([3], 1, H, stratified=True), path_uniforms([3], 1, H))
+
+
+def test_stratified_draws_match_the_model_counts_within_two(tiny_predictor, tokens):
+    s1, s2, stamps, _ = tokens
+    n = 400
+    with torch.no_grad():
+        h = tiny_predictor.hidden(s1[:1], s2[:1], stamps[:1, :20])
+        probs = tiny_predictor.coarse_logits(h[:, -1]).softmax(-1)[0]
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(2))
+    counts = {}
+    for mode, uniforms, id_order in (
+            ("independent", path_uniforms([11], n, 1), None),
+            ("stratified", path_uniforms([11], n, 1, stratified=True), (order, order))):
+        coarse, _ = generate_tokens(tiny_predictor, s1[:1], s2[:1], stamps[:1, :21], 1, uniforms,
+                                    n_samples=n, id_order=id_order)
+        counts[mode] = torch.bincount(coarse[:, 0], minlength=16).float()
+    # One draw per stratum: each id's count is within 2 of n p (binomial: sd up to 10).
+    assert (counts["stratified"] - n * probs).abs().max() < 2
+    assert (counts["independent"] - n * probs).abs().max() > 2
+
+
+def test_each_stratified_path_follows_the_model_distribution(tiny_predictor, tokens):
+    s1, s2, stamps, _ = tokens
+    n_series, n = 2000, 4
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(3))
+    coarse, _ = generate_tokens(
+        tiny_predictor, s1[:1].expand(n_series, -1), s2[:1].expand(n_series, -1),
+        stamps[:1, :21].expand(n_series, -1, -1), 1,
+        path_uniforms(range(n_series), n, 1, stratified=True), n_samples=n,
+        id_order=(order, order))
+    with torch.no_grad():
+        h = tiny_predictor.hidden(s1[:1], s2[:1], stamps[:1, :20])
+        probs = tiny_predictor.coarse_logits(h[:, -1]).softmax(-1)[0]
+    first_paths = coarse.view(n_series, n)[:, 0]  # one path of each series
+    frequency = torch.bincount(first_paths, minlength=16).float() / n_series
+    # Binomial standard error is at most 0.5 / sqrt(2000) = 0.011; allow 4 of them.
+    assert (frequency - probs).abs().max() < 0.045
+
+
+def test_ids_by_close_follow_the_tokenizer_weights(compat_modules):
+    import copy
+    tokenizer = copy.deepcopy(compat_modules[0])
+    coarse, fine = ids_by_close(tokenizer)
+    with torch.no_grad():
+        tokenizer.head.weight.neg_()  # every decoded value changes sign: the order reverses
+        tokenizer.head.bias.neg_()
+    flipped_coarse, flipped_fine = ids_by_close(tokenizer)
+    assert torch.equal(flipped_coarse, coarse.flip(0))
+    assert torch.equal(flipped_fine, fine.flip(0))
+
+
+def test_stratified_paths_give_a_steadier_mean_with_the_bundled_model(compat_candles):
+    from kronos_sk.checkpoints import default_checkpoint
+    from kronos_sk.pipeline import KronosPipeline
+    pipe = KronosPipeline.from_pretrained(default_checkpoint("predictor"),
+                                          default_checkpoint("tokenizer"))
+    coarse_order, fine_order = ids_by_close(pipe.tokenizer)
+    assert sorted(coarse_order.tolist()) == list(range(2 ** pipe.tokenizer.config.s1_bits))
+    assert sorted(fine_order.tolist()) == list(range(2 ** pipe.tokenizer.config.s2_bits))
+    contexts = {i: compat_candles.iloc[40 * i:40 * i + 90] for i in range(4)}
+    spread = {}
+    for stratified in (False, True):
+        means = np.stack([pipe.sample(contexts, 5, n_samples=20, random_state=seed,
+                                      stratified=stratified).paths[:, :, -1, 3].mean(1)
+                          for seed in range(12)])  # (seeds, series): the mean last close
+        spread[stratified] = (means.std(0) / means.mean(0)).mean()
+    # Measured 0.40 of the independent paths' seed-to-seed spread (all series together).
+    assert spread[True] < 0.7 * spread[False]
+
+
 @pytest.fixture(scope="module")
 def compat_modules(compat_dir):
     return load_tokenizer(compat_dir / "tokenizer"), load_predictor(compat_dir / "model")
@@ -296,7 +376,7 @@ def test_bfloat16_prefill_stays_close_to_float32(compat_modules, compat_candles,
 @pytest.mark.parametrize("name, value", [("n_samples", 0), ("temperature", 0.0),
                                          ("top_k", -1), ("top_p", 0.0), ("top_p", 1.5),
                                          ("max_context", 0), ("sliding", "fast"),
-                                         ("n_samples", True)])
+                                         ("n_samples", True), ("stratified", "yes")])
 def test_bad_sampling_settings_are_named(compat_modules, compat_candles, name, value):
     tokenizer, predictor = compat_modules
     contexts, stamps, future = _fixture_inputs(compat_candles, rows=(64,))

@@ -152,6 +152,7 @@ class KronosForecaster(BaseForecaster):
         "calibration_stride": positive_int(allow_none=True),
         "calibration_rate": positive_real(),
         "valid_candles": ["boolean"],
+        "stratified": ["boolean"],
     }
 
     def __init__(self, model=None, tokenizer=None, fit_strategy="zero-shot",
@@ -163,7 +164,7 @@ class KronosForecaster(BaseForecaster):
                  finetune_tokenizer=False, model_config=None, tokenizer_config=None,
                  max_paths=256, calibration=None, calibration_origins=2,
                  calibration_stride=None, calibration_rate=0.05, prefill_precision="auto",
-                 valid_candles=True):
+                 valid_candles=True, stratified=True):
         self.model = model
         self.tokenizer = tokenizer
         self.fit_strategy = fit_strategy
@@ -192,6 +193,7 @@ class KronosForecaster(BaseForecaster):
         self.calibration_stride = calibration_stride
         self.calibration_rate = calibration_rate
         self.valid_candles = valid_candles
+        self.stratified = stratified
         # remember_data is set explicitly in _config (self._y is the context), so sktime's
         # notice about that config's changing default does not apply here.
         with no_remember_data_notice():
@@ -345,7 +347,7 @@ class KronosForecaster(BaseForecaster):
         return dict(n_samples=self.n_samples, temperature=self.temperature, top_k=self.top_k,
                     top_p=self.top_p, random_state=self._path_seed, sliding=self.sliding,
                     max_paths=self.max_paths, prefill_precision=self.prefill_precision_,
-                    valid_candles=self.valid_candles)
+                    valid_candles=self.valid_candles, stratified=self.stratified)
 
     def _pipeline(self) -> KronosPipeline:
         return KronosPipeline(self.tokenizer_, self.predictor_, self._max_context, self._spread)
@@ -448,4 +450,4 @@ class KronosForecaster(BaseForecaster):
                   "random_state": 0}
         return [{**common, "n_samples": 3},
                 {**common, "n_samples": 2, "top_k": 2, "top_p": 0.9, "sliding": "rolling",
-                 "max_context": 16}]
+                 "max_context": 16, "stratified": False}]

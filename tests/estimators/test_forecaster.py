@@ -353,13 +353,13 @@ def test_kept_paths_follow_the_forecast_state(candles, generations):
 
 def test_paths_are_those_sampled_before_the_paths_were_kept(candles):
     # Written by 767eae1 (the commit before this cache) for the same panel and seed, with
-    # one series sliding past max_context=128 (exact sliding).
+    # one series sliding past max_context=128 (exact sliding), with independent paths.
     expected = pd.read_csv(PATHS_767EAE1, index_col=[0, 1, 2], parse_dates=["timestamp"])
     # 767eae1 returned raw decoded candles; paths are made valid since (open, close kept).
     expected[:] = make_candles_valid(expected.to_numpy(copy=True))
     panel = pd.concat({"asset0": candles.iloc[136:200], "asset1": candles.iloc[70:200]},
                       names=["asset", "timestamp"])
-    forecaster = fixture_forecaster(n_samples=3, random_state=7).fit(panel)
+    forecaster = fixture_forecaster(n_samples=3, random_state=7, stratified=False).fit(panel)
     paths = forecaster.sample(candles.index[200:204])
     assert list(paths.index) == list(expected.index) and paths.shape == (24, 6)
     np.testing.assert_allclose(paths.to_numpy(), expected.to_numpy(np.float32), rtol=1e-5)
@@ -496,7 +496,8 @@ def test_every_parameter_has_a_constraint_checked_at_fit(candles):
     for name, bad in (("n_samples", 0), ("n_samples", True), ("top_p", 1.5), ("top_k", -1),
                       ("temperature", float("inf")), ("lookback", 2.0), ("max_paths", None),
                       ("precision", "float16"), ("sliding", "slide"), ("max_context", 0),
-                      ("finetune_tokenizer", 1), ("model_config", "small")):
+                      ("finetune_tokenizer", 1), ("model_config", "small"),
+                      ("stratified", "yes")):
         forecaster = fixture_forecaster(**{name: bad})  # the constructor only stores it
         assert forecaster.get_params()[name] is bad
         with pytest.raises(InvalidParameterError,
@@ -521,7 +522,8 @@ def test_one_set_of_defaults_across_faces():
     forecaster, sample = defaults(KronosForecaster), defaults(KronosPipeline.sample)
     paths = defaults(forecast_paths)
     for face in (forecaster, sample, paths):
-        assert (face["n_samples"], face["top_p"]) == (DEFAULT_N_SAMPLES, DEFAULT_TOP_P)
+        assert (face["n_samples"], face["top_p"], face["stratified"]) == (
+            DEFAULT_N_SAMPLES, DEFAULT_TOP_P, True)
     assert forecaster["device"] == defaults(KLineTokenizer)["device"] == \
         defaults(KronosPipeline.from_pretrained)["device"] == DEFAULT_DEVICE
     parser = cli.build_parser()
@@ -532,6 +534,7 @@ def test_one_set_of_defaults_across_faces():
         args = parser.parse_args([command, *required])
         assert (args.samples, args.top_p, args.device) == (DEFAULT_N_SAMPLES, DEFAULT_TOP_P,
                                                            DEFAULT_DEVICE), command
+        assert not args.independent_paths, command
     tokenizer = defaults(KLineTokenizer)
     for name in ("max_steps", "batch_size", "learning_rate"):
         assert forecaster[name] == tokenizer[name], name
