@@ -142,7 +142,8 @@ def prefill_section(model, tokenizer, max_context: int, n_series: int = 4,
             start = time.perf_counter()
             paths = forecast_paths(tokenizer, predictor, contexts, stamps, future,
                                    n_samples=n_samples, max_context=max_context,
-                                   random_state=seed, prefill_precision=precision)
+                                   random_state=seed, prefill_precision=precision,
+                                   stratified=False)  # seed noise of independent paths
             seconds[precision] = time.perf_counter() - start
             means[precision, seed] = paths[..., 3].mean(1)  # (series, horizon) mean close
     std = np.stack([c[:, 3].std() for c in contexts])[:, None]

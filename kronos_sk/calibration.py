@@ -169,7 +169,9 @@ def _pooled_scores(values: np.ndarray, truth: np.ndarray, factors: np.ndarray,
     (W, H), and the mean fair CRPS (G,) in the values' space (log prices: scale-free; fair:
     that of the distribution the paths are drawn from, which does not favour narrow sets
     of few paths), of the values drifted by each row of per-step factors and tails (G, H)
-    as `_moved` drifts them."""
+    as `_moved` drifts them. For stratified paths (the default) the fair estimate runs a
+    few per cent low and the plain one a few per cent high; the bundled model's spread is
+    the same with either (1.1033, tail 0.5)."""
     center, deviation, terminal = _deviations(values)
     realised = truth - center[:, 0]
     tail = _tail_term(terminal)

@@ -259,7 +259,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         n_samples=args.samples, top_p=args.top_p, top_k=args.top_k,
         temperature=args.temperature, max_context=args.max_context, random_state=args.seed,
         freq=args.freq, sliding=args.sliding, device=args.device, precision=args.precision,
-        prefill_precision=args.prefill_precision, stratified=not args.independent_paths)
+        prefill_precision=args.prefill_precision, valid_candles=not args.raw_candles,
+        stratified=not args.independent_paths)
     step = max(1, (len(y) - args.initial) // args.folds)
     if args.initial + args.horizon > len(y):
         raise UsageError(f"--initial {args.initial} + --horizon {args.horizon} exceeds the "

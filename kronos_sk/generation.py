@@ -120,11 +120,17 @@ def _nucleus_size(ranked: torch.Tensor, top_p: float) -> tuple[torch.Tensor, tor
 
 
 def sample_ids(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Draw one id per row of (N, V) logits by inverting the CDF at (N,) uniforms in [0, 1)."""
-    cdf = logits.softmax(-1).cumsum(-1)
+    """Draw one id per row of (N, V) logits by inverting the CDF at (N,) uniforms in [0, 1).
+
+    A target that rounds to the CDF's end takes the last id of positive probability, never
+    one that filtering removed.
+    """
+    probs = logits.softmax(-1)
+    cdf = probs.cumsum(-1)
     target = uniforms.to(cdf.dtype).unsqueeze(-1) * cdf[:, -1:]
     ids = torch.searchsorted(cdf, target, right=True).squeeze(-1)
-    return ids.clamp_(max=logits.shape[-1] - 1)
+    last_positive = (probs > 0).long().cumsum(-1).argmax(-1)  # the first index of the max
+    return torch.minimum(ids, last_positive)
 
 
 def series_key(asset: object = None, column: object = None) -> str:
@@ -171,7 +177,8 @@ def path_uniforms(seeds: Sequence[int], n_samples: int, horizon: int,
         rng = np.random.default_rng([int(seed), n_samples, 1])
         strata = np.argsort(rng.random((n_samples, horizon, 2)), axis=0)
         uniforms[i] = (torch.from_numpy(strata).float() + uniforms[i]) / n_samples
-    return uniforms.view(len(seeds) * n_samples, horizon, 2)
+    # (n - 1 + u) / n can round up to 1 in float32: keep every draw in [0, 1)
+    return uniforms.view(len(seeds) * n_samples, horizon, 2).clamp_(max=1 - 2 ** -24)
 
 
 @torch.no_grad()
@@ -199,7 +206,10 @@ def ids_by_close(tokenizer: KronosTokenizer) -> tuple[torch.Tensor, torch.Tensor
     pairs = torch.cartesian_prod(spaced, fine_ids)  # (ORDER_COARSE_IDS * 2 ** n2, 2)
     fine_close = tokenizer.decode(pairs[:, :1], pairs[:, 1:])[:, 0, close]
     fine_close = fine_close.view(ORDER_COARSE_IDS, 2 ** n2).mean(0)
-    orders = torch.argsort(coarse_close.float()), torch.argsort(fine_close.float())
+    # A stable sort: ties (bfloat16 weights decode fewer distinct closes) break by id alike
+    # on every device.
+    orders = (torch.argsort(coarse_close.float(), stable=True),
+              torch.argsort(fine_close.float(), stable=True))
     _ID_ORDERS[tokenizer] = (weights, orders)
     return orders
 
@@ -207,7 +217,8 @@ def ids_by_close(tokenizer: KronosTokenizer) -> tuple[torch.Tensor, torch.Tensor
 def redraw_uniforms(paths: Sequence[tuple[int, int]], attempt: int,
                     horizon: int) -> torch.Tensor:
     """Uniforms (len(paths), horizon, 2) of the (series seed, sample) paths at an attempt:
-    attempt 0 is the path's first draw (`path_uniforms`), attempt k its k-th redraw."""
+    attempt 0 is the path's first independent draw (`path_uniforms` without stratification),
+    attempt k its k-th redraw; redraws are independent."""
     blocks = []
     for seed, sample in paths:
         entropy = [int(seed), sample] + ([attempt] if attempt else [])
@@ -252,7 +263,8 @@ class _Sampler:
         self.predictor, self.uniforms = predictor, uniforms
         self.settings = (temperature, top_k, top_p)
         self.filtering = self.settings != (1.0, 0, 1.0)
-        self.orders = (None, None) if id_order is None else id_order
+        self.orders = (None, None) if id_order is None else tuple(
+            order.to(uniforms.device) for order in id_order)
 
     def __call__(self, step: int, h_last: torch.Tensor, dep_cache: KVCache | SharedPrefixCache,
                  dep_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -269,7 +269,9 @@ class KronosPipeline:
         keys : sequence of str
             The identity of each series (`kronos_sk.generation.series_key`); with
             `random_state` it seeds the series' paths.
-        n_samples, temperature, top_k, top_p, random_state, sliding, max_paths, prefill_precision, valid_candles, stratified
+        n_samples, temperature, top_k, top_p, random_state, sliding, max_paths
+            Sampling settings, as for `sample`.
+        prefill_precision, valid_candles, stratified
             As for `sample`.
         names : sequence of str or None, default=None
             How messages name each series (default "series i", by position).
@@ -327,4 +329,3 @@ class KronosPipeline:
                 raise ValueError(f"{name}: first timestamp {idx[0]} is not after the last "
                                  f"context timestamp {frame.index[-1]}")
         return indexes
-
