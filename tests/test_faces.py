@@ -68,4 +68,8 @@ def test_pipeline_forecaster_and_cli_give_the_same_paths(tmp_path, monkeypatch, 
     columns = ["open", "high", "low", "close", "volume", "amount"]
     np.testing.assert_array_equal(cli[columns].to_numpy().reshape(4, 6, 6), expected)
     assert seen and set(seen) == {(prefill, valid, stratified)}  # every face passed them on
+    seen.clear()
+    pipe.calibrate(panel, horizon=6, n_samples=4, random_state=7, prefill_precision=prefill,
+                   stratified=stratified)  # its backtests draw as the forecasts do
+    assert seen and set(seen) == {(prefill, True, stratified)}
     assert (piped[..., 4:] < 0).any() == (not valid)  # raw decoding: negative volumes
