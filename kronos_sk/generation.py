@@ -122,15 +122,15 @@ def _nucleus_size(ranked: torch.Tensor, top_p: float) -> tuple[torch.Tensor, tor
 def sample_ids(logits: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
     """Draw one id per row of (N, V) logits by inverting the CDF at (N,) uniforms in [0, 1).
 
-    A target that rounds to the CDF's end takes the last id of positive probability, never
-    one that filtering removed.
+    The target is kept below the CDF's end (a product that rounds up to it would fall past
+    the last id of positive probability, onto one that filtering removed), so the first id
+    whose CDF exceeds it always has positive probability.
     """
-    probs = logits.softmax(-1)
-    cdf = probs.cumsum(-1)
-    target = uniforms.to(cdf.dtype).unsqueeze(-1) * cdf[:, -1:]
-    ids = torch.searchsorted(cdf, target, right=True).squeeze(-1)
-    last_positive = (probs > 0).long().cumsum(-1).argmax(-1)  # the first index of the max
-    return torch.minimum(ids, last_positive)
+    cdf = logits.softmax(-1).cumsum(-1)
+    total = cdf[:, -1:]
+    target = torch.minimum(uniforms.to(cdf.dtype).unsqueeze(-1) * total,
+                           torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1)
 
 
 def series_key(asset: object = None, column: object = None) -> str:
