@@ -10,17 +10,20 @@ its day-to-day moves:
     y'_h = m_h + a * d_h + ((f_h - 1) + (1 - a) * h / H) * D,
     d_h = y_h - m_h,    D = d_H,    y = log price (or the value itself)
 
-where m is the median path and ``f_h = 1 + g_H * h / H`` ramps from 1 at the origin to
-``1 + g_H`` at the last step, where the deviation becomes exactly ``(1 + g_H) * D``: the
-quantiles there are scaled and stay ordered. Each step becomes ``a`` times the path's own
-step plus a constant drift of ``(1 + g_H - a) * D / H``; the share ``a`` (per forecast,
-from its paths) is the one that keeps the paths' mean squared step, so realized
-volatility and the step-return spread stay what the model made them (a drift alone, a =
-1, would add ``((1 + g_H)^2 - 1) / H`` to the realised variance: +12 % at 1.5 over ten
-steps; ``a`` is bounded to [`MIN_STEP_SHARE`, 1 / `MIN_STEP_SHARE`], beyond which a very
-wide setting does raise it). Widening trades some of each path's jitter for a trend, which
-is how prices that wander further than the model's steps imply do it. The paths are then
-moved alike, per step, back to their mean, so the point forecast does not move.
+where m is the median path and ``f_h = 1 + g_H * (h / H) ** p`` ramps from 1 at the
+origin to ``1 + g_H`` at the last step, where the deviation becomes exactly
+``(1 + g_H) * D``: the quantiles there are scaled and stay ordered. With a linear ramp
+(p = 1) each step becomes ``a`` times the path's own step plus a constant drift of
+``(1 + g_H - a) * D / H``; with p = 1/2 the drift is front-loaded as a random walk's
+spread grows (a third of it by step 1 of 10), so the first steps widen too. The share
+``a`` (per forecast, from its paths) is the one that keeps the paths' mean squared step,
+so realized volatility and the step-return spread stay what the model made them (a
+linear drift alone, a = 1, would add ``((1 + g_H)^2 - 1) / H`` to the realised variance:
++12 % at 1.5 over ten steps; ``a`` is bounded to [`MIN_STEP_SHARE`, 1 /
+`MIN_STEP_SHARE`], beyond which a very wide setting does raise it). Widening trades some
+of each path's jitter for a trend, which is how prices that wander further than the
+model's steps imply do it. The paths are then moved alike, per step, back to their mean,
+so the point forecast does not move.
 
 - Close sets the price drift; open, high and low of the same path and step move by the
   close's factor, so the candle envelope holds exactly. Volume gets its own drift, in
@@ -28,9 +31,11 @@ moved alike, per step, back to their mean, so the point forecast does not move.
 - Positive prices are calibrated in log space (a multiplicative drift); a column that is
   not a positive price (returns, spreads: a value <= 0 in the backtests) in its own space,
   additively (`price_space` says which).
-- ``f_h`` ramps linearly, so the drift is a constant part of each step. ``1 + g_H`` (and
-  the tail below) are chosen on a grid for sharpness subject to calibration (Gneiting,
-  Balabdaoui and Raftery 2007, "Probabilistic forecasts, calibration and sharpness"):
+- ``f_h`` ramps smoothly, so the drift is a smooth part of each step. ``1 + g_H``, the
+  power ``p`` (`RAMP_GRID`: paths too narrow from the first step on call for 1/2, paths
+  too narrow only over the horizon for 1) and the tail below are chosen on a grid for
+  sharpness subject to calibration (Gneiting, Balabdaoui and Raftery 2007, "Probabilistic
+  forecasts, calibration and sharpness"):
   among the settings whose central 50/80/90 % intervals, pooled over every step of the
   backtest windows, all cover within `COVERAGE_TOLERANCE` of nominal, the one with the
   lowest CRPS; where none does, the smallest squared coverage error; both only among
@@ -39,9 +44,9 @@ moved alike, per step, back to their mean, so the point forecast does not move.
   several per cent apart, and with few windows a far-fetched width can cover by chance.
 - One width cannot fit the centre and the tails when the paths' tails are too thin: the
   price drift has a second, tail term, ``k_h * D * min(|D| / s, 3)`` with ``s`` the mean
-  ``|D|`` of the window's paths and ``k_h = k * h / H`` (``k >= 0``, `price_tail`), so
+  ``|D|`` of the window's paths and ``k_h = k * (h / H) ** p`` (``k >= 0``, `price_tail`), so
   paths that end far out move further out (``a`` keeps the mean squared step with it
-  too). The map stays monotone in ``D``; ``(1 + g_H, k)`` are fitted together on the
+  too). The map stays monotone in ``D``; ``(1 + g_H, k, p)`` are fitted together on the
   grid.
 - Paths that are calibrated already (a model's own spread, fitted on many dates) are
   checked origin against origin (`PathCalibration.fit`'s ``origins``): the setting chosen
@@ -84,6 +89,7 @@ _OPEN, _HIGH, _LOW, _CLOSE, _VOLUME, _AMOUNT = (
 _GRID_VALUES = 4_000_000  # drifted values held at once while a grid is evaluated
 MIN_STEP_SHARE = 0.5  # the least share of its own steps a drifted path keeps
 TAIL_GRID = (0.0, 0.15, 0.3, 0.5, 0.8)  # the price drift's tail k
+RAMP_GRID = (1.0, 0.5)  # the price ramp's power p: linear, or as a random walk's spread grows
 _COARSE_STEP = 4  # the coarse grid of factors, fitted with the tails: every 4th
 COVERAGE_TOLERANCE = 0.02  # bands this close to nominal count as calibrated
 CRPS_SLACK = 0.05  # the most CRPS a calibration gives up against the sharpest setting
@@ -121,25 +127,34 @@ def _tail_term(terminal: np.ndarray) -> np.ndarray:
 
 
 def _step_share(deviation: np.ndarray, terminal: np.ndarray, tail: np.ndarray,
-                factor: np.ndarray | float, k: np.ndarray | float) -> np.ndarray:
+                factors: np.ndarray, tails: np.ndarray) -> np.ndarray:
     """Share ``a`` of its own steps each path keeps, so that the paths' mean squared step
-    (their realised variance) stays what it was while the terminal deviation D becomes
-    ``Phi = factor * D + k * D|D|/s``.
+    (their realised variance) stays what it was under the drift of `_moved`.
 
-    With each step made ``a * step + (Phi - a * D) / H``, the paths' mean squared step sum
-    is ``a^2 (Q - V / H) + E[Phi^2] / H`` (Q the mean sum of squared steps of the
-    deviations, V the mean D^2); ``a`` sets it back to Q, clipped to
+    Step h of a moved path is ``a * (u_h - D / H) + A_h`` (u_h its own step, D its terminal
+    deviation, ``A_h = (df_h + 1 / H) * D + dk_h * D|D|/s`` with df_h, dk_h the growth of
+    the factor and the tail at step h), so the paths' mean squared step sum is the quadratic
+    ``a^2 P + 2 a R + S`` in ``a``; ``a`` is its root that sets it back to Q, the sum as it
+    was (the least-squares ``a = -R / P`` where none does), clipped to
     [`MIN_STEP_SHARE`, 1 / `MIN_STEP_SHARE`] (1 for a single step, where a step is the
-    horizon). deviation (…, S, H), terminal and tail (…, S, 1); factor and k broadcast
-    against them -> (…, 1, 1).
+    horizon). Along a linear ramp ``A_h`` is the same at every step, R = 0 and
+    ``a^2 = (Q - S) / P``. deviation (…, S, H), terminal and tail (…, S, 1); per-step
+    factors and tails broadcast against (…, H) -> (…, 1, 1).
     """
     horizon = deviation.shape[-1]
     steps = np.diff(deviation, axis=-1, prepend=0.0)
-    squared = (steps ** 2).sum(axis=-1, keepdims=True).mean(axis=-2, keepdims=True)
-    room = squared - (terminal ** 2).mean(axis=-2, keepdims=True) / horizon
-    moved = ((factor * terminal + k * tail) ** 2).mean(axis=-2, keepdims=True) / horizon
-    share = (squared - moved) / np.where(room > 0, room, 1.0)
-    bounded = np.sqrt(np.clip(share, MIN_STEP_SHARE ** 2, MIN_STEP_SHARE ** -2))
+    own = steps - terminal / horizon
+    added = (np.diff(factors, axis=-1, prepend=1.0) + 1.0 / horizon) * terminal \
+        + np.diff(tails, axis=-1, prepend=0.0) * tail
+
+    def mean_sum(values: np.ndarray) -> np.ndarray:
+        return values.sum(axis=-1, keepdims=True).mean(axis=-2, keepdims=True)
+
+    squared, room = mean_sum(steps ** 2), mean_sum(own ** 2)
+    cross, drift = mean_sum(own * added), mean_sum(added ** 2)
+    safe = np.where(room > 0, room, 1.0)
+    share = (np.sqrt(np.maximum(cross ** 2 - room * (drift - squared), 0.0)) - cross) / safe
+    bounded = np.clip(share, MIN_STEP_SHARE, 1 / MIN_STEP_SHARE)
     return np.where(room > 1e-9 * squared, bounded, 1.0)
 
 
@@ -170,8 +185,8 @@ def _pooled_scores(values: np.ndarray, truth: np.ndarray, factors: np.ndarray,
     that of the distribution the paths are drawn from, which does not favour narrow sets
     of few paths), of the values drifted by each row of per-step factors and tails (G, H)
     as `_moved` drifts them. For stratified paths (the default) the fair estimate runs a
-    few per cent low and the plain one a few per cent high; the bundled model's spread is
-    the same with either (1.1033, tail 0.5)."""
+    few per cent low and the plain one a few per cent high; the bundled model's spread was
+    the same with either (1.1033, tail 0.5, on the linear ramp)."""
     center, deviation, terminal = _deviations(values)
     realised = truth - center[:, 0]
     tail = _tail_term(terminal)
@@ -181,7 +196,7 @@ def _pooled_scores(values: np.ndarray, truth: np.ndarray, factors: np.ndarray,
     for lo in range(0, len(factors), chunk):
         f = factors[lo:lo + chunk, None, None, :]  # (g, 1, 1, H)
         k = tails[lo:lo + chunk, None, None, :]
-        share = _step_share(deviation, terminal, tail, f[..., -1:], k[..., -1:])
+        share = _step_share(deviation, terminal, tail, f, k)
         moved = _moved(deviation, terminal, tail, share, f, k, mean_space)  # (g, W, S, H)
         low, high = np.quantile(moved, bounds, axis=-2)  # (levels, g, W, H) each
         covered[lo:lo + chunk] = ((low <= realised) & (realised <= high)).mean(axis=(2, 3)).T
@@ -205,47 +220,60 @@ def _sharpest_calibrated(covered: np.ndarray, crps: np.ndarray, levels: Sequence
     return int(np.where(near, (error ** 2).sum(axis=1), np.inf).argmin())
 
 
-def _ramp(last: float, horizon: int) -> np.ndarray:
-    """Factors ``1 + g_h`` of steps 1..horizon, growing linearly to `last` at the last."""
-    return 1 + (last - 1) * np.arange(1, horizon + 1) / horizon
+def _ramp_shape(horizon: int, power: float = 1.0) -> np.ndarray:
+    """``(h / H) ** power`` of steps h = 1..horizon: how much of the last step's factor
+    and tail each step has."""
+    return (np.arange(1, horizon + 1) / horizon) ** power
+
+
+def _ramp(last: float, horizon: int, power: float = 1.0) -> np.ndarray:
+    """Factors ``1 + g_h`` of steps 1..horizon, growing to `last` at the last along
+    `_ramp_shape`."""
+    return 1 + (last - 1) * _ramp_shape(horizon, power)
 
 
 def _choose_factors(values: np.ndarray, truth: np.ndarray, levels: Sequence[float],
-                    tails: Sequence[float], mean_space: str | None) -> tuple[float, float]:
-    """Last-step factor ``1 + g_H`` and tail ``k`` of finite values (W, S, H) against truth,
-    chosen by `_sharpest_calibrated`: a coarse grid of both, then the fine grid of the factor
-    at the chosen tail."""
-    ramp = np.arange(1, values.shape[-1] + 1) / values.shape[-1]
+                    tails: Sequence[float], ramps: Sequence[float], mean_space: str | None,
+                    ) -> tuple[float, float, float]:
+    """Last-step factor ``1 + g_H``, tail ``k`` and ramp power ``p`` of finite values
+    (W, S, H) against truth, chosen by `_sharpest_calibrated`: a coarse grid of all three,
+    then the fine grid of the factor at the chosen tail and power."""
+    horizon = values.shape[-1]
 
-    def choose(lasts: np.ndarray, ks: np.ndarray) -> int:
-        covered, crps = _pooled_scores(values, truth, 1 + (lasts[:, None] - 1) * ramp,
-                                       ks[:, None] * ramp, levels, mean_space)
+    def choose(lasts: np.ndarray, ks: np.ndarray, powers: np.ndarray) -> int:
+        shapes = np.stack([_ramp_shape(horizon, power) for power in powers])
+        covered, crps = _pooled_scores(values, truth, 1 + (lasts[:, None] - 1) * shapes,
+                                       ks[:, None] * shapes, levels, mean_space)
         return _sharpest_calibrated(covered, crps, levels)
 
     coarse = SCALE_GRID[::_COARSE_STEP]
-    lasts = np.repeat(coarse, len(tails))
-    ks = np.tile(np.asarray(tails, float), len(coarse))
-    best = choose(lasts, ks)
-    tail, at = float(ks[best]), int(np.abs(SCALE_GRID - lasts[best]).argmin())
+    lasts, ks, powers = (grid.ravel() for grid in np.meshgrid(
+        coarse, np.asarray(tails, float), np.asarray(ramps, float), indexing="ij"))
+    best = choose(lasts, ks, powers)
+    tail, power = float(ks[best]), float(powers[best])
+    at = int(np.abs(SCALE_GRID - lasts[best]).argmin())
     fine = SCALE_GRID[max(0, at - _COARSE_STEP):at + _COARSE_STEP + 1]
-    return float(fine[choose(fine, np.full(len(fine), tail))]), tail
+    chosen = choose(fine, np.full(len(fine), tail), np.full(len(fine), power))
+    return float(fine[chosen]), tail, power
 
 
 def _carries_over(values: np.ndarray, truth: np.ndarray, origins: np.ndarray,
-                  levels: Sequence[float], tails: Sequence[float], mean_space: str | None,
-                  ) -> bool | None:
+                  levels: Sequence[float], tails: Sequence[float], ramps: Sequence[float],
+                  mean_space: str | None) -> bool | None:
     """Whether, on every backtest origin, the setting chosen on the other origins' windows
     brings that origin's bands closer to nominal (squared coverage error) and does not raise
     its CRPS, against the values as they are (None with fewer than two origins)."""
     if len(np.unique(origins)) < 2:
         return None
-    ramp = np.arange(1, values.shape[-1] + 1) / values.shape[-1]
+    horizon = values.shape[-1]
     for origin in np.unique(origins):
         held = origins == origin
-        last, tail = _choose_factors(values[~held], truth[~held], levels, tails, mean_space)
+        last, tail, power = _choose_factors(values[~held], truth[~held], levels, tails, ramps,
+                                            mean_space)
+        shape = _ramp_shape(horizon, power)
         covered, crps = _pooled_scores(
-            values[held], truth[held], np.stack([np.ones_like(ramp), _ramp(last, len(ramp))]),
-            np.stack([np.zeros_like(ramp), tail * ramp]), levels, mean_space)
+            values[held], truth[held], np.stack([np.ones(horizon), _ramp(last, horizon, power)]),
+            np.stack([np.zeros(horizon), tail * shape]), levels, mean_space)
         error = ((covered - np.asarray(levels)) ** 2).sum(axis=1)
         if not (error[1] < error[0] and crps[1] <= crps[0]):
             return False
@@ -253,29 +281,33 @@ def _carries_over(values: np.ndarray, truth: np.ndarray, origins: np.ndarray,
 
 
 def _fit_factors(values: np.ndarray, truth: np.ndarray, levels: Sequence[float],
-                 tails: Sequence[float] = (0.0,), mean_space: str | None = None,
-                 origins: np.ndarray | None = None) -> tuple[np.ndarray, float, bool | None]:
-    """Per-step factors ``1 + g_h`` (H,), the tail ``k`` of values (W, S, H) in their space
-    against truth, and whether they carried over (`_carries_over`; None: not checked).
+                 tails: Sequence[float] = (0.0,), ramps: Sequence[float] = (1.0,),
+                 mean_space: str | None = None, origins: np.ndarray | None = None,
+                 ) -> tuple[np.ndarray, float, float, bool | None]:
+    """Per-step factors ``1 + g_h`` (H,), the tail ``k`` and the ramp power ``p`` of values
+    (W, S, H) in their space against truth, and whether they carried over
+    (`_carries_over`; None: not checked).
 
-    One last-step factor, reached linearly, and one tail among `tails`, chosen on the grid
-    by `_sharpest_calibrated` from the coverage and the CRPS pooled over every step of
-    every window. A linear ramp keeps the drift a constant part of each step (per-step
-    factors, fitted freely, are noisy enough to make paths jump: step-return std
-    x1.14-1.55). With the backtest `origins` of the windows, a setting that does not carry
-    over from some origins to the others leaves the values as they are (factors 1, tail 0).
+    One last-step factor, reached along ``(h / H) ** p``, one tail among `tails` and one
+    power among `ramps`, chosen on the grid by `_sharpest_calibrated` from the coverage and
+    the CRPS pooled over every step of every window. A smooth ramp keeps the drift a smooth
+    part of each step (per-step factors, fitted freely, are noisy enough to make paths
+    jump: step-return std x1.14-1.55); p = 1 leaves the first steps almost as they are,
+    p = 1/2 widens them too, as paths too narrow from the first step on need. With the
+    backtest `origins` of the windows, a setting that does not carry over from some origins
+    to the others leaves the values as they are (factors 1, tail 0, a linear ramp).
     """
     keep = np.isfinite(truth).all(axis=1) & np.isfinite(values).all(axis=(1, 2))
     values, truth = values[keep], truth[keep]
     horizon = values.shape[-1]
     if len(truth) == 0:
-        return np.ones(horizon), 0.0, None
+        return np.ones(horizon), 0.0, 1.0, None
     carried = None if origins is None else _carries_over(
-        values, truth, np.asarray(origins)[keep], levels, tails, mean_space)
+        values, truth, np.asarray(origins)[keep], levels, tails, ramps, mean_space)
     if carried is False:
-        return np.ones(horizon), 0.0, carried
-    last, tail = _choose_factors(values, truth, levels, tails, mean_space)
-    return _ramp(last, horizon), tail, carried
+        return np.ones(horizon), 0.0, 1.0, carried
+    last, tail, power = _choose_factors(values, truth, levels, tails, ramps, mean_space)
+    return _ramp(last, horizon, power), tail, power, carried
 
 
 def _space_of(paths: np.ndarray, truth: np.ndarray) -> str:
@@ -301,6 +333,9 @@ class PathCalibration:
         not a positive price (an additive one).
     price_tail : float
         ``k`` of the prices' tail term at the last calibrated step (0: one width for all).
+    price_ramp : float
+        Power ``p`` of the ramp ``(h / H) ** p`` along which the price factors and the tail
+        grow to their last step's (1: linearly; 1/2: like a random walk's spread).
     price_carried_over, volume_carried_over : bool or None
         Whether the setting of the close (resp. the volume), chosen on some backtest
         origins, improved both the coverage and the CRPS of each other origin; False: it
@@ -315,6 +350,7 @@ class PathCalibration:
     n_windows: int = 0
     price_space: str = "log"
     price_tail: float = 0.0
+    price_ramp: float = 1.0
     price_carried_over: bool | None = None
     volume_carried_over: bool | None = None
 
@@ -348,19 +384,21 @@ class PathCalibration:
         if origins is not None and len(origins) != len(paths):
             raise ValueError(f"origins must name the origin of each of the {len(paths)} "
                              f"windows, got {len(origins)}")
-        (price, tail, price_carried), (volume, _, volume_carried) = [
+        (price, tail, ramp, price_carried), (volume, _, _, volume_carried) = [
             _fit_factors(_to_space(paths[..., column], kind), _to_space(truth[..., column], kind),
-                         levels, tails, mean_space, origins)
-            for column, kind, tails, mean_space in ((_CLOSE, space, TAIL_GRID, space),
-                                                    (_VOLUME, "log1p", (0.0,), None))]
+                         levels, tails, ramps, mean_space, origins)
+            for column, kind, tails, ramps, mean_space in (
+                (_CLOSE, space, TAIL_GRID, RAMP_GRID, space),
+                (_VOLUME, "log1p", (0.0,), (1.0,), None))]
         return cls(price, volume, tuple(float(level) for level in levels), len(paths), space,
-                   tail, price_carried, volume_carried)
+                   price_tail=tail, price_ramp=ramp, price_carried_over=price_carried,
+                   volume_carried_over=volume_carried)
 
     def _factors_for(self, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Price factors, volume factors and price tails of steps 1..horizon; steps past the
         calibrated ones keep the last."""
         steps = np.minimum(np.arange(horizon), len(self.price_scale) - 1)
-        tails = self.price_tail * (steps + 1) / len(self.price_scale)
+        tails = self.price_tail * _ramp_shape(len(self.price_scale), self.price_ramp)[steps]
         return self.price_scale[steps], self.volume_scale[steps], tails
 
     def _drifted(self, values: np.ndarray, factors: np.ndarray, space: str,
@@ -370,7 +408,7 @@ class PathCalibration:
         tails = np.zeros_like(factors) if tails is None else tails
         center, deviation, terminal = _deviations(_to_space(values, space))
         tail = _tail_term(terminal)
-        share = _step_share(deviation, terminal, tail, factors[-1], tails[-1])
+        share = _step_share(deviation, terminal, tail, factors, tails)
         moved = _moved(deviation, terminal, tail, share, factors, tails,
                        space if keep_mean else None)
         return _from_space(center + moved, space)
@@ -415,8 +453,8 @@ class PathCalibration:
 
         The last step's ``log(1 + g_H)`` moves by `rate` times the observed minus the
         nominal miss rate of the calibrated paths (mean over levels and steps): more misses
-        widen, fewer narrow; the steps before keep their straight ramp to it, and the tail
-        stays.
+        widen, fewer narrow; the steps before keep their ramp to it (the price's power,
+        linear for the volume), and the tail stays.
 
         Parameters
         ----------
@@ -431,15 +469,16 @@ class PathCalibration:
         horizon = min(paths.shape[-2], len(self.price_scale))
         scales = []
         tails = self._factors_for(horizon)[2][None]
-        for column, space, scale, tail, mean_space in (
-                (_CLOSE, self.price_space, self.price_scale, tails, self.price_space),
-                (_VOLUME, "log1p", self.volume_scale, np.zeros_like(tails), None)):
+        for column, space, scale, tail, power, mean_space in (
+                (_CLOSE, self.price_space, self.price_scale, tails, self.price_ramp,
+                 self.price_space),
+                (_VOLUME, "log1p", self.volume_scale, np.zeros_like(tails), 1.0, None)):
             covered = _pooled_scores(_to_space(paths[..., :horizon, column], space),
                                      _to_space(truth[..., :horizon, column], space),
                                      scale[None, :horizon], tail, self.levels,
                                      mean_space)[0][0]
             miss = np.mean((1 - covered) - (1 - np.asarray(self.levels)))
-            scales.append(_ramp(scale[-1] * np.exp(rate * miss), len(scale)))
+            scales.append(_ramp(scale[-1] * np.exp(rate * miss), len(scale), power))
         price_scale, volume_scale = scales
         return replace(self, price_scale=price_scale, volume_scale=volume_scale,
                        n_windows=self.n_windows + len(paths))
@@ -455,8 +494,9 @@ def widen_paths(paths: np.ndarray, spread: Spread, positive: np.ndarray) -> np.n
     horizon = paths.shape[2]
     for space, rows in (("log", positive), ("linear", ~positive)):
         if rows.any():
-            widening = PathCalibration(_ramp(spread.factor, horizon), np.ones(horizon),
-                                       price_space=space, price_tail=spread.tail)
+            widening = PathCalibration(_ramp(spread.factor, horizon, spread.ramp),
+                                       np.ones(horizon), price_space=space,
+                                       price_tail=spread.tail, price_ramp=spread.ramp)
             paths[rows] = widening.apply(paths[rows])
     return paths
 

@@ -35,7 +35,7 @@ _DERIVED_BUFFERS = ("rotary.inv_freq", "bsq.basis", "bsq.group_basis")
 DEFAULT_MODEL_DIR = Path(__file__).parent / "pretrained"
 # Beside config.json: settings for using a predictor that config.json does not hold.
 INFERENCE_FILE = "inference.json"
-INFERENCE_KEYS = ("max_context", "spread", "tail")
+INFERENCE_KEYS = ("max_context", "spread", "tail", "ramp")
 # The released Kronos-small and Kronos-base windows; config.json does not record it.
 RELEASED_CONTEXT = 512
 # Kronos-mini was trained on 2048-token windows; it is the released predictor of this shape.
@@ -46,18 +46,19 @@ MINI_SHAPE = {"d_model": 256, "n_layers": 4, "n_heads": 4, "ff_dim": 512}
 @dataclass(frozen=True)
 class Spread:
     """A model's own spread: the drift of `kronos_sk.calibration.PathCalibration` with
-    ``1 + g_H = factor`` and ``k = tail`` (`kronos_sk.calibration.widen_paths`), fitted
-    once on validation windows after training and stored in the checkpoint's
-    inference.json (`model_spread`).
+    ``1 + g_H = factor``, ``k = tail`` and ramp power ``p = ramp``
+    (`kronos_sk.calibration.widen_paths`), fitted once on validation windows after
+    training and stored in the checkpoint's inference.json (`model_spread`).
     """
 
     factor: float = 1.0
     tail: float = 0.0
+    ramp: float = 1.0
 
     @property
     def widens(self) -> bool:
-        """Whether it changes the paths (``Spread()`` leaves them as sampled)."""
-        return self != Spread()
+        """Whether it changes the paths (factor 1 and tail 0 leave them as sampled)."""
+        return (self.factor, self.tail) != (1.0, 0.0)
 
 
 class CheckpointError(ValueError):
@@ -116,7 +117,8 @@ def _inference_settings(directory: Path) -> dict:
         raise CheckpointError(f"{file}: max_context must be a positive integer, got "
                               f"{context!r}")
     for key, value, positive in (("spread", settings.get("spread", 1.0), True),
-                                 ("tail", settings.get("tail", 0.0), False)):
+                                 ("tail", settings.get("tail", 0.0), False),
+                                 ("ramp", settings.get("ramp", 1.0), True)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                 math.isfinite(value) and (value > 0 if positive else value >= 0)):
             kind = "a positive number" if positive else "a number >= 0"
@@ -143,13 +145,15 @@ def model_context(model: str | os.PathLike) -> int:
 
 
 def model_spread(model: str | os.PathLike) -> Spread:
-    """How the model's own paths are widened: ``spread`` and ``tail`` of its
+    """How the model's own paths are widened: ``spread``, ``tail`` and ``ramp`` of its
     `INFERENCE_FILE`, fitted on validation windows after training (see
     `kronos_sk.calibration.widen_paths`); ``Spread()`` (the paths as sampled) for a
-    checkpoint without them, as every released checkpoint.
+    checkpoint without them, as every released checkpoint; a linear ramp where ``ramp``
+    is not given.
     """
     settings = _inference_settings(resolve_checkpoint(model))
-    return Spread(float(settings.get("spread", 1.0)), float(settings.get("tail", 0.0)))
+    return Spread(float(settings.get("spread", 1.0)), float(settings.get("tail", 0.0)),
+                  float(settings.get("ramp", 1.0)))
 
 
 def read_config(directory: Path) -> dict:

@@ -1,6 +1,6 @@
 """Fit a trained model's own spread and write it to its predictor's ``inference.json``.
 
-The spread is the factor ``1 + g_H`` and the tail ``k`` of
+The spread is the factor ``1 + g_H``, the tail ``k`` and the ramp power ``p`` of
 `kronos_sk.calibration.PathCalibration` (a drift that grows along each path, further for
 paths that end far out, the mean and the mean squared step kept), fitted as the
 calibration fits it (the lowest CRPS among the settings whose central 50/80/90 % bands of
@@ -12,7 +12,7 @@ by default (`kronos_sk.checkpoints.model_spread`)::
     python scripts/fit_spread.py runs/default-model-0.3
 
 writes ``RUN/predictor/best/inference.json`` (``max_context`` from the recipe's window,
-``spread``, ``tail``) and prints the coverage before and after.
+``spread``, ``tail``, ``ramp``) and prints the coverage before and after.
 """
 
 from __future__ import annotations
@@ -92,9 +92,10 @@ def main() -> None:
     calibration = PathCalibration.fit(paths, truth)
     realised_steps = np.diff(np.log(truth[..., 3]), axis=-1).std()
     spread = Spread(round(float(calibration.price_scale[-1]), 4),
-                    round(calibration.price_tail, 4))
+                    round(calibration.price_tail, 4), calibration.price_ramp)
     as_sampled = PathCalibration(np.ones(HORIZON), np.ones(HORIZON))
-    for name, widened in (("as sampled", paths), (f"spread {spread.factor}, tail {spread.tail}",
+    for name, widened in (("as sampled", paths), (f"spread {spread.factor}, tail {spread.tail}, "
+                                                  f"ramp {spread.ramp}",
                                                   widen_paths(paths.copy(), spread,
                                                               np.ones(len(paths), bool)))):
         covered = as_sampled.coverage(widened, truth)  # what every face applies
@@ -103,7 +104,7 @@ def main() -> None:
               " / ".join(f"{covered[level]:.3f}" for level in covered),
               f"| step-return std {steps.std():.5f} (realised {realised_steps:.5f})")
     text = json.dumps({"max_context": max_context, "spread": spread.factor,
-                       "tail": spread.tail}) + "\n"
+                       "tail": spread.tail, "ramp": spread.ramp}) + "\n"
     write_atomically(predictor / INFERENCE_FILE, lambda tmp: tmp.write_text(text))
     print(f"wrote {predictor / INFERENCE_FILE}")
 
