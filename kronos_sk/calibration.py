@@ -132,12 +132,12 @@ def _step_share(deviation: np.ndarray, terminal: np.ndarray, tail: np.ndarray,
     (their realised variance) stays what it was under the drift of `_moved`.
 
     Step h of a moved path is ``a * (u_h - D / H) + A_h`` (u_h its own step, D its terminal
-    deviation, ``A_h = (df_h + 1 / H) * D + dk_h * D|D|/s`` with df_h, dk_h the growth of
-    the factor and the tail at step h), so the paths' mean squared step sum is the quadratic
-    ``a^2 P + 2 a R + S`` in ``a``; ``a`` is its root that sets it back to Q, the sum as it
-    was (the least-squares ``a = -R / P`` where none does), clipped to
-    [`MIN_STEP_SHARE`, 1 / `MIN_STEP_SHARE`] (1 for a single step, where a step is the
-    horizon). Along a linear ramp ``A_h`` is the same at every step, R = 0 and
+    deviation, ``A_h = (df_h + 1 / H) * D + dk_h * T`` with df_h, dk_h the growth of the
+    factor and the tail at step h and T the tail term of `_tail_term`), so the paths' mean
+    squared step sum is the quadratic ``a^2 P + 2 a R + S`` in ``a``; ``a`` is its root
+    that sets it back to Q, the sum as it was (the least-squares ``a = -R / P`` where none
+    does), clipped to [`MIN_STEP_SHARE`, 1 / `MIN_STEP_SHARE`] (1 for a single step, where
+    a step is the horizon). Along a linear ramp ``A_h`` is the same at every step, R = 0 and
     ``a^2 = (Q - S) / P``. deviation (…, S, H), terminal and tail (…, S, 1); per-step
     factors and tails broadcast against (…, H) -> (…, 1, 1).
     """

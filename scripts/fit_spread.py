@@ -82,15 +82,23 @@ def main() -> None:
     max_context = recipe["data"]["lookback"] + recipe["data"]["horizon"]
     pipe = KronosPipeline.from_pretrained(predictor, tokenizer, max_context=max_context)
     pipe.spread = Spread()  # fit on the paths as sampled
-    paths, truths = [], []
+    paths, truths, lasts = [], [], []
     for position, (name, (context, cutoff, count)) in enumerate(MARKETS.items()):
         contexts, futures, truth = windows(name, context, cutoff, count, args.seed + position)
         paths.append(pipe.sample(contexts, future=futures, random_state=args.seed).paths)
         truths += truth
+        lasts += [context["close"].iloc[-1] for context in contexts.values()]
         print(f"{name}: {len(truth)} windows")
-    paths, truth = np.concatenate(paths), np.stack(truths)
+    paths, truth, last = np.concatenate(paths), np.stack(truths), np.array(lasts)
     calibration = PathCalibration.fit(paths, truth)
-    realised_steps = np.diff(np.log(truth[..., 3]), axis=-1).std()
+
+    def step_returns(closes: np.ndarray) -> np.ndarray:
+        """Log returns of closes (W, ..., H) from each window's last context close."""
+        start = np.broadcast_to(last.reshape((-1,) + (1,) * (closes.ndim - 1)),
+                                closes.shape[:-1] + (1,))
+        return np.diff(np.log(np.concatenate([start, closes], axis=-1)), axis=-1)
+
+    realised = step_returns(truth[..., 3])
     spread = Spread(round(float(calibration.price_scale[-1]), 4),
                     round(calibration.price_tail, 4), calibration.price_ramp)
     as_sampled = PathCalibration(np.ones(HORIZON), np.ones(HORIZON))
@@ -99,10 +107,12 @@ def main() -> None:
                                                   widen_paths(paths.copy(), spread,
                                                               np.ones(len(paths), bool)))):
         covered = as_sampled.coverage(widened, truth)  # what every face applies
-        steps = np.diff(np.log(widened[..., 3]), axis=-1)
+        steps = step_returns(widened[..., 3])
         print(f"coverage of the close (50/80/90 %), {name}:",
               " / ".join(f"{covered[level]:.3f}" for level in covered),
-              f"| step-return std {steps.std():.5f} (realised {realised_steps:.5f})")
+              f"| step-return std, first step {steps[..., 0].std():.5f} (realised "
+              f"{realised[:, 0].std():.5f}), later {steps[..., 1:].std():.5f} (realised "
+              f"{realised[:, 1:].std():.5f})")
     text = json.dumps({"max_context": max_context, "spread": spread.factor,
                        "tail": spread.tail, "ramp": spread.ramp}) + "\n"
     write_atomically(predictor / INFERENCE_FILE, lambda tmp: tmp.write_text(text))

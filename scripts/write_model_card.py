@@ -105,9 +105,17 @@ def benchmark_rows(results: Path) -> list[str]:
     return lines
 
 
+def ramp_words(power: float) -> str:
+    """How a drift along ``(h / H) ** power`` grows, in words."""
+    return {1.0: "linearly, the first steps almost as sampled",
+            0.5: "as the square root of the step, so the first steps widen too"}.get(
+        power, f"as (h / H) ** {power}")
+
+
 def card(run: Path, results: Path) -> str:
     recipe = json.loads((run / "recipe.json").read_text())
     inference = json.loads((run / "predictor" / "best" / "inference.json").read_text())
+    ramp = float(inference.get("ramp", 1.0))
     data = recipe["data"]
     gaps = data["max_gap_factor"]
     lines = [
@@ -135,8 +143,8 @@ def card(run: Path, results: Path) -> str:
         "  mixed futures/FX/indices, China indices, BTC hourly; `scripts/fit_spread.py`, on",
         "  stratified paths, the library's default) and",
         f"  stored in `predictor/inference.json` (spread {inference.get('spread', 1.0)}, tail "
-        f"{inference.get('tail', 0.0)}, ramp {inference.get('ramp', 1.0)}: the drift grows as",
-        "  the square root of the step, so the first steps widen too).",
+        f"{inference.get('tail', 0.0)}, ramp {ramp}: the drift grows",
+        f"  {ramp_words(ramp)}).",
         "  Every face applies it to valid paths by default, at no cost; the raw decoding",
         "  (`valid_candles=False`) is the network's own.",
         "- 0.3 starts from the 0.2 weights (0.2 in turn: 0.1 trained further with the",
