@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.suite.cli import parser
-from benchmarks.suite.config import load_config
+from benchmarks.suite.config import SHARED_DATA, load_config
 from benchmarks.suite.publish import DOCS, publish, published_tables
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +31,8 @@ def test_published_table_equals_its_csv(name: str, shown: str, rendered: str):
 
 
 def test_documented_commands_parse_and_name_existing_configs():
+    if not SHARED_DATA.is_dir():  # a config names its data files, which must exist to load
+        pytest.skip(f"real data {SHARED_DATA} not available")
     commands = re.findall(r"^python -m benchmarks (.+)$", PAGE, re.M)
     assert commands
     for command in commands:
