@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 from suite.config import load_config
-from suite.data import load_panel, origins, windows_at
+from suite.data import Windows, load_panel
+from suite.models import Budget
+from suite.runner import over_origins
 
 from _common import machine
 from kronos_sk import KronosPipeline
@@ -50,10 +52,8 @@ def main() -> None:
     pipe = KronosPipeline.from_pretrained(default_checkpoint("predictor"),
                                           default_checkpoint("tokenizer"))
     closes, stratified, truths, lasts, scales = [], [], [], [], []
-    for origin in origins(panel, config):
-        windows = windows_at(panel, origin, config)
-        if not windows.assets:
-            continue
+
+    def work(windows: Windows) -> None:
         contexts = dict(zip(windows.assets, windows.contexts, strict=True))
         future = {a: t.index for a, t in zip(windows.assets, windows.targets)}
         forecast = pipe.sample(contexts, future=future, n_samples=max(COUNTS),
@@ -65,6 +65,8 @@ def main() -> None:
         truths.append(windows.target_array(["close"])[..., 0])
         lasts.append(windows.last_close())
         scales.append([c["close"].std() for c in windows.contexts])
+
+    over_origins(config, panel, Budget(None), work)
     closes, truth = np.concatenate(closes), np.concatenate(truths)
     stratified = np.concatenate(stratified, axis=1)
     last, scale = np.concatenate(lasts)[:, None], np.concatenate(scales)[:, None]

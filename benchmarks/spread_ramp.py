@@ -21,24 +21,20 @@ from pathlib import Path
 
 import numpy as np
 from suite.config import load_config
-from suite.data import load_panel, origins, windows_at
+from suite.data import Windows, load_panel
+from suite.models import Budget
+from suite.runner import over_origins
 
 from _common import machine
 from kronos_sk import KronosPipeline
 from kronos_sk.calibration import widen_paths
 from kronos_sk.checkpoints import Spread, default_checkpoint, model_spread
-from kronos_sk.metrics import crps_from_samples, normalising_scale, realized_volatility
+from kronos_sk.metrics import (crps_from_samples, log_returns, normalising_scale,
+                               realized_volatility)
 
 CONFIGS = [Path(f"benchmarks/configs/{name}.toml")
            for name in ("us_daily", "cn_daily", "crypto_hourly")]
 LINEAR = Spread(1.1033, 0.5)  # the bundled spread before the square-root ramp
-
-
-def step_returns(closes: np.ndarray, last: np.ndarray) -> np.ndarray:
-    """Log returns (..., horizon) of closes (..., horizon) from the last context close."""
-    last = np.broadcast_to(last.reshape(last.shape + (1,) * (closes.ndim - last.ndim)),
-                           closes.shape[:-1] + (1,))
-    return np.diff(np.log(np.concatenate([last, closes], axis=-1)), axis=-1)
 
 
 def report(name: str, closes: np.ndarray, truth: np.ndarray, last: np.ndarray,
@@ -51,7 +47,7 @@ def report(name: str, closes: np.ndarray, truth: np.ndarray, last: np.ndarray,
                & (truth <= np.quantile(closes, (1 + level) / 2, axis=1))
                for level in (0.5, 0.8, 0.9)}
     by_step = covered[0.8].mean(axis=0)
-    returns = step_returns(closes, last)
+    returns = log_returns(closes, last[:, None])
     rv = np.abs(realized_volatility(closes, last[:, None]).mean(axis=1)
                 - realized_volatility(truth, last)).mean()
     print(f"  {name:<28} {crps:7.4f}  " + " / ".join(f"{c.mean():.3f}" for c in covered.values())
@@ -78,22 +74,22 @@ def main() -> None:
         config = load_config(path)
         panel = load_panel(config)
         paths, truths, lasts, centers, scales = [], [], [], [], []
-        for origin in origins(panel, config):
-            windows = windows_at(panel, origin, config)
-            if not windows.assets:
-                continue
+
+        def work(windows: Windows) -> None:
             contexts = dict(zip(windows.assets, windows.contexts, strict=True))
             paths.append(pipe.sample(contexts, horizon=config.horizon, freq=config.freq,
                                      n_samples=config.n_samples, random_state=args.seed).paths)
             truths.append(windows.target_array(["close"])[..., 0])
             lasts.append(windows.last_close())
-            closes = [c["close"].to_numpy(np.float64) for c in windows.contexts]
-            centers.append([c.mean() for c in closes])
-            scales.append(normalising_scale(np.array([c.mean() for c in closes]),
-                                            np.array([c.std() for c in closes])))
+            closes = np.stack([c["close"].to_numpy(np.float64) for c in windows.contexts])
+            means = closes.mean(axis=1)
+            centers.append(means)
+            scales.append(normalising_scale(means, closes.std(axis=1)))
+
+        over_origins(config, panel, Budget(None), work)
         paths, truth = np.concatenate(paths), np.concatenate(truths)
         last, center, scale = (np.concatenate(x) for x in (lasts, centers, scales))
-        realised = step_returns(truth, last)
+        realised = log_returns(truth, last)
         print(f"\n{path.stem}: {len(truth)} windows x {truth.shape[1]} steps, "
               f"{config.n_samples} paths; realised step std first {realised[:, 0].std():.5f}, "
               f"later {realised[:, 1:].std():.5f}")

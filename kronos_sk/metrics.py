@@ -47,6 +47,7 @@ __all__ = [
     "panel_rank_ic",
     "make_panel_rank_ic_scorer",
     "normalised_errors",
+    "log_returns",
     "realized_volatility",
     "volatility_scores",
     "crps_from_samples",
@@ -543,6 +544,28 @@ def normalised_errors(pred: Any, true: Any, mean: Any, std: Any,
 # 5. Realised volatility
 
 
+def log_returns(closes: Any, last_close: Any | None = None) -> np.ndarray:
+    """Step-to-step log returns of closes along their last axis.
+
+    Parameters
+    ----------
+    closes : array-like of shape (..., horizon)
+        Positive close prices.
+    last_close : array-like broadcastable to (...), optional
+        Last context close; when given, the first return is `log(closes[..., 0] / last_close)`,
+        so there are `horizon` returns instead of `horizon - 1`.
+
+    Returns
+    -------
+    ndarray of shape (..., horizon) with `last_close`, else (..., horizon - 1)
+    """
+    closes = np.asarray(closes, dtype=np.float64)
+    if last_close is not None:
+        last = np.broadcast_to(np.asarray(last_close, dtype=np.float64), closes.shape[:-1])
+        closes = np.concatenate([last[..., None], closes], axis=-1)
+    return np.diff(np.log(closes), axis=-1)
+
+
 def realized_volatility(closes: Any, last_close: Any | None = None) -> np.ndarray:
     """Realised variance over the horizon: the sum of squared log returns of the closes.
 
@@ -559,13 +582,9 @@ def realized_volatility(closes: Any, last_close: Any | None = None) -> np.ndarra
     ndarray of shape (...)
         `sum over t of log(c[t] / c[t - 1])^2` (no square root, no annualisation).
     """
-    closes = np.asarray(closes, dtype=np.float64)
-    if last_close is not None:
-        last = np.broadcast_to(np.asarray(last_close, dtype=np.float64), closes.shape[:-1])
-        closes = np.concatenate([last[..., None], closes], axis=-1)
-    if closes.shape[-1] < 2:
+    returns = log_returns(closes, last_close)
+    if returns.shape[-1] < 1:
         raise ValueError("need at least two prices (or one with last_close) for a return")
-    returns = np.diff(np.log(closes), axis=-1)
     return (returns**2).sum(axis=-1)
 
 

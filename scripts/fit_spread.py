@@ -28,6 +28,7 @@ from kronos_sk._files import write_atomically
 from kronos_sk.calibration import PathCalibration, widen_paths
 from kronos_sk.checkpoints import INFERENCE_FILE, Spread
 from kronos_sk.data.validation import assemble_features, validate_candles
+from kronos_sk.metrics import log_returns
 from kronos_sk.pipeline import KronosPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,14 +92,7 @@ def main() -> None:
         print(f"{name}: {len(truth)} windows")
     paths, truth, last = np.concatenate(paths), np.stack(truths), np.array(lasts)
     calibration = PathCalibration.fit(paths, truth)
-
-    def step_returns(closes: np.ndarray) -> np.ndarray:
-        """Log returns of closes (W, ..., H) from each window's last context close."""
-        start = np.broadcast_to(last.reshape((-1,) + (1,) * (closes.ndim - 1)),
-                                closes.shape[:-1] + (1,))
-        return np.diff(np.log(np.concatenate([start, closes], axis=-1)), axis=-1)
-
-    realised = step_returns(truth[..., 3])
+    realised = log_returns(truth[..., 3], last)
     spread = Spread(round(float(calibration.price_scale[-1]), 4),
                     round(calibration.price_tail, 4), calibration.price_ramp)
     as_sampled = PathCalibration(np.ones(HORIZON), np.ones(HORIZON))
@@ -107,7 +101,7 @@ def main() -> None:
                                                   widen_paths(paths.copy(), spread,
                                                               np.ones(len(paths), bool)))):
         covered = as_sampled.coverage(widened, truth)  # what every face applies
-        steps = step_returns(widened[..., 3])
+        steps = log_returns(widened[..., 3], last[:, None])
         print(f"coverage of the close (50/80/90 %), {name}:",
               " / ".join(f"{covered[level]:.3f}" for level in covered),
               f"| step-return std, first step {steps[..., 0].std():.5f} (realised "

@@ -26,6 +26,7 @@ from kronos_sk.metrics import (
     horizon_return,
     ic_summary,
     interval_coverage,
+    log_returns,
     make_panel_rank_ic_scorer,
     normalised_errors,
     panel_rank_ic,
@@ -280,6 +281,16 @@ def test_realized_volatility_hand_case():
     assert realized_volatility(closes[0]).shape == ()
     with pytest.raises(ValueError, match="two prices"):
         realized_volatility([[100.0]])
+
+
+def test_log_returns_from_the_last_close_hand_case():
+    closes = np.array([[110.0, 99.0], [50.0, 55.0]])
+    np.testing.assert_allclose(log_returns(closes, [100.0, 50.0]),
+                               [[math.log(1.1), math.log(0.9)], [0.0, math.log(1.1)]])
+    np.testing.assert_allclose(log_returns(closes), [[math.log(0.9)], [math.log(1.1)]])
+    paths = np.stack([closes, 2 * closes], axis=1)  # (2 series, 2 paths, 2 steps)
+    np.testing.assert_allclose(log_returns(paths, np.array([[100.0], [50.0]]))[:, 1, 0],
+                               [math.log(2.2), math.log(2.0)])
 
 
 def test_volatility_scores_against_sklearn(rng):

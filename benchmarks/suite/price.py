@@ -41,9 +41,9 @@ from sktime.forecasting.base import BaseForecaster
 
 from kronos_sk.data.normalize import normalising_scale
 from kronos_sk.metrics import (coverage_table, crps_from_samples, cross_sectional_rank_ic,
-                               horizon_return, ic_summary, normalised_errors, pinball_loss,
-                               price_ic, price_rank_ic, return_ic, return_rank_ic,
-                               reversion_slope)
+                               horizon_return, ic_summary, log_returns, normalised_errors,
+                               pinball_loss, price_ic, price_rank_ic, return_ic,
+                               return_rank_ic, reversion_slope)
 
 from .config import BenchmarkConfig
 from .data import PRICE_COLUMNS, Panel, Windows
@@ -102,8 +102,7 @@ class Collected:
             "crps": np.nan, "crps_fair": np.nan, "pinball": np.nan,
             **{f"coverage_{round(100 * level)}": np.nan for level in COVERAGE_LEVELS},
             "path_step_std": np.nan,
-            "realised_step_std": float(np.diff(np.log(np.concatenate(
-                [last[:, None], true[..., CLOSE]], axis=1)), axis=1).std())}
+            "realised_step_std": float(log_returns(true[..., CLOSE], last).std())}
         if self.samples:
             z_samples, z_true = self.normalised_close()
             quantiles = np.moveaxis(np.quantile(z_samples, QUANTILES, axis=0), 0, -1)
@@ -117,9 +116,7 @@ class Collected:
             # Day-to-day log returns of the paths, the first from the last close: how much
             # the paths move from one step to the next (calibration should not change it).
             closes = np.concatenate(self.samples)[..., CLOSE]  # (W, S, H)
-            steps = np.concatenate([np.broadcast_to(last[:, None, None], closes.shape[:2] + (1,)),
-                                    closes], axis=2)
-            scores["path_step_std"] = float(np.diff(np.log(steps), axis=2).std())
+            scores["path_step_std"] = float(log_returns(closes, last[:, None]).std())
         return scores
 
     def normalised_close(self) -> tuple[np.ndarray, np.ndarray]:
