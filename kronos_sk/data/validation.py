@@ -145,11 +145,13 @@ def check_values(values: np.ndarray, columns: list, index: pd.Index, name: str) 
 
 
 def check_cells(data: pd.DataFrame | pd.Series, name: str) -> None:
-    """Raise for the first non-numeric column or missing/infinite cell of a frame, naming
-    the column, the row and the value; nothing else is checked.
+    """Raise for the first non-numeric column, missing/infinite cell or repeated/backward
+    time stamp of a frame, naming the column, the row and the value; nothing else is checked.
 
     For faces whose input passes through another library's checks first (sktime's, whose
-    messages name neither), so that every face answers bad cells in one way.
+    messages name neither), so that every face answers bad cells in one way. The time
+    stamps are the index's last level (datetimes, periods or integers), ordered within each
+    series (the other levels).
     """
     frame = data.to_frame() if isinstance(data, pd.Series) else data
     if _is_nested(frame):
@@ -158,9 +160,25 @@ def check_cells(data: pd.DataFrame | pd.Series, name: str) -> None:
         if not _is_real_dtype(frame[column].dtype):
             raise TypeError(_non_numeric_message(frame[column], frame.index, name))
     values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
-    checks = _value_checks(values, list(frame.columns), frame.index)
-    _raise_first_problem([c for c in checks if c.rule in ("missing value", "infinite value")],
-                         name)
+    checks = [c for c in _value_checks(values, list(frame.columns), frame.index)
+              if c.rule in ("missing value", "infinite value")]
+    _raise_first_problem(checks + _time_order_checks(frame.index), name)
+
+
+def _time_order_checks(index: pd.Index) -> list[_Check]:
+    """The repeated and backward stamps of an index's last level, within each series."""
+    times = index.get_level_values(-1)
+    if isinstance(times, (pd.DatetimeIndex, pd.PeriodIndex)):
+        ticks = times.asi8
+    elif pd.api.types.is_integer_dtype(times.dtype):
+        ticks = times.to_numpy(np.int64)
+    else:
+        return []
+    stamps = pd.DatetimeIndex(ticks.astype("datetime64[ns]"))  # only the order is read
+    groups = (pd.factorize(index.droplevel(-1))[0] if isinstance(index, pd.MultiIndex)
+              else np.zeros(len(index), dtype=np.intp))
+    return [c for c in _timestamp_checks(stamps, groups, index)
+            if c.rule in ("duplicate timestamp", "unsorted timestamps")]
 
 
 def _is_nested(frame: pd.DataFrame) -> bool:

@@ -85,8 +85,9 @@ def split_series(y: pd.DataFrame, mode: str, mapping: dict, freq=None) -> list[S
 
 
 def check_cells_of(y) -> None:
-    """Name the first text, missing or infinite cell of a pandas `y` (sktime's own checks
-    would answer "categorical features" or "missing data" without saying where)."""
+    """Name the first text, missing or infinite cell or backward time stamp of a pandas `y`
+    (sktime's own checks would answer "categorical features", "missing data" or a list of
+    every mtype it tried, without saying where)."""
     if isinstance(y, (pd.DataFrame, pd.Series)):
         check_cells(y, "y")
 

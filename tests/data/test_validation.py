@@ -494,6 +494,22 @@ def test_check_cells_names_text_and_missing_cells_with_the_users_column():
     check_cells(set_row(frame.copy(), 3, Close=-5.0), "y")  # signs are not its business
 
 
+def test_check_cells_names_backward_and_repeated_stamps_within_each_series():
+    stamps = pd.date_range("2024-01-01", periods=3, freq="D")
+    panel = pd.DataFrame({"close": np.arange(1.0, 7.0)},
+                         index=pd.MultiIndex.from_product([["a", "b"], stamps]))
+    check_cells(panel, "y")
+    check_cells(panel.swaplevel().sort_index().swaplevel(), "y")  # series interleaved: fine
+    with raises(ValueError, "y: timestamps are not sorted: row 5 (asset 'b', 2024-01-02 "
+                            "00:00:00) comes after row 4 (asset 'b', 2024-01-03 00:00:00)"):
+        check_cells(panel.iloc[[0, 1, 2, 3, 5, 4]], "y")
+    with raises(ValueError, "y: duplicate timestamp: row 1 (2) repeats row 0 (2)"):
+        check_cells(pd.Series([1.0, 2.0], index=[2, 2]), "y")
+    with raises(ValueError, "y: timestamps are not sorted: row 1 (2024-01) comes after"):
+        months = pd.PeriodIndex(["2024-02", "2024-01"], freq="M")
+        check_cells(pd.Series([1.0, 2.0], index=months), "y")
+
+
 def test_the_user_guide_lists_every_rule_with_its_repair():
     text = (Path(__file__).resolve().parents[2] / "docs" / "user-guide.md").read_text()
     rows = re.findall(r"^\| (.+?) \| (.+?) \|$", text, re.M)

@@ -185,6 +185,18 @@ def test_bad_candles_name_the_problem(candles):
         fixture_forecaster(fit_strategy="finetune").fit(candles.iloc[:64])
 
 
+def test_rows_newest_first_are_named_before_sktimes_own_check(candles):
+    # a vendor's newest-first table: sktime's check would answer with every mtype it tried
+    newest_first = candles.iloc[:64].iloc[::-1]
+    expected = (f"y: timestamps are not sorted: row 1 ({candles.index[62]}) comes after "
+                f"row 0 ({candles.index[63]}); sort with frame.sort_index()")
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
+        fixture_forecaster().fit(newest_first)
+    fitted = fixture_forecaster().fit(candles.iloc[:64])
+    with pytest.raises(ValueError, match=r"^y: timestamps are not sorted: row 1 "):
+        fitted.update(candles.iloc[64:68].iloc[::-1], update_params=False)
+
+
 def test_input_is_not_modified(candles):
     context = candles.iloc[:64].copy()
     before = context.copy()
