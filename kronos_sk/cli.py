@@ -178,9 +178,9 @@ def _write_forecast(candles: pd.DataFrame, forecast, outputs: list[Path],
 
 
 def _forecast(args: argparse.Namespace) -> None:
+    candles = read_candles(args.input)
     outputs = _forecast_outputs(args.out, not args.no_chart)
     check_outputs(outputs, args.overwrite)
-    candles = read_candles(args.input)
     forecast = _sample(args, candles)
     title = f"{Path(args.input).name}: {args.horizon} steps, {args.samples} paths"
     _write_forecast(candles, forecast, outputs, title)
@@ -207,8 +207,9 @@ def _sample_command(args: argparse.Namespace) -> None:
     if out.suffix.lower() not in SAMPLE_SUFFIXES:
         raise UsageError(f"--out {args.out!r}: expected a file ending in "
                          f"{', '.join(SAMPLE_SUFFIXES)} (Parquet, or CSV for .csv)")
+    candles = read_candles(args.input)
     check_outputs([out], args.overwrite)
-    forecast = _sample(args, read_candles(args.input))
+    forecast = _sample(args, candles)
     B, S, H, F = forecast.paths.shape
     rows = {"asset": np.repeat(np.array(forecast.assets, dtype=object), S * H),
             "sample": np.tile(np.repeat(np.arange(S), H), B),
@@ -237,12 +238,12 @@ def _evaluate(args: argparse.Namespace) -> None:
     from kronos_sk.checkpoints import default_checkpoint
     from kronos_sk.data import canonical_columns
     from kronos_sk.estimators import KronosForecaster
+    candles = read_candles(args.input)
     if args.out:
         if Path(args.out).suffix.lower() != ".csv":
             raise UsageError(f"--out {args.out!r}: the per-fold scores are written as CSV; "
                              "name a .csv file")
         check_outputs([Path(args.out)], args.overwrite)
-    candles = read_candles(args.input)
     if isinstance(candles.index, pd.MultiIndex):
         raise UsageError("evaluate backtests one series; give a file without an asset column")
     # Forecast from the candles, as `forecast` does; only the close is scored.

@@ -169,6 +169,18 @@ def test_outputs_are_checked_before_anything_is_computed(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.csv"]
 
 
+def test_a_missing_input_is_named_before_an_existing_output(tmp_path, capsys):
+    (tmp_path / "forecast.csv").write_text("x")
+    (tmp_path / "taken.csv").write_text("x")
+    missing = str(tmp_path / "missing.csv")
+    for command in (["forecast", "--out", str(tmp_path), "--no-chart"],
+                    ["sample", "--out", str(tmp_path / "taken.csv")],
+                    ["evaluate", "--out", str(tmp_path / "taken.csv")]):
+        code, err = run_cli([command[0], "--input", missing, "--horizon", "2", *command[1:]],
+                            capsys)
+        assert code == 2 and f"input file {missing!r} does not exist" in err, (command, err)
+
+
 def test_panel_problems_name_the_asset(tmp_path, capsys):
     candles = pd.read_csv(FIXTURES / "candles.csv")
     short = pd.concat([candles.iloc[:100].assign(asset="A"), candles.iloc[100:101].assign(
