@@ -298,6 +298,11 @@ class KronosForecaster(BaseForecaster):
         super().update(y, X=X, update_params=update_params)
         if self.cutoff[0] < cutoff[0]:  # rows of lagging series only: the cutoff stays
             self._set_cutoff(cutoff)
+        elif isinstance(self.cutoff, pd.DatetimeIndex) and self.cutoff.freq \
+                and getattr(cutoff, "freq", None) is None:
+            # sktime reads a frequency off the rows sent alone ('D' from Mon-Fri); steps stay
+            # on the calendar every row shows, as after a fit on all of them
+            self._set_cutoff(pd.DatetimeIndex(self.cutoff, freq=None))
         return self
 
     def _update(self, y, X=None, update_params=True):

@@ -614,3 +614,13 @@ def test_a_frame_without_timestamps_is_forecast_with_a_warning(candles):
         fixture_forecaster(n_samples=2, random_state=0).fit(candles.iloc[:80],
                                                             fh=candles.index[80:82])
     assert not [w for w in seen if "no timestamps" in str(w.message)]
+
+
+def test_update_keeps_the_calendar_the_rows_show(us_stocks_daily_file):
+    # sktime reads 'D' off five Mon-Fri rows; the steps must stay on trading days
+    frame = pd.read_parquet(us_stocks_daily_file)
+    y = frame[frame.asset == "A"].set_index("timestamp").drop(columns="asset").iloc[-100:]
+    updated = fixture_forecaster().fit(y.iloc[:-5])
+    updated.update(y.iloc[-5:], update_params=False)
+    direct = fixture_forecaster().fit(y)
+    assert list(updated.predict(fh=[1, 2, 3]).index) == list(direct.predict(fh=[1, 2, 3]).index)
