@@ -12,6 +12,7 @@ from __future__ import annotations
 from numbers import Integral, Real
 from typing import Any
 
+import numpy as np
 from sklearn.utils._param_validation import (Interval, InvalidParameterError, make_constraint,
                                              validate_parameter_constraints)
 
@@ -65,3 +66,18 @@ def validate_params(estimator: Any, constraints: dict[str, list],
 def _describe(allowed: list) -> str:
     texts = [str(make_constraint(c)) for c in allowed]
     return texts[0] if len(texts) == 1 else f"{', '.join(texts[:-1])} or {texts[-1]}"
+
+
+def probability_levels(levels: Any, name: str) -> list[float]:
+    """`levels` as a list of distinct floats in [0, 1], else a one-line ValueError."""
+    if isinstance(levels, (str, bytes)) or not np.iterable(levels):
+        raise ValueError(f"{name} must be a sequence of numbers in [0, 1], got {levels!r}")
+    values = []
+    for level in levels:
+        if isinstance(level, (bool, np.bool_)) or not isinstance(level, Real) \
+                or not 0 <= level <= 1:
+            raise ValueError(f"{name} must be numbers in [0, 1], got {level!r}")
+        values.append(float(level))
+    if not values or len(set(values)) < len(values):
+        raise ValueError(f"{name} must be distinct numbers in [0, 1], got {list(levels)!r}")
+    return values

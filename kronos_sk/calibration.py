@@ -453,8 +453,9 @@ class PathCalibration:
 
         The last step's ``log(1 + g_H)`` moves by `rate` times the observed minus the
         nominal miss rate of the calibrated paths (mean over levels and steps): more misses
-        widen, fewer narrow; the steps before keep their ramp to it (the price's power,
-        linear for the volume), and the tail stays.
+        widen, fewer narrow, within the factors a fit can choose (`SCALE_GRID`); the steps
+        before keep their ramp to it (the price's power, linear for the volume), and the
+        tail stays.
 
         Parameters
         ----------
@@ -462,9 +463,10 @@ class PathCalibration:
             Uncalibrated paths of forecasts whose truth has arrived.
         truth : ndarray of shape (n_windows, horizon, 6)
         rate : float, default=0.05
+            In (0, 1]: one update moves the factor by at most ``exp(rate)``.
         """
-        if not rate > 0:
-            raise ValueError(f"rate must be > 0, got {rate!r}")
+        if not 0 < rate <= 1:
+            raise ValueError(f"rate must be in (0, 1], got {rate!r}")
         paths, truth = np.asarray(paths, np.float64), np.asarray(truth, np.float64)
         horizon = min(paths.shape[-2], len(self.price_scale))
         scales = []
@@ -478,7 +480,8 @@ class PathCalibration:
                                      scale[None, :horizon], tail, self.levels,
                                      mean_space)[0][0]
             miss = np.mean((1 - covered) - (1 - np.asarray(self.levels)))
-            scales.append(_ramp(scale[-1] * np.exp(rate * miss), len(scale), power))
+            last = np.clip(scale[-1] * np.exp(rate * miss), SCALE_GRID[0], SCALE_GRID[-1])
+            scales.append(_ramp(last, len(scale), power))
         price_scale, volume_scale = scales
         return replace(self, price_scale=price_scale, volume_scale=volume_scale,
                        n_windows=self.n_windows + len(paths))

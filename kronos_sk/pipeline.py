@@ -17,11 +17,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kronos_sk._params import probability_levels
 from kronos_sk.calibration import PathCalibration, fit_calibration
 from kronos_sk.checkpoints import (Spread, load_predictor, load_tokenizer, model_context,
                                    model_spread)
 from kronos_sk.data import (FEATURE_COLUMNS, assemble_features, future_index, time_features,
                             validate_candles, validate_panel)
+from kronos_sk.data.normalize import check_model_space
 from kronos_sk.generation import (DEFAULT_MAX_PATHS, DEFAULT_N_SAMPLES, DEFAULT_TOP_P,
                                   MIN_CONTEXT_ROWS, check_sampling, forecast_paths,
                                   series_key, series_seeds)
@@ -71,7 +73,11 @@ class ForecastPaths:
     def quantiles(self, levels: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95),
                   columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Empirical quantiles over samples; columns named like `close_q0.05`."""
+        levels = probability_levels(levels, "levels")
         columns = list(self.columns if columns is None else columns)
+        unknown = [c for c in columns if c not in self.columns]
+        if unknown:
+            raise ValueError(f"columns: {unknown} are not among the paths' {self.columns}")
         picks = [self.columns.index(c) for c in columns]
         q = np.quantile(self.paths[..., picks], levels, axis=1)  # (n_levels, B, H, k)
         values = np.concatenate([q[i] for i in range(len(levels))], axis=-1)
@@ -282,8 +288,12 @@ class KronosPipeline:
         -------
         ndarray of shape (n_series, n_samples, H, 6), float32
         """
+        features = [assemble_features(f) for f in frames]
+        names = [f"series {i}" for i in range(len(frames))] if names is None else list(names)
+        for values, frame, name in zip(features, frames, names):  # rows named by their stamp
+            check_model_space(values, self.tokenizer.config.value_transform, name, frame.index)
         return forecast_paths(
-            self.tokenizer, self.predictor, [assemble_features(f) for f in frames],
+            self.tokenizer, self.predictor, features,
             [time_features(f.index) for f in frames],
             np.stack([time_features(idx) for idx in futures]), n_samples=n_samples,
             temperature=temperature, top_k=top_k, top_p=top_p, max_context=self.max_context,

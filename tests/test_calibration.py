@@ -3,7 +3,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from kronos_sk.calibration import PathCalibration
+from kronos_sk.calibration import SCALE_GRID, PathCalibration
 from kronos_sk.data import FEATURE_COLUMNS
 from kronos_sk.metrics import crps_from_samples, realized_volatility
 
@@ -174,8 +174,26 @@ def test_bad_shapes_and_levels_are_named():
         PathCalibration.fit(paths[0], truth)
     with pytest.raises(ValueError, match="levels must lie in"):
         PathCalibration.fit(paths, truth, levels=(0.5, 1.0))
-    with pytest.raises(ValueError, match="rate must be > 0"):
+    with pytest.raises(ValueError, match=r"rate must be in \(0, 1\], got 0"):
         PathCalibration.fit(paths, truth).update(paths, truth, rate=0)
+    with pytest.raises(ValueError, match=r"rate must be in \(0, 1\], got 50"):
+        PathCalibration.fit(paths, truth).update(paths, truth, rate=50)
+
+
+def test_updates_keep_the_factors_among_those_a_fit_can_choose():
+    paths, truth = toy(200, pull=0.2, seed=11)
+    calibration = PathCalibration.fit(paths, truth)
+    far = truth.copy()
+    far[..., :4] *= 3.0  # every outcome far outside every band: each update widens
+    for _ in range(40):
+        calibration = calibration.update(paths, far, rate=1.0)
+    assert calibration.price_scale[-1] == pytest.approx(SCALE_GRID[-1])
+    assert calibration.volume_scale[-1] <= SCALE_GRID[-1]
+    assert np.isfinite(calibration.apply(paths)).all() and (calibration.apply(paths) > 0).all()
+    near = np.repeat(np.median(paths, axis=1, keepdims=True), paths.shape[1], axis=1)[:, 0]
+    for _ in range(80):  # every outcome at the median: each update narrows
+        calibration = calibration.update(paths, near, rate=1.0)
+    assert calibration.price_scale[-1] == pytest.approx(SCALE_GRID[0])
 
 
 def held_out_crps(paths, truth):

@@ -277,6 +277,58 @@ LIBRARY_CASES = [
      lambda c: forecaster().fit(c.iloc[:100]).update(
          c.iloc[100:110].assign(open=np.nan), update_params=False),
      ValueError, "y: column 'open' at row 0 (2025-03-05 09:55:00) is NaN"),
+    # update rows laid out otherwise than fit's: sktime answered with every mtype it tried,
+    # pandas with "Invalid comparison"; an unseen series was taken in silently
+    ("forecaster update: a lone series on a panel fit",
+     lambda c: forecaster().fit(as_panel(panel(("A", slice(0, 50)), ("B", slice(50, 99))))
+                                ).update(c.iloc[120:125]),
+     ValueError, "update: y has 1 index level(s) but the forecaster was fitted on 2 "
+                 "(['asset', 'timestamps'])"),
+    ("forecaster update: a series fit did not see",
+     lambda c: forecaster().fit(as_panel(panel(("A", slice(0, 50)), ("B", slice(50, 99))))
+                                ).update(as_panel(panel(("C", slice(99, 104))))),
+     ValueError, "update: y holds series ['C'] that fit did not see"),
+    ("forecaster update: other time zone",
+     lambda c: forecaster().fit(c.iloc[:100]).update(c.iloc[100:105].tz_localize("UTC")),
+     ValueError, "update: y's time index holds timestamps in UTC but fit's held timestamps "
+                 "without a time zone"),
+    ("forecaster update: integer rows",
+     lambda c: forecaster().fit(c.iloc[:100]).update(c.iloc[100:105].reset_index(drop=True)),
+     ValueError, "update: y's time index holds int64 values but fit's held timestamps"),
+    ("forecaster update: other columns",
+     lambda c: forecaster().fit(c.iloc[:100]).update(c.iloc[100:105].drop(columns="volume")),
+     ValueError, "update: y has columns ['open', 'high', 'low', 'close', 'amount'] but the "
+                 "forecaster was fitted on"),
+    ("forecaster: fh in another time zone",
+     lambda c: forecaster().fit(c.iloc[:100]).predict(
+         fh=pd.DatetimeIndex([c.index[101]]).tz_localize("UTC")),
+     ValueError, "fh: holds timestamps in UTC but y's index holds timestamps without a time "
+                 "zone"),
+    ("forecaster: a column twice",
+     lambda c: forecaster().fit(c.iloc[:100].set_axis(
+         ["open", "high", "low", "close", "close", "amount"], axis=1)),
+     ValueError, "y: column 'close' appears more than once"),
+    ("forecaster: unknown freq", lambda c: forecaster(freq="xyz").fit(c.iloc[:100]),
+     ValueError, "freq 'xyz' is not a pandas frequency of a positive step"),
+    ("forecaster: zero freq", lambda c: forecaster(freq="0min").fit(c.iloc[:100]),
+     ValueError, "freq '0min' is not a pandas frequency of a positive step"),
+    ("forecaster: calibration_rate above 1",
+     lambda c: forecaster(calibration="conformal", calibration_rate=50).fit(c.iloc[:100]),
+     ValueError, "The 'calibration_rate' parameter of KronosForecaster must be a float in the "
+                 "range (0.0, 1.0]. Got 50 instead."),
+    ("forecaster: volatility quantile above 1",
+     lambda c: forecaster().fit(c.iloc[:100]).predict_volatility(fh=[1, 2], quantiles=[1.5]),
+     ValueError, "quantiles must be numbers in [0, 1], got 1.5"),
+    ("forecaster: volatility quantiles repeated",
+     lambda c: forecaster().fit(c.iloc[:100]).predict_volatility(fh=[1, 2],
+                                                                 quantiles=[0.5, 0.5]),
+     ValueError, "quantiles must be distinct numbers in [0, 1], got [0.5, 0.5]"),
+    ("pipeline: quantiles as text",
+     lambda c: pipeline().sample(c.iloc[:50], 2, n_samples=2).quantiles("0.5"),
+     ValueError, "levels must be a sequence of numbers in [0, 1], got '0.5'"),
+    ("pipeline: quantiles of an unknown column",
+     lambda c: pipeline().sample(c.iloc[:50], 2, n_samples=2).quantiles(columns=["price"]),
+     ValueError, "columns: ['price'] are not among the paths'"),
 ]
 
 

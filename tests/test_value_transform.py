@@ -123,8 +123,8 @@ def test_a_log_checkpoint_names_a_value_it_cannot_read(log_checkpoint, crash):
     spread = pd.Series(np.sin(np.arange(100) / 5), name="spread",
                        index=pd.date_range("2024-01-01", periods=100, freq="D"))
     forecaster = KronosForecaster(model=model, tokenizer=tokenizer, n_samples=2).fit(spread)
-    with pytest.raises(ValueError, match=r"y\['spread'\]: row 0 of the context has open = 0\.0; "
-                                         r"this model reads log prices"):
+    with pytest.raises(ValueError, match=r"y\['spread'\]: row 2024-01-01 00:00:00 of the context "
+                                         r"has close = 0\.0; this model reads log prices"):
         forecaster.predict(fh=[1, 2])
 
 

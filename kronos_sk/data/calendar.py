@@ -94,17 +94,21 @@ def future_index(
     if len(index) == 0:
         raise ValueError("future_index needs at least one timestamp")
     if freq is not None or index.freq is not None:
-        step = _offset(freq) if freq is not None else index.freq
+        step = frequency_offset(freq) if freq is not None else index.freq
         return pd.date_range(index[-1] + step, periods=int(horizon), freq=step, unit=index.unit)
     return _observed_calendar(index, int(horizon), _infer_step(index))
 
 
-def _offset(freq: str | pd.DateOffset | pd.Timedelta) -> pd.DateOffset:
+def frequency_offset(freq: str | pd.DateOffset | pd.Timedelta) -> pd.DateOffset:
+    """The pandas offset of a user's `freq`, or a one-line error naming it."""
     try:
-        return to_offset(freq)
+        offset = to_offset(freq)
     except (TypeError, ValueError):
-        raise ValueError(f"freq {freq!r} is not a pandas frequency; use one such as '5min', "
-                         "'h', 'D' or 'B'") from None
+        offset = None
+    if offset is None or offset.n < 1:
+        raise ValueError(f"freq {freq!r} is not a pandas frequency of a positive step; use "
+                         "one such as '5min', 'h', 'D' or 'B'")
+    return offset
 
 
 def _observed_calendar(index: pd.DatetimeIndex, horizon: int,

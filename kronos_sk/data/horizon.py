@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
-from kronos_sk.data.calendar import describe_calendar, future_index
+from kronos_sk.data.calendar import describe_calendar, frequency_offset, future_index
 
 # Integer and period indexes get calendar stamps counted from this Monday.
 SYNTHETIC_ORIGIN = pd.Timestamp("2000-01-03")
@@ -33,14 +33,14 @@ def wall_clock(index: pd.Index, freq: str | pd.DateOffset | None = None) -> pd.D
         return index
     if isinstance(index, pd.PeriodIndex):
         return index.to_timestamp()
-    step = to_offset(freq or "D")
+    step = frequency_offset(freq or "D")
     return pd.DatetimeIndex([SYNTHETIC_ORIGIN + int(i) * step for i in index])
 
 
 def pandas_freq(index: pd.DatetimeIndex, freq=None):
     """`freq`, else the index's frequency, else the one pandas infers from 3+ rows, else None."""
     if freq is not None:
-        return to_offset(freq)
+        return frequency_offset(freq)
     if index.freq is not None:
         return index.freq
     inferred = pd.infer_freq(index) if len(index) >= 3 else None
@@ -190,7 +190,7 @@ def read_calendar(original: pd.Index, freq=None) -> str:
         kind = "period" if isinstance(original, pd.PeriodIndex) else "integer"
         return f"{kind} steps, stamped from {SYNTHETIC_ORIGIN.date()} every {freq or 'D'}"
     if freq is not None:
-        return f"freq={to_offset(freq).freqstr} (given)"
+        return f"freq={frequency_offset(freq).freqstr} (given)"
     step = pandas_freq(original)
     if step is not None:
         return f"freq={step.freqstr} (of the index)"

@@ -27,6 +27,7 @@ STD_EPSILON = 1e-5
 DEFAULT_CLIP = 5.0
 LEVEL_FLOOR = 1e-12  # keeps the floor positive for a column whose mean is 0
 N_PRICE_COLUMNS = 4  # open, high, low, close lead every feature table
+CLOSE = FEATURE_COLUMNS.index("close")
 
 
 def to_model_space(values: np.ndarray, transform: str) -> np.ndarray:
@@ -58,8 +59,9 @@ def check_model_space(values: np.ndarray, transform: str, name: str,
     """Refuse a context (T, F) with a value `transform` cannot take, in one line.
 
     ``"log"`` needs prices > 0 and volumes (and amounts) >= 0. The message names `name`,
-    the row (its label in `rows`, else its position) and the column; NaN is left to the
-    callers' own checks.
+    the first bad row (its label in `rows`, else its position) and its close where that is
+    bad (a flat series' value), else its first bad column; NaN is left to the callers' own
+    checks.
     """
     if transform != "log":
         return
@@ -68,7 +70,8 @@ def check_model_space(values: np.ndarray, transform: str, name: str,
     bad[:, :N_PRICE_COLUMNS] = values[:, :N_PRICE_COLUMNS] <= 0
     bad[:, N_PRICE_COLUMNS:] = values[:, N_PRICE_COLUMNS:] < 0
     if bad.any():
-        row, column = np.argwhere(bad)[0]
+        row = int(np.argwhere(bad)[0, 0])
+        column = CLOSE if bad[row, CLOSE] else int(np.argmax(bad[row]))  # a flat row: its close
         raise ValueError(
             f"{name}: row {row if rows is None else rows[row]} of the context has "
             f"{FEATURE_COLUMNS[column]} = {float(values[row, column])!r}; this model reads "

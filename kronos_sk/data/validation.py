@@ -145,8 +145,9 @@ def check_values(values: np.ndarray, columns: list, index: pd.Index, name: str) 
 
 
 def check_cells(data: pd.DataFrame | pd.Series, name: str) -> None:
-    """Raise for the first non-numeric column, missing/infinite cell or repeated/backward
-    time stamp of a frame, naming the column, the row and the value; nothing else is checked.
+    """Raise for a repeated column name, the first non-numeric column, missing/infinite cell
+    or repeated/backward time stamp of a frame, naming the column, the row and the value;
+    nothing else is checked.
 
     For faces whose input passes through another library's checks first (sktime's, whose
     messages name neither), so that every face answers bad cells in one way. The time
@@ -154,6 +155,10 @@ def check_cells(data: pd.DataFrame | pd.Series, name: str) -> None:
     series (the other levels).
     """
     frame = data.to_frame() if isinstance(data, pd.Series) else data
+    repeated = frame.columns[frame.columns.duplicated()]
+    if len(repeated):
+        raise ValueError(f"{name}: column {repeated[0]!r} appears more than once; give each "
+                         "column once")
     if _is_nested(frame):
         return
     for column in frame.columns:

@@ -92,6 +92,40 @@ def check_cells_of(y) -> None:
         check_cells(y, "y")
 
 
+def time_kind(index: pd.Index) -> str:
+    """How messages name what a time index holds: timestamps and their zone, periods, ..."""
+    if isinstance(index, pd.DatetimeIndex):
+        return f"timestamps in {index.tz}" if index.tz is not None else \
+            "timestamps without a time zone"
+    if isinstance(index, pd.PeriodIndex):
+        return f"periods of {index.freqstr}"
+    return f"{index.dtype} values"
+
+
+def check_like_fit(y: pd.DataFrame, fitted: pd.DataFrame) -> None:
+    """Refuse update rows laid out otherwise than the `fitted` y: other index levels, time
+    kind or zone, columns, or series that fit did not see (one line, before sktime's own
+    checks answer with a list of every mtype they tried or pandas' comparison error)."""
+    names = [name if name is not None else f"level {i}"
+             for i, name in enumerate(fitted.index.names)]
+    if y.index.nlevels != fitted.index.nlevels:
+        raise ValueError(f"update: y has {y.index.nlevels} index level(s) but the forecaster "
+                         f"was fitted on {len(names)} ({names}); send rows indexed like fit's")
+    new, old = time_kind(y.index.get_level_values(-1)), \
+        time_kind(fitted.index.get_level_values(-1))
+    if new != old:
+        raise ValueError(f"update: y's time index holds {new} but fit's held {old}; send "
+                         "rows on fit's time index")
+    if set(y.columns) != set(fitted.columns):
+        raise ValueError(f"update: y has columns {list(y.columns)} but the forecaster was "
+                         f"fitted on {list(fitted.columns)}; send the same columns")
+    if isinstance(y.index, pd.MultiIndex):
+        unseen = y.index.droplevel(-1).unique().difference(fitted.index.droplevel(-1).unique())
+        if len(unseen):
+            raise ValueError(f"update: y holds series {list(unseen)[:5]} that fit did not "
+                             "see; update extends the series of fit (fit again to add some)")
+
+
 def series_name(series: Series) -> str:
     """How messages name a series: ``y``, ``y['AAPL']``, ``y['AAPL']['close']``."""
     name = "y" if series.key is None else f"y[{series.key!r}]"

@@ -14,16 +14,18 @@ from sktime.forecasting.base import BaseForecaster, ForecastingHorizon
 
 from kronos_sk._defaults import (DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_MAX_STEPS,
                                 DEFAULT_N_SAMPLES, DEFAULT_TOP_P)
-from kronos_sk._params import positive_int, positive_real, validate_params
+from kronos_sk._params import (positive_int, positive_real, probability_levels,
+                               validate_params)
 from kronos_sk._sktime_notices import no_remember_data_notice
 from kronos_sk.calibration import adapt_calibration, fit_calibration
 from kronos_sk.checkpoints import Spread, model_context, model_spread
 from kronos_sk.data import FEATURE_COLUMNS
+from kronos_sk.data.calendar import frequency_offset
 from kronos_sk.data.horizon import padded, plan_series, read_calendar, relative_targets
 from kronos_sk.estimators._paths import (PathCache, empirical, empirical_quantiles,
                                          path_covariance, redrawn_frame, volatility_table)
-from kronos_sk.estimators._series import (Outputs, check_cells_of, check_update, columns_of,
-                                          layout, series_name, split_series,
+from kronos_sk.estimators._series import (Outputs, check_cells_of, check_like_fit, check_update,
+                                          columns_of, layout, series_name, split_series, time_kind,
                                           warn_without_timestamps)
 from kronos_sk.estimators._training import TRAINING_PARAMETERS, train_forecaster_networks
 from kronos_sk.estimators._weights import (cached_networks, checkpoints, load_references,
@@ -150,7 +152,7 @@ class KronosForecaster(BaseForecaster):
         "calibration": [StrOptions(set(CALIBRATIONS)), None],
         "calibration_origins": positive_int(),
         "calibration_stride": positive_int(allow_none=True),
-        "calibration_rate": positive_real(),
+        "calibration_rate": [Interval(Real, 0, 1, closed="right")],
         "valid_candles": ["boolean"],
         "stratified": ["boolean"],
     }
@@ -207,6 +209,8 @@ class KronosForecaster(BaseForecaster):
 
     def _check_params(self) -> None:
         validate_params(self, self._parameter_constraints)
+        if self.freq is not None:
+            frequency_offset(self.freq)
         self._model = None if self.fit_strategy == "from-scratch" else \
             checkpoints(self.model, None)[0]
         self._max_context = self.max_context or (
@@ -292,6 +296,7 @@ class KronosForecaster(BaseForecaster):
         check_cells_of(y)
         if not (self.is_fitted and isinstance(y, pd.DataFrame) and len(y)):
             return super().update(y, X=X, update_params=update_params)
+        check_like_fit(y, self._y)
         check_update(self._contexts, split_series(y, self._mode, self._mapping, self.freq),
                      self.cutoff[0], self.freq)
         cutoff = self.cutoff
@@ -318,11 +323,15 @@ class KronosForecaster(BaseForecaster):
         return self
 
     def _check_fh(self, fh, pred_int=False):
-        # Absolute fh on a cutoff without a frequency: compared with the cutoff directly.
         cutoff = getattr(self, "_cutoff", None)
+        if fh is not None and isinstance(cutoff, pd.Index):
+            fh = fh if isinstance(fh, ForecastingHorizon) else ForecastingHorizon(fh)
+            if not fh.is_relative and time_kind(fh.to_pandas()) != time_kind(cutoff):
+                raise ValueError(f"fh: holds {time_kind(fh.to_pandas())} but y's index holds "
+                                 f"{time_kind(cutoff)}; give fh on y's time index")
+        # Absolute fh on a cutoff without a frequency: compared with the cutoff directly.
         if fh is None or not isinstance(cutoff, pd.DatetimeIndex) or cutoff.freq is not None:
             return super()._check_fh(fh, pred_int)
-        fh = fh if isinstance(fh, ForecastingHorizon) else ForecastingHorizon(fh)
         if fh.is_relative:
             return super()._check_fh(fh, pred_int)
         names = ("capability:insample", "capability:pred_int:insample")
@@ -437,6 +446,7 @@ class KronosForecaster(BaseForecaster):
         series (per column for flat series) with the mean over paths and the quantiles.
         """
         self.check_is_fitted()
+        quantiles = probability_levels(quantiles, "quantiles")
         fh = self._check_fh(fh)
         kept, _ = self._paths(fh)
         labels = [(s.key, s.column) if self._mode == "flat" else s.key for s in self._contexts]
