@@ -81,3 +81,10 @@ def probability_levels(levels: Any, name: str) -> list[float]:
     if not values or len(set(values)) < len(values):
         raise ValueError(f"{name} must be distinct numbers in [0, 1], got {list(levels)!r}")
     return values
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """`value` as an int >= 1 (booleans refused), else a one-line ValueError naming `name`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)

@@ -74,6 +74,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import pandas as pd
 
+from kronos_sk._params import check_positive_int
 from kronos_sk.data.schema import FEATURE_COLUMNS
 from kronos_sk.data.validation import assemble_features
 from kronos_sk.metrics import crps_from_samples
@@ -529,7 +530,9 @@ def backtest_windows(frames: Sequence[pd.DataFrame], names: Sequence[tuple], hor
         The seed key of origin k of the series named ``(a, b)`` is
         ``repr(("calibration", a, b, k))``.
     """
-    stride = stride or horizon
+    check_positive_int(horizon, "horizon")
+    check_positive_int(origins, "origins")
+    stride = horizon if stride is None else check_positive_int(stride, "stride")
     contexts, futures, truths, keys, numbers = [], [], [], [], []
     for candles, name in zip(frames, names):
         values = assemble_features(candles)

@@ -23,6 +23,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
+from kronos_sk._params import check_positive_int
 from kronos_sk.data.validation import check_values
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -53,8 +54,7 @@ def _check_candles(candles: pd.DataFrame, min_rows: int, owner: str) -> np.ndarr
 
 def _check_sample_args(horizon: int, n_paths: int) -> None:
     for name, value in (("horizon", horizon), ("n_paths", n_paths)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(value, name)
 
 
 def _check_fitted(generator: BaseEstimator) -> None:
@@ -322,8 +322,7 @@ class BlockBootstrapGenerator(BaseEstimator):
     def fit(self, candles: pd.DataFrame) -> BlockBootstrapGenerator:
         """Store the candles relative to their previous close (at least 2 rows)."""
         block = self.block_length
-        if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
-            raise ValueError(f"block_length must be a positive integer, got {block!r}")
+        check_positive_int(block, "block_length")
         values = _check_candles(candles, 2, type(self).__name__)
         columns = list(candles.columns)
         o, h, l, c = (values[:, columns.index(name)] for name in PRICE_COLUMNS)

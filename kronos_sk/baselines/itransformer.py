@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from sktime.forecasting.base import BaseForecaster
 from torch import nn
 
+from kronos_sk._params import check_positive_int
 from kronos_sk._sktime_notices import no_remember_data_notice
 
 # Floor of the instance-normalisation variance, relative to the window's squared level (1 for
@@ -253,9 +254,9 @@ class ITransformerForecaster(BaseForecaster):
         """Validate the hyperparameters; return the torch device."""
         for name in ("lookback", "horizon", "d_model", "n_heads", "n_layers", "max_epochs",
                      "batch_size"):
-            _check_positive_int(name, getattr(self, name))
+            check_positive_int(getattr(self, name), name)
         if self.max_steps is not None:
-            _check_positive_int("max_steps", self.max_steps)
+            check_positive_int(self.max_steps, "max_steps")
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads={self.n_heads} must divide d_model={self.d_model}")
         if not 0 <= self.dropout < 1:
@@ -380,6 +381,3 @@ class ITransformerForecaster(BaseForecaster):
         ]
 
 
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")

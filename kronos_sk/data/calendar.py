@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
+
+from kronos_sk._params import check_positive_int
 
 # History needed before its calendar is trusted: two weeks show which weekdays trade (one
 # holiday does not remove a weekday), two days show an intraday session's times.
@@ -89,8 +89,7 @@ def future_index(
     """
     if not isinstance(index, pd.DatetimeIndex):
         raise TypeError(f"future_index needs a DatetimeIndex, got {type(index).__name__}")
-    if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or horizon < 1:
-        raise ValueError(f"horizon must be a positive int, got {horizon!r}")
+    check_positive_int(horizon, "horizon")
     if len(index) == 0:
         raise ValueError("future_index needs at least one timestamp")
     if freq is not None or index.freq is not None:

@@ -95,7 +95,7 @@ def test_future_index_of_one_stamp_needs_freq():
 @pytest.mark.parametrize("horizon", [0, -3, 2.0, True, "4"])
 def test_future_index_rejects_a_bad_horizon(horizon):
     index = pd.date_range("2024-01-01", periods=3, freq="D")
-    message = f"horizon must be a positive int, got {horizon!r}"
+    message = f"horizon must be a positive integer, got {horizon!r}"
     with pytest.raises(ValueError, match=re.escape(message)):
         future_index(index, horizon)
 
