@@ -161,9 +161,7 @@ def check_cells(data: pd.DataFrame | pd.Series, name: str) -> None:
                          "column once")
     if _is_nested(frame):
         return
-    for column in frame.columns:
-        if not _is_real_dtype(frame[column].dtype):
-            raise TypeError(_non_numeric_message(frame[column], frame.index, name))
+    check_numeric_columns(frame, name)
     values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
     checks = [c for c in _value_checks(values, list(frame.columns), frame.index)
               if c.rule in ("missing value", "infinite value")]
@@ -421,6 +419,15 @@ def _feature_values(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, list[st
             raise TypeError(_non_numeric_message(column, frame.index, name))
         arrays.append(column.to_numpy(dtype=np.float64, na_value=np.nan))
     return np.column_stack(arrays), columns
+
+
+def check_numeric_columns(frame: pd.DataFrame, name: str) -> None:
+    """Raise TypeError for the first column of `frame` that is not of a real number dtype
+    (text, even where it reads as numbers; categories; booleans), naming its first cell
+    that is not a number."""
+    for column in frame.columns:
+        if not _is_real_dtype(frame[column].dtype):
+            raise TypeError(_non_numeric_message(frame[column], frame.index, name))
 
 
 def _is_real_dtype(dtype: object) -> bool:

@@ -28,7 +28,7 @@ from kronos_sk._params import positive_int, positive_real, validate_params
 from kronos_sk.checkpoints import CheckpointError, default_checkpoint
 from kronos_sk.data.normalize import Normalizer
 from kronos_sk.data.schema import FEATURE_COLUMNS, PRICE_COLUMNS, canonical_columns
-from kronos_sk.data.validation import assemble_features, check_values
+from kronos_sk.data.validation import assemble_features, check_numeric_columns, check_values
 from kronos_sk.estimators._training import train_network
 from kronos_sk.estimators._weights import cached_tokenizer, load_references, reference_modules
 from kronos_sk.nn.config import SMALL_TOKENIZER, TokenizerConfig, small_tokenizer_config
@@ -407,8 +407,12 @@ class KLineTokenizer(TransformerMixin, BaseEstimator):
         if isinstance(X, pd.DataFrame):
             labels = X.index
             by_name = _candle_names(X.columns)
+            if by_name and not reset and self.candle_columns_ is not None \
+                    and set(by_name) == set(self.candle_columns_):
+                by_name = {c: by_name[c] for c in self.candle_columns_}  # read by name
             if by_name and (reset or self.candle_columns_ is not None):
                 X = X[list(by_name.values())]
+            check_numeric_columns(X, "X")
         values = validate_data(self, X, reset=reset, dtype=np.float64, ensure_all_finite=False,
                                ensure_min_samples=2 if reset else 1)
         if reset:

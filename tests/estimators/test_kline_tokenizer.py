@@ -186,6 +186,21 @@ def test_non_finite_value_names_column_and_row(candles):
         KLineTokenizer(TOKENIZER_DIR).fit(array)
 
 
+def test_candle_columns_are_read_by_name_in_any_order(pretrained, candles):
+    expected = pretrained.transform(candles)
+    np.testing.assert_array_equal(pretrained.transform(candles[candles.columns[::-1]]), expected)
+
+
+def test_text_columns_are_named_with_their_first_bad_cell(candles):
+    text = candles.astype({"open": object})
+    text.iloc[5, text.columns.get_loc("open")] = "abc"
+    with pytest.raises(TypeError, match=r"X: column 'open' has non-numeric dtype object; row 5 "
+                                        r"\(2025-03-03 10:00:00\) holds 'abc'"):
+        KLineTokenizer(TOKENIZER_DIR).fit(text)
+    with pytest.raises(TypeError, match="X: column 'close' has non-numeric dtype"):
+        KLineTokenizer(TOKENIZER_DIR).fit(candles.astype({"close": str}))
+
+
 def test_missing_price_column_is_named(candles):
     with pytest.raises(ValueError, match=r"missing price column\(s\) \['low'\]"):
         KLineTokenizer(TOKENIZER_DIR).fit(candles.drop(columns="low"))
