@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import sys
 import tempfile
 from pathlib import Path
@@ -54,11 +55,13 @@ def positive_int(text: str) -> int:
     return value
 
 
-def check_outputs(paths: list[Path], overwrite: bool) -> None:
-    """Refuse, before any computation, outputs that exist (unless `overwrite`) or that cannot
-    be written (a file where a directory must be, a directory where the file goes, no write
-    permission)."""
+def check_outputs(paths: list[Path], overwrite: bool, source: str | None = None) -> None:
+    """Refuse, before any computation, outputs that exist (unless `overwrite`), that are the
+    input file `source` (even with `overwrite`) or that cannot be written (a file where a
+    directory must be, a directory where the file goes, no write permission)."""
     for path in paths:
+        if source is not None and path.resolve() == Path(source).resolve():
+            raise UsageError(f"output {str(path)!r} is the input file; choose another --out")
         if path.is_dir():
             raise UsageError(f"output {str(path)!r} is a directory; name a file")
         if path.exists() and not overwrite:
@@ -159,11 +162,21 @@ def _sample(args: argparse.Namespace, candles: pd.DataFrame):
         valid_candles=not args.raw_candles, stratified=not args.independent_paths)
 
 
+def _given_columns(candles: pd.DataFrame, forecast) -> list[str]:
+    """The forecast's columns that the input has: a volume or amount the input lacks is
+    the model's filler (zero, or volume times the mean price), not a forecast."""
+    from kronos_sk.data import canonical_columns
+    given = set(canonical_columns(candles.columns).values())
+    return [column for column in forecast.columns if column in given]
+
+
 def _write_forecast(candles: pd.DataFrame, forecast, outputs: list[Path],
                     title: str) -> None:
     outputs[0].parent.mkdir(parents=True, exist_ok=True)
-    table = pd.concat([forecast.mean(), forecast.quantiles(QUANTILES, columns=["close"])],
-                      axis=1)
+    table = pd.concat([forecast.mean()[_given_columns(candles, forecast)],
+                       forecast.quantiles(QUANTILES, columns=["close"])], axis=1)
+    if table.index.nlevels == 1:
+        table.index.name = "timestamp"
     write_atomically(outputs[0], table.to_csv)
     if len(outputs) > 1:
         from kronos_sk.data import validate_candles, validate_panel
@@ -180,7 +193,7 @@ def _write_forecast(candles: pd.DataFrame, forecast, outputs: list[Path],
 def _forecast(args: argparse.Namespace) -> None:
     candles = read_candles(args.input)
     outputs = _forecast_outputs(args.out, not args.no_chart)
-    check_outputs(outputs, args.overwrite)
+    check_outputs(outputs, args.overwrite, args.input)
     forecast = _sample(args, candles)
     title = f"{Path(args.input).name}: {args.horizon} steps, {args.samples} paths"
     _write_forecast(candles, forecast, outputs, title)
@@ -208,15 +221,15 @@ def _sample_command(args: argparse.Namespace) -> None:
         raise UsageError(f"--out {args.out!r}: expected a file ending in "
                          f"{', '.join(SAMPLE_SUFFIXES)} (Parquet, or CSV for .csv)")
     candles = read_candles(args.input)
-    check_outputs([out], args.overwrite)
+    check_outputs([out], args.overwrite, args.input)
     forecast = _sample(args, candles)
     B, S, H, F = forecast.paths.shape
     rows = {"asset": np.repeat(np.array(forecast.assets, dtype=object), S * H),
             "sample": np.tile(np.repeat(np.arange(S), H), B),
             "timestamp": np.concatenate([np.tile(idx, S) for idx in forecast.index])}
     frame = pd.DataFrame(rows)
-    for k, column in enumerate(forecast.columns):
-        frame[column] = forecast.paths[..., k].reshape(-1)
+    for column in _given_columns(candles, forecast):
+        frame[column] = forecast.paths[..., forecast.columns.index(column)].reshape(-1)
     if forecast.assets == [None]:
         frame = frame.drop(columns="asset")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -243,7 +256,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         if Path(args.out).suffix.lower() != ".csv":
             raise UsageError(f"--out {args.out!r}: the per-fold scores are written as CSV; "
                              "name a .csv file")
-        check_outputs([Path(args.out)], args.overwrite)
+        check_outputs([Path(args.out)], args.overwrite, args.input)
     if isinstance(candles.index, pd.MultiIndex):
         raise UsageError("evaluate backtests one series; give a file without an asset column")
     # Forecast from the candles, as `forecast` does; only the close is scored.
@@ -262,16 +275,22 @@ def _evaluate(args: argparse.Namespace) -> None:
         freq=args.freq, sliding=args.sliding, device=args.device, precision=args.precision,
         prefill_precision=args.prefill_precision, valid_candles=not args.raw_candles,
         stratified=not args.independent_paths)
-    step = max(1, (len(y) - args.initial) // args.folds)
-    if args.initial + args.horizon > len(y):
+    spare = len(y) - args.initial - args.horizon  # rows the later folds' origins move over
+    if spare < 0:
         raise UsageError(f"--initial {args.initial} + --horizon {args.horizon} exceeds the "
                          f"{len(y)} rows of {args.input!r}")
+    if spare < args.folds - 1:
+        raise UsageError(f"--folds {args.folds} do not fit in the {len(y)} rows of "
+                         f"{args.input!r}: after --initial {args.initial} with --horizon "
+                         f"{args.horizon} there is room for {spare + 1}")
+    # exactly --folds folds: the first at --initial, the last as late as the rows allow
+    step = spare // (args.folds - 1) if args.folds > 1 else 1
     cv = ExpandingWindowSplitter(initial_window=args.initial, step_length=step,
                                  fh=list(range(1, args.horizon + 1)))
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for train, test in cv.split(y.index):
+        for train, test in itertools.islice(cv.split(y.index), args.folds):
             forecaster.fit(y.iloc[train])
             future, truth = y.index[test], y[close].iloc[test]  # the rows that followed
             rows.append({

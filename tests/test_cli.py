@@ -24,6 +24,49 @@ def test_forecast_writes_csv_and_chart(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
+def test_outputs_hold_the_columns_the_input_has(tmp_path):
+    no_amount = tmp_path / "no_amount.csv"
+    pd.read_csv(FIXTURES / "candles.csv").drop(columns="amount").to_csv(no_amount, index=False)
+    assert main(["forecast", "--input", str(no_amount), "--horizon", "3", "--samples", "4",
+                 "--no-chart", "--out", str(tmp_path / "f"), *MODEL]) == 0
+    header = (tmp_path / "f" / "forecast.csv").read_text().splitlines()[0].split(",")
+    assert header[:6] == ["timestamp", "open", "high", "low", "close", "volume"]
+    assert "amount" not in header
+    assert main(["sample", "--input", str(no_amount), "--horizon", "3", "--samples", "4",
+                 "--out", str(tmp_path / "paths.csv"), *MODEL]) == 0
+    assert list(pd.read_csv(tmp_path / "paths.csv").columns) == [
+        "sample", "timestamp", "open", "high", "low", "close", "volume"]
+
+
+def test_the_input_is_never_an_output(tmp_path, capsys):
+    candles = tmp_path / "candles.csv"
+    candles.write_bytes((FIXTURES / "candles.csv").read_bytes())
+    for argv in (["sample", "--out", str(candles)], ["evaluate", "--out", str(candles)],
+                 ["forecast", "--no-chart", "--out", str(tmp_path)]):
+        if argv[0] == "forecast":  # an input named like forecast's own output
+            candles = tmp_path / "forecast.csv"
+            candles.write_bytes((FIXTURES / "candles.csv").read_bytes())
+        code, err = run_cli([argv[0], "--input", str(candles), *argv[1:], "--overwrite",
+                             "--horizon", "2", "--samples", "2", *MODEL], capsys)
+        assert code == 2 and "is the input file; choose another --out" in err, err
+        assert candles.read_bytes() == (FIXTURES / "candles.csv").read_bytes()
+
+
+def test_evaluate_runs_the_folds_asked_or_says_why_not(tmp_path, capsys):
+    args = ["evaluate", "--input", str(FIXTURES / "candles.csv"), "--samples", "2", *MODEL]
+    rows = len(pd.read_csv(FIXTURES / "candles.csv"))
+    code, err = run_cli([*args, "--initial", str(rows - 12), "--horizon", "10", "--folds", "4"],
+                        capsys)
+    assert code == 2 and f"--folds 4 do not fit in the {rows} rows" in err
+    assert "there is room for 3" in err
+    out = tmp_path / "scores.csv"
+    assert run_cli([*args, "--initial", str(rows - 12), "--horizon", "10", "--folds", "3",
+                    "--out", str(out)], capsys)[0] == 0
+    scores = pd.read_csv(out, parse_dates=["cutoff"])
+    stamps = pd.read_csv(FIXTURES / "candles.csv", parse_dates=["timestamps"])["timestamps"]
+    assert list(scores["cutoff"]) == list(stamps.iloc[[rows - 13, rows - 12, rows - 11]])
+
+
 def test_forecast_of_a_panel_file(tmp_path):
     candles = pd.read_csv(FIXTURES / "candles.csv")
     panel = pd.concat([candles.iloc[:100].assign(asset="A"), candles.iloc[50:200].assign(
@@ -53,7 +96,7 @@ def test_evaluate_prints_per_fold_scores(tmp_path, capsys):
                  "--out", str(out), *MODEL])
     assert code == 0
     scores = pd.read_csv(out)
-    assert len(scores) >= 2 and (scores["test_MeanAbsolutePercentageError"] < 0.1).all()
+    assert len(scores) == 2 and (scores["test_MeanAbsolutePercentageError"] < 0.1).all()
     assert "mean:" in capsys.readouterr().out
 
 
