@@ -74,6 +74,9 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     if path.is_dir():
         return path
     text = str(name_or_path)
+    if path.is_file():
+        raise CheckpointError(f"{text!r} is a file; pass the checkpoint directory that holds "
+                              f"it, {str(path.parent)!r}")
     looks_like_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~"))
     if not looks_like_hub_id:
         raise CheckpointError(f"checkpoint directory {text!r} does not exist")
@@ -94,6 +97,8 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
 
 def default_checkpoint(kind: str) -> Path:
     """Directory of the bundled default "tokenizer" or "predictor"."""
+    if kind not in ("tokenizer", "predictor"):
+        raise ValueError(f"kind must be 'tokenizer' or 'predictor', got {kind!r}")
     directory = DEFAULT_MODEL_DIR / kind
     if not (directory / WEIGHTS_FILE).is_file():
         raise CheckpointError(

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from kronos_sk._defaults import DEFAULT_N_SAMPLES, DEFAULT_TOP_P
+from kronos_sk._params import check_positive_int
 from kronos_sk.calibration import widen_paths
 from kronos_sk.checkpoints import Spread
 from kronos_sk.data.normalize import DEFAULT_CLIP, Normalizer, check_model_space
@@ -614,6 +615,7 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         With `return_redraws`, a tuple (paths, counts).
     """
     check_sampling(n_samples, temperature, top_k, top_p, max_context, sliding)
+    check_positive_int(max_paths, "max_paths")
     if not isinstance(stratified, (bool, np.bool_)):
         raise ValueError(f"stratified must be True or False, got {stratified!r}")
     future_stamps = np.asarray(future_stamps)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 import pandas as pd
@@ -83,6 +84,15 @@ class ForecastPaths:
         values = np.concatenate([q[i] for i in range(len(levels))], axis=-1)
         names = [f"{c}_q{level:g}" for level in levels for c in columns]
         return self._frame(values, names)
+
+
+def _check_random_state(random_state: object) -> None:
+    """The estimators' rule for a seed: None or an int in [0, 2**32)."""
+    if random_state is not None and (isinstance(random_state, (bool, np.bool_))
+                                     or not isinstance(random_state, Integral)
+                                     or not 0 <= random_state < 2**32):
+        raise ValueError(f"random_state must be None or an int in [0, 2**32), got "
+                         f"{random_state!r}")
 
 
 def _split_input(candles: Candles) -> tuple[list, list[pd.DataFrame]]:
@@ -214,6 +224,7 @@ class KronosPipeline:
         ForecastPaths
         """
         check_sampling(n_samples, temperature, top_k, top_p, self.max_context, sliding)
+        _check_random_state(random_state)
         assets, frames = _split_input(candles)
         futures = self._future_indexes(assets, frames, horizon, future, freq)
         paths, redrawn = self.sample_validated(
@@ -244,6 +255,7 @@ class KronosPipeline:
         PathCalibration
         """
         check_sampling(n_samples, temperature, top_k, top_p, self.max_context, sliding)
+        _check_random_state(random_state)
         assets, frames = _split_input(candles)
         return fit_calibration(
             self, frames, [(asset, None) for asset in assets], horizon, origins=origins,

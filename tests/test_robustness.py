@@ -18,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from kronos_sk.checkpoints import default_checkpoint
 from kronos_sk.cli import main
 from kronos_sk.estimators import KLineTokenizer, KronosForecaster
 from kronos_sk.pipeline import KronosPipeline
@@ -332,6 +333,22 @@ LIBRARY_CASES = [
     ("pipeline: calibrate with a stride of 0",
      lambda c: pipeline().calibrate(c.iloc[:80], 4, stride=0, n_samples=2),
      ValueError, "stride must be a positive integer, got 0"),
+    ("forecaster: a network config for a loaded checkpoint",
+     lambda c: forecaster(model_config={"n_layers": 3}).fit(c.iloc[:100]),
+     ValueError, "model_config is only used with fit_strategy='from-scratch', got "
+                 "fit_strategy='zero-shot'; set model_config=None"),
+    ("forecaster: the config file for the model",
+     lambda c: forecaster(model=str(FIXTURES / "model" / "config.json")).fit(c.iloc[:100]),
+     ValueError, "config.json' is a file; pass the checkpoint directory that holds it"),
+    ("pipeline: no paths at once",
+     lambda c: pipeline().sample(c.iloc[:50], 2, n_samples=2, max_paths=0),
+     ValueError, "max_paths must be a positive integer, got 0"),
+    ("pipeline: a negative seed",
+     lambda c: pipeline().sample(c.iloc[:50], 2, n_samples=2, random_state=-1),
+     ValueError, "random_state must be None or an int in [0, 2**32), got -1"),
+    ("default checkpoint of an unknown kind",
+     lambda c: default_checkpoint("model"),
+     ValueError, "kind must be 'tokenizer' or 'predictor', got 'model'"),
     ("pipeline: quantiles as text",
      lambda c: pipeline().sample(c.iloc[:50], 2, n_samples=2).quantiles("0.5"),
      ValueError, "levels must be a sequence of numbers in [0, 1], got '0.5'"),

@@ -379,5 +379,3 @@ class ITransformerForecaster(BaseForecaster):
              "dropout": 0.0, "max_epochs": 2, "max_steps": None, "batch_size": 16,
              "learning_rate": 1e-2, "random_state": 1},
         ]
-
-

@@ -211,6 +211,11 @@ class KronosForecaster(BaseForecaster):
         validate_params(self, self._parameter_constraints)
         if self.freq is not None:
             frequency_offset(self.freq)
+        if self.fit_strategy != "from-scratch":
+            for name in ("model_config", "tokenizer_config"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is only used with fit_strategy='from-scratch', "
+                                     f"got fit_strategy={self.fit_strategy!r}; set {name}=None")
         self._model = None if self.fit_strategy == "from-scratch" else \
             checkpoints(self.model, None)[0]
         self._max_context = self.max_context or (
