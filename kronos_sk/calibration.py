@@ -27,7 +27,7 @@ so the point forecast does not move.
 
 - Close sets the price drift; open, high and low of the same path and step move by the
   close's factor, so the candle envelope holds exactly. Volume gets its own drift, in
-  ``log(1 + volume)``; amount moves by both factors.
+  ``log(1 + volume)``, and keeps its mean as the close does; amount moves by both factors.
 - Positive prices are calibrated in log space (a multiplicative drift); a column that is
   not a positive price (returns, spreads: a value <= 0 in the backtests) in its own space,
   additively (`price_space` says which).
@@ -166,11 +166,12 @@ def _moved(deviation: np.ndarray, terminal: np.ndarray, tail: np.ndarray, share:
     + k_h * D|D|/s``, per-step factors ``f_h`` and tails ``k_h`` broadcast against (…, H).
 
     With `mean_space`, then shifted alike, per step, back to the paths' mean: the mean of
-    the prices ``exp(y)`` for "log", of the values for "linear".
+    the prices ``exp(y)`` for "log", of the volumes ``exp(y) - 1`` for "log1p" (the same
+    shift: the 1 cancels), of the values for "linear".
     """
     ramp = np.arange(1, deviation.shape[-1] + 1) / deviation.shape[-1]
     moved = share * deviation + (factors - 1.0 + (1.0 - share) * ramp) * terminal + tails * tail
-    if mean_space == "log":
+    if mean_space in ("log", "log1p"):
         moved += np.log(np.exp(deviation).mean(axis=-2, keepdims=True)
                         / np.exp(moved).mean(axis=-2, keepdims=True))
     elif mean_space == "linear":
@@ -390,7 +391,7 @@ class PathCalibration:
                          levels, tails, ramps, mean_space, origins)
             for column, kind, tails, ramps, mean_space in (
                 (_CLOSE, space, TAIL_GRID, RAMP_GRID, space),
-                (_VOLUME, "log1p", (0.0,), (1.0,), None))]
+                (_VOLUME, "log1p", (0.0,), (1.0,), "log1p"))]
         return cls(price, volume, tuple(float(level) for level in levels), len(paths), space,
                    price_tail=tail, price_ramp=ramp, price_carried_over=price_carried,
                    volume_carried_over=volume_carried)
@@ -432,9 +433,9 @@ class PathCalibration:
                 out[..., column] += shift
             factor = np.ones_like(close)
         volume = out[..., _VOLUME].copy()
-        scaled = self._drifted(volume, volume_factors, "log1p")
+        scaled = self._drifted(volume, volume_factors, "log1p", keep_mean=True)
         volume_factor = np.where(volume > 0, scaled / np.where(volume > 0, volume, 1.0), 1.0)
-        out[..., _VOLUME] = np.where(volume > 0, scaled, volume)
+        out[..., _VOLUME] = np.where(volume > 0, np.maximum(scaled, 0.0), volume)
         out[..., _AMOUNT] *= factor * volume_factor
         return out.astype(paths.dtype, copy=False)
 
@@ -475,7 +476,7 @@ class PathCalibration:
         for column, space, scale, tail, power, mean_space in (
                 (_CLOSE, self.price_space, self.price_scale, tails, self.price_ramp,
                  self.price_space),
-                (_VOLUME, "log1p", self.volume_scale, np.zeros_like(tails), 1.0, None)):
+                (_VOLUME, "log1p", self.volume_scale, np.zeros_like(tails), 1.0, "log1p")):
             covered = _pooled_scores(_to_space(paths[..., :horizon, column], space),
                                      _to_space(truth[..., :horizon, column], space),
                                      scale[None, :horizon], tail, self.levels,

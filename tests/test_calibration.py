@@ -91,10 +91,14 @@ def test_a_model_that_wanders_too_little_gets_nominal_coverage_and_keeps_its_ste
 def test_calibrated_paths_keep_the_mean_the_envelope_and_the_input():
     paths, truth = toy(200, pull=0.3, seed=2)
     original = paths.copy()
-    out = PathCalibration.fit(paths, truth).apply(paths)
+    calibration = PathCalibration.fit(paths, truth)
+    out = calibration.apply(paths)
     np.testing.assert_array_equal(paths, original)
     np.testing.assert_allclose(out[..., CLOSE].mean(axis=1), paths[..., CLOSE].mean(axis=1),
                                rtol=1e-12)  # the point forecast does not move
+    assert abs(np.log(calibration.volume_scale[-1])) > 0.1  # the volume was moved too...
+    np.testing.assert_allclose(out[..., VOLUME].mean(axis=1), paths[..., VOLUME].mean(axis=1),
+                               rtol=1e-9)  # ...and its point forecast stays
     assert (out[..., HIGH] >= np.maximum(out[..., OPEN], out[..., CLOSE])).all()
     assert (out[..., LOW] <= np.minimum(out[..., OPEN], out[..., CLOSE])).all()
     assert (out[..., VOLUME] >= 0).all() and (out[..., AMOUNT] >= 0).all()
