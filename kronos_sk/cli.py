@@ -283,7 +283,7 @@ def _evaluate(args: argparse.Namespace) -> None:
         raise UsageError(f"--folds {args.folds} do not fit in the {len(y)} rows of "
                          f"{args.input!r}: after --initial {args.initial} with --horizon "
                          f"{args.horizon} there is room for {spare + 1}")
-    # exactly --folds folds: the first at --initial, the last as late as the rows allow
+    # exactly --folds folds: the first at --initial, the others spaced evenly after it
     step = spare // (args.folds - 1) if args.folds > 1 else 1
     cv = ExpandingWindowSplitter(initial_window=args.initial, step_length=step,
                                  fh=list(range(1, args.horizon + 1)))

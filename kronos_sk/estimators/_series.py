@@ -102,6 +102,24 @@ def time_kind(index: pd.Index) -> str:
     return f"{index.dtype} values"
 
 
+def same_time_kind(new: pd.Index, old: pd.Index) -> bool:
+    """Whether `new` holds time values of `old`'s kind: timestamps in a zone that shows the
+    same wall clock on `new`'s rows (or both naive; units may differ), periods of the same
+    frequency, or integers of any width."""
+    if isinstance(new, pd.DatetimeIndex) and isinstance(old, pd.DatetimeIndex):
+        if new.tz is None or old.tz is None:
+            return new.tz is None and old.tz is None
+        return bool(new.tz_convert(old.tz).tz_localize(None).equals(new.tz_localize(None)))
+    if isinstance(new, pd.PeriodIndex) and isinstance(old, pd.PeriodIndex):
+        return new.freq == old.freq
+    if isinstance(new, (pd.DatetimeIndex, pd.PeriodIndex)) \
+            or isinstance(old, (pd.DatetimeIndex, pd.PeriodIndex)):
+        return False
+    integers = "iu"
+    return new.dtype.kind == old.dtype.kind or (new.dtype.kind in integers
+                                                and old.dtype.kind in integers)
+
+
 def check_like_fit(y: pd.DataFrame, fitted: pd.DataFrame) -> None:
     """Refuse update rows laid out otherwise than the `fitted` y: other index levels, time
     kind or zone, columns, or series that fit did not see (one line, before sktime's own
@@ -111,11 +129,10 @@ def check_like_fit(y: pd.DataFrame, fitted: pd.DataFrame) -> None:
     if y.index.nlevels != fitted.index.nlevels:
         raise ValueError(f"update: y has {y.index.nlevels} index level(s) but the forecaster "
                          f"was fitted on {len(names)} ({names}); send rows indexed like fit's")
-    new, old = time_kind(y.index.get_level_values(-1)), \
-        time_kind(fitted.index.get_level_values(-1))
-    if new != old:
-        raise ValueError(f"update: y's time index holds {new} but fit's held {old}; send "
-                         "rows on fit's time index")
+    new, old = y.index.get_level_values(-1), fitted.index.get_level_values(-1)
+    if not same_time_kind(new, old):
+        raise ValueError(f"update: y's time index holds {time_kind(new)} but fit's held "
+                         f"{time_kind(old)}; send rows on fit's time index")
     if set(y.columns) != set(fitted.columns):
         raise ValueError(f"update: y has columns {list(y.columns)} but the forecaster was "
                          f"fitted on {list(fitted.columns)}; send the same columns")

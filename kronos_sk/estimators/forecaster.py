@@ -25,7 +25,8 @@ from kronos_sk.data.horizon import padded, plan_series, read_calendar, relative_
 from kronos_sk.estimators._paths import (PathCache, empirical, empirical_quantiles,
                                          path_covariance, redrawn_frame, volatility_table)
 from kronos_sk.estimators._series import (Outputs, check_cells_of, check_like_fit, check_update,
-                                          columns_of, layout, series_name, split_series, time_kind,
+                                          columns_of, layout, same_time_kind, series_name,
+                                          split_series, time_kind,
                                           warn_without_timestamps)
 from kronos_sk.estimators._training import TRAINING_PARAMETERS, train_forecaster_networks
 from kronos_sk.estimators._weights import (cached_networks, checkpoints, load_references,
@@ -299,6 +300,8 @@ class KronosForecaster(BaseForecaster):
         lagging series may get rows before the cutoff; a gap in a fixed calendar is refused).
         With ``update_params=False`` only the context and the cutoff move."""
         check_cells_of(y)
+        if self.is_fitted and isinstance(y, pd.Series) and len(y):
+            check_like_fit(y.to_frame(), self._y)
         if not (self.is_fitted and isinstance(y, pd.DataFrame) and len(y)):
             return super().update(y, X=X, update_params=update_params)
         check_like_fit(y, self._y)
@@ -330,13 +333,14 @@ class KronosForecaster(BaseForecaster):
     def _check_fh(self, fh, pred_int=False):
         cutoff = getattr(self, "_cutoff", None)
         if fh is not None and isinstance(cutoff, pd.Index):
-            fh = fh if isinstance(fh, ForecastingHorizon) else ForecastingHorizon(fh)
-            if not fh.is_relative and time_kind(fh.to_pandas()) != time_kind(cutoff):
-                raise ValueError(f"fh: holds {time_kind(fh.to_pandas())} but y's index holds "
-                                 f"{time_kind(cutoff)}; give fh on y's time index")
+            given = fh if isinstance(fh, ForecastingHorizon) else ForecastingHorizon(fh)
+            if not given.is_relative and not same_time_kind(given.to_pandas(), cutoff):
+                raise ValueError(f"fh: holds {time_kind(given.to_pandas())} but y's index "
+                                 f"holds {time_kind(cutoff)}; give fh on y's time index")
         # Absolute fh on a cutoff without a frequency: compared with the cutoff directly.
         if fh is None or not isinstance(cutoff, pd.DatetimeIndex) or cutoff.freq is not None:
             return super()._check_fh(fh, pred_int)
+        fh = fh if isinstance(fh, ForecastingHorizon) else ForecastingHorizon(fh)
         if fh.is_relative:
             return super()._check_fh(fh, pred_int)
         names = ("capability:insample", "capability:pred_int:insample")

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
+from sktime.forecasting.base import ForecastingHorizon
 
 from kronos_sk.calibration import backtest_windows
 from kronos_sk.estimators import KronosForecaster
@@ -627,3 +628,26 @@ def test_update_keeps_the_calendar_the_rows_show(us_stocks_daily_file):
     updated.update(y.iloc[-5:], update_params=False)
     direct = fixture_forecaster().fit(y)
     assert list(updated.predict(fh=[1, 2, 3]).index) == list(direct.predict(fh=[1, 2, 3]).index)
+
+
+def test_fh_and_update_on_the_same_time_index_in_another_form_are_taken(candles):
+    import datetime
+
+    hourly = candles.iloc[:200].set_axis(pd.date_range("2025-01-01", periods=200, freq="h",
+                                                       tz="UTC"))
+    forecaster = fixture_forecaster(n_samples=2).fit(hourly.iloc[:190])
+    # an fh whose own frequency is not the cutoff's (every other hour, one stamp)
+    every_other = pd.date_range(hourly.index[189] + pd.Timedelta("2h"), periods=3, freq="2h")
+    assert list(forecaster.predict(fh=every_other).index) == list(every_other)
+    assert len(forecaster.predict(fh=every_other[:1].copy())) == 1
+    # UTC spelled otherwise is UTC; integers of another width are integers
+    rows = hourly.iloc[190:].tz_convert(datetime.timezone.utc)
+    assert forecaster.update(rows).cutoff[0] == hourly.index[-1]
+    integers = fixture_forecaster(n_samples=2).fit(candles.iloc[:100].reset_index(drop=True))
+    fh = ForecastingHorizon(pd.Index(np.array([100, 101], dtype=np.int32)), is_relative=False)
+    assert len(integers.predict(fh=fh)) == 2
+    series = candles["close"].rename(None)
+    with pytest.raises(ValueError, match=r"update: y has columns \['close'\] but the forecaster "
+                                         r"was fitted on \[0\]"):
+        fixture_forecaster(n_samples=2).fit(series.iloc[:100]).update(
+            series.iloc[100:105].rename("close"))
