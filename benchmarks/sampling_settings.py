@@ -70,8 +70,7 @@ def main() -> None:
                         temperature=temperature, top_p=top_p).paths
             for batch, future, _ in data]).astype(np.float64)
         fitted = PathCalibration.fit(paths, truth)
-        spread = Spread(round(float(fitted.price_scale[-1]), 4), round(fitted.price_tail, 4),
-                        fitted.price_ramp)
+        spread = fitted.as_spread()
         widened = widen_paths(paths.copy(), spread, np.ones(len(paths), bool))
         label = f"{temperature:g} / {top_p:g}"
         report(f"{label}, as sampled", paths[..., 3], truth[..., 3], last, center, scale)

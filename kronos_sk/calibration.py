@@ -69,18 +69,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from kronos_sk._params import check_positive_int
+from kronos_sk.checkpoints import Spread
 from kronos_sk.data.schema import FEATURE_COLUMNS
 from kronos_sk.data.validation import assemble_features
 from kronos_sk.metrics import crps_from_samples
-
-if TYPE_CHECKING:
-    from kronos_sk.checkpoints import Spread
 
 LEVELS = (0.5, 0.8, 0.9)
 SCALE_GRID = np.exp(np.linspace(np.log(0.2), np.log(20.0), 241))
@@ -395,6 +393,12 @@ class PathCalibration:
         return cls(price, volume, tuple(float(level) for level in levels), len(paths), space,
                    price_tail=tail, price_ramp=ramp, price_carried_over=price_carried,
                    volume_carried_over=volume_carried)
+
+    def as_spread(self) -> Spread:
+        """The price setting as a model's own `Spread` (its last factor, tail and ramp,
+        rounded as inference.json stores them)."""
+        return Spread(round(float(self.price_scale[-1]), 4), round(self.price_tail, 4),
+                      self.price_ramp)
 
     def _factors_for(self, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Price factors, volume factors and price tails of steps 1..horizon; steps past the

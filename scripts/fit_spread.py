@@ -93,8 +93,7 @@ def main() -> None:
     paths, truth, last = np.concatenate(paths), np.stack(truths), np.array(lasts)
     calibration = PathCalibration.fit(paths, truth)
     realised = log_returns(truth[..., 3], last)
-    spread = Spread(round(float(calibration.price_scale[-1]), 4),
-                    round(calibration.price_tail, 4), calibration.price_ramp)
+    spread = calibration.as_spread()
     as_sampled = PathCalibration(np.ones(HORIZON), np.ones(HORIZON))
     for name, widened in (("as sampled", paths), (f"spread {spread.factor}, tail {spread.tail}, "
                                                   f"ramp {spread.ramp}",
