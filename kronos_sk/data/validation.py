@@ -412,13 +412,10 @@ def _feature_values(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, list[st
             "'o', 'h', 'l', 'c', 'vol' are accepted)"
         )
     columns = [c for c in FEATURE_COLUMNS if c in source]
-    arrays = []
-    for canonical in columns:
-        column = frame[source[canonical]]
-        if not _is_real_dtype(column.dtype):
-            raise TypeError(_non_numeric_message(column, frame.index, name))
-        arrays.append(column.to_numpy(dtype=np.float64, na_value=np.nan))
-    return np.column_stack(arrays), columns
+    picked = frame[[source[c] for c in columns]]
+    check_numeric_columns(picked, name)
+    return np.column_stack([picked[user].to_numpy(dtype=np.float64, na_value=np.nan)
+                            for user in picked.columns]), columns
 
 
 def check_numeric_columns(frame: pd.DataFrame, name: str) -> None:

@@ -340,7 +340,7 @@ class KronosForecaster(BaseForecaster):
         # Absolute fh on a cutoff without a frequency: compared with the cutoff directly.
         if fh is None or not isinstance(cutoff, pd.DatetimeIndex) or cutoff.freq is not None:
             return super()._check_fh(fh, pred_int)
-        fh = fh if isinstance(fh, ForecastingHorizon) else ForecastingHorizon(fh)
+        fh = given
         if fh.is_relative:
             return super()._check_fh(fh, pred_int)
         names = ("capability:insample", "capability:pred_int:insample")
