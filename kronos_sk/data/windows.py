@@ -12,6 +12,11 @@ targets at positions ``c`` and later. So no scored target is normalised with sta
 itself or of later rows, exactly as at inference, and training covers every context length
 from `min_context` to `lookback` that a user may give.
 
+With ``targets="horizon"`` a window ends `horizon` rows after its context, so the objective
+scores only the steps a forecast of `horizon` steps asks for, each right after a context
+normalised by its own rows, as at inference (by default, the targets hundreds of rows after
+a short context, far outside its scale, dominate the score).
+
 Every batch is a dict of numpy arrays:
 
 - ``"values"``: (B, L, 6) float32, features in ``FEATURE_COLUMNS`` order, in the space of
@@ -50,6 +55,7 @@ _VOLUME_COLUMNS = (FEATURE_COLUMNS.index("volume"), FEATURE_COLUMNS.index("amoun
 # Independent random streams for block choice and batch draws (SeedSequence entropy words).
 _BLOCK_STREAM, _BATCH_STREAM, _VALIDATION_STREAM = 0, 1, 2
 DEFAULT_MIN_CONTEXT = 32
+TARGETS = ("all", "horizon")  # the rows a window keeps after its context (WindowSampler)
 _CACHED_BLOCKS = 2  # the current block and the previous one, for ranks slightly out of step
 _VALIDATION_CHUNK = 64  # assets read together while iterating validation windows
 
@@ -122,10 +128,14 @@ def _window_starts(
 
 def _gather(
     pool: _Pool, windows: np.ndarray, owners: np.ndarray, contexts: np.ndarray, length: int,
-    masked: np.ndarray, clip: float, value_transform: str,
+    masked: np.ndarray, clip: float, value_transform: str, lengths: np.ndarray | None = None,
 ) -> Batch:
-    """Cut `windows` (positions in the pool) out and normalise each by its context rows."""
-    rows, lengths = pool.starts[windows], pool.lengths[windows]
+    """Cut `windows` (positions in the pool) out and normalise each by its context rows.
+
+    `lengths` (default: the windows' own) are the real rows kept; later ones repeat the last.
+    """
+    rows = pool.starts[windows]
+    lengths = pool.lengths[windows] if lengths is None else lengths
     index = rows[:, None] + np.minimum(np.arange(length), lengths[:, None] - 1)  # (B, L)
     raw = pool.values[index]  # (B, L, 6), a copy
     for column in _VOLUME_COLUMNS:
@@ -153,6 +163,16 @@ def _draw_contexts(rng: np.random.Generator, lengths: np.ndarray, min_context: i
                    lookback: int, horizon: int) -> np.ndarray:
     """Context rows per window, uniform in ``[min_context, min(lookback, length - horizon)]``."""
     return rng.integers(min_context, np.minimum(lookback, lengths - horizon) + 1)
+
+
+def _draw_shared_context(rng: np.random.Generator, lengths: np.ndarray, min_context: int,
+                         lookback: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """One context length for a whole batch (a window too short for it takes its longest).
+
+    Returns the context rows and the real rows (context + `horizon`) of each window.
+    """
+    contexts = np.minimum(rng.integers(min_context, lookback + 1), lengths - horizon)
+    return contexts, contexts + horizon
 
 
 class WindowSampler:
@@ -185,6 +205,12 @@ class WindowSampler:
     clip : float, default=DEFAULT_CLIP
     value_transform : {"none", "log"}, default="none"
         The space the tokenizer reads values in (its config's ``value_transform``).
+    targets : {"all", "horizon"}, default="all"
+        The real rows of a window: "all" keeps every row after the context (up to
+        ``lookback + horizon``); "horizon" keeps only the `horizon` rows after it, the
+        forecast a user asks for, and the windows of a batch then share one context length,
+        uniform in ``[min_context, lookback]`` (a window too short for it takes its longest),
+        so the batch is cut to that context plus `horizon` rows.
     rank, world_size : int, default=0, 1
         This process's rank among `world_size` data-parallel processes.
 
@@ -226,6 +252,7 @@ class WindowSampler:
         mask_fraction: float = 0.05,
         clip: float = DEFAULT_CLIP,
         value_transform: str = "none",
+        targets: str = "all",
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
@@ -244,13 +271,14 @@ class WindowSampler:
             raise ValueError(f"mask_fraction must be in [0, 1], got {mask_fraction!r}")
         if not clip > 0:
             raise ValueError(f"clip must be > 0, got {clip!r}")
+        _check_targets(targets)
         self.corpus = corpus
         self.lookback, self.horizon, self.batch_size = lookback, horizon, batch_size
         self.min_context = min_context
         self.seed, self.split, self.time_split = seed, split, time_split
         self.assets_per_block, self.steps_per_block = assets_per_block, steps_per_block
         self.mask_fraction, self.clip = mask_fraction, clip
-        self.value_transform = value_transform
+        self.value_transform, self.targets = value_transform, targets
         self.rank, self.world_size = rank, world_size
 
         self._length = lookback + horizon
@@ -276,6 +304,12 @@ class WindowSampler:
         owners = slots[rng.integers(len(slots), size=self.batch_size)]
         window = rng.integers(pool.bounds[owners], pool.bounds[owners + 1])
         masked = rng.random(self.batch_size) < self.mask_fraction
+        if self.targets == "horizon":
+            contexts, lengths = _draw_shared_context(rng, pool.lengths[window],
+                                                     self.min_context, self.lookback,
+                                                     self.horizon)
+            return _gather(pool, window, owners, contexts, int(lengths.max()), masked,
+                           self.clip, self.value_transform, lengths)
         contexts = _draw_contexts(rng, pool.lengths[window], self.min_context, self.lookback,
                                   self.horizon)
         return _gather(pool, window, owners, contexts, self._length, masked, self.clip,
@@ -394,6 +428,7 @@ def validation_batches(
     max_windows: int | None = None,
     clip: float = DEFAULT_CLIP,
     value_transform: str = "none",
+    targets: str = "all",
 ) -> Iterator[Batch]:
     """Every validation window once, in a fixed order, in batches.
 
@@ -416,6 +451,11 @@ def validation_batches(
         This reads the validation assets twice.
     clip : float, default=DEFAULT_CLIP
     value_transform : {"none", "log"}, default="none"
+    targets : {"all", "horizon"}, default="all"
+        As for [`WindowSampler`][kronos_sk.data.windows.WindowSampler], except that the
+        contexts stay drawn per window: "horizon" only ends each window `horizon` rows after
+        its context (the later rows repeat the last kept one), so both settings validate on
+        the same windows and contexts.
 
     Yields
     ------
@@ -432,6 +472,7 @@ def validation_batches(
     _check_int("stride", stride, 1)
     if max_windows is not None:
         _check_int("max_windows", max_windows, 1)
+    _check_targets(targets)
     length, min_length = lookback + horizon, min_context + horizon
     validation_start = corpus.validation_starts(time_split)
     last = np.array([stamp.value for stamp in corpus.assets["last"]], dtype=np.int64)
@@ -462,10 +503,12 @@ def validation_batches(
             owners = np.repeat(np.arange(len(frames)), np.diff(pool.bounds))
             for i in range(0, len(chosen), batch_size):
                 window = chosen[i: i + batch_size]
-                contexts = _draw_contexts(rng, pool.lengths[window], min_context, lookback,
-                                          horizon)
+                lengths = pool.lengths[window]
+                contexts = _draw_contexts(rng, lengths, min_context, lookback, horizon)
+                if targets == "horizon":
+                    lengths = np.minimum(lengths, contexts + horizon)
                 yield _gather(pool, window, owners[window], contexts, length,
-                              np.zeros(len(window), bool), clip, value_transform)
+                              np.zeros(len(window), bool), clip, value_transform, lengths)
 
     return _rebatch(parts(), batch_size)
 
@@ -514,6 +557,11 @@ def _rebatch(parts: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
             buffer = [rest] if size else []
     if size:
         yield {key: np.concatenate([b[key] for b in buffer]) for key in buffer[0]}
+
+
+def _check_targets(targets: object) -> None:
+    if targets not in TARGETS:
+        raise ValueError(f"targets must be 'all' or 'horizon', got {targets!r}")
 
 
 def _check_min_context(min_context: object, lookback: int) -> None:

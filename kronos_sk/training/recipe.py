@@ -69,7 +69,7 @@ from kronos_sk import checkpoints
 from kronos_sk._files import write_atomically
 from kronos_sk.data import CandleCorpus, TimeSplit, WindowSampler, validation_batches
 from kronos_sk.data.normalize import DEFAULT_CLIP
-from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT, Batch
+from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT, TARGETS, Batch
 from kronos_sk.lookahead import corpus_periods, data_periods, write_data_periods
 from kronos_sk.training import distributed
 from kronos_sk.training.config import TrainConfig, _coerce
@@ -115,6 +115,11 @@ class DataSettings:
         Shortest context: each window's context length is drawn uniformly between
         `min_context` and `lookback`; it is normalised with those rows' statistics and only
         the later targets are scored (see `kronos_sk.data.windows`).
+    targets : {"all", "horizon"}, default="all"
+        The rows a window keeps after its context, which the predictor scores: all of them,
+        or only the `horizon` rows right after it (training batches then share one context
+        length and are cut to it plus `horizon` rows; the tokenizer stage reconstructs those
+        shorter windows; see `kronos_sk.data.windows.WindowSampler`).
     mask_fraction : float, default=0.05
         Share of training windows whose volume and amount are zeroed.
     assets_per_block, steps_per_block : int, default=64, 200
@@ -132,6 +137,7 @@ class DataSettings:
     lookback: int = 256
     horizon: int = 32
     min_context: int = DEFAULT_MIN_CONTEXT
+    targets: str = "all"
     mask_fraction: float = 0.05
     assets_per_block: int = 64
     steps_per_block: int = 200
@@ -150,6 +156,8 @@ class DataSettings:
             if f.name != "sources":
                 setattr(self, f.name,
                         _coerce(f"data.{f.name}", getattr(self, f.name), hints[f.name]))
+        if self.targets not in TARGETS:
+            raise ValueError(f"data.targets must be 'all' or 'horizon', got {self.targets!r}")
         if self.min_context > self.lookback:
             raise ValueError(f"data.min_context ({self.min_context}) must be <= data.lookback "
                              f"({self.lookback})")
@@ -331,8 +339,8 @@ class CorpusBatches:
                              min_context=d.min_context, seed=self.seed, split="train",
                              time_split=d.time_split(), assets_per_block=d.assets_per_block,
                              steps_per_block=d.steps_per_block, mask_fraction=d.mask_fraction,
-                             clip=d.clip, value_transform=self.value_transform, rank=rank,
-                             world_size=world_size)
+                             clip=d.clip, value_transform=self.value_transform,
+                             targets=d.targets, rank=rank, world_size=world_size)
 
     def batch(self, index: int, rank: int = 0, world_size: int = 1) -> Batch:
         if (self._sampler.rank, self._sampler.world_size) != (rank, world_size):
@@ -350,7 +358,8 @@ def read_validation(corpus: CandleCorpus, data: DataSettings, batch_size: int,
                                       time_split=data.time_split(),
                                       min_context=data.min_context,
                                       max_windows=batch_size * n_batches, clip=data.clip,
-                                      value_transform=value_transform))
+                                      value_transform=value_transform,
+                                      targets=data.targets))
     if not batches:
         raise ValueError(f"no validation windows of {data.min_context + data.horizon} rows; give "
                          "data.split rules that leave each market validation rows")

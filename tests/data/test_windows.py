@@ -360,3 +360,42 @@ def test_short_segments_give_shorter_windows_padded_with_their_last_row(corpus):
         n = found["length"][b]
         assert (found["values"][b, n:] == found["values"][b, n - 1]).all()
         assert (found["stamps"][b, n:] == found["stamps"][b, n - 1]).all()
+
+
+def test_horizon_targets_share_one_context_and_end_horizon_rows_after_it(corpus):
+    sampler = WindowSampler(corpus, 40, 10, 64, min_context=8, steps_per_block=1,
+                            mask_fraction=0.0, targets="horizon")
+    contexts_seen, locate = set(), Locator(corpus)
+    for step in range(12):
+        batch = sampler.batch(step)
+        contexts, lengths = batch["context"], batch["length"]
+        longest = contexts.max()
+        contexts_seen.add(int(longest))
+        # One drawn context; a window too short for it (AAA's 40-row segment) keeps all it has.
+        assert (lengths == contexts + 10).all() and (contexts >= 8).all()
+        assert batch["values"].shape[1] == lengths.max() == longest + 10
+        for b in range(0, 64, 16):  # each window is still normalised by its own context
+            frame, rows = locate(batch, b)
+            raw = frame[list(FEATURE_COLUMNS)].to_numpy()[rows][:contexts[b]]
+            np.testing.assert_allclose(batch["mean"][b], raw.mean(axis=0), rtol=1e-5)
+    assert len(contexts_seen) > 5
+
+
+def test_horizon_targets_validate_the_same_windows_ending_after_the_horizon(corpus):
+    def first(targets):
+        return next(iter(validation_batches(corpus, LOOKBACK, HORIZON, 1000, min_context=3,
+                                            time_split=EVERYTHING, targets=targets)))
+    every, horizon = first("all"), first("horizon")
+    assert (every["context"] == horizon["context"]).all()
+    np.testing.assert_array_equal(every["mean"], horizon["mean"])
+    assert (horizon["length"] == np.minimum(every["length"], every["context"] + HORIZON)).all()
+    assert (horizon["length"] < every["length"]).any()
+    for b in range(len(horizon["asset"])):
+        n = horizon["length"][b]
+        np.testing.assert_array_equal(horizon["values"][b, :n], every["values"][b, :n])
+        assert (horizon["values"][b, n:] == horizon["values"][b, n - 1]).all()
+
+
+def test_unknown_targets_are_refused(corpus):
+    with pytest.raises(ValueError, match="targets must be 'all' or 'horizon', got 'near'"):
+        WindowSampler(corpus, LOOKBACK, HORIZON, 8, **FULL, targets="near")

@@ -253,6 +253,8 @@ def test_reserved_and_override_errors(tmp_path, capsys):
     config = make_root(tmp_path)
     with pytest.raises(ValueError, match="predictor.tokenizer_checkpoint is set by the recipe"):
         load_recipe(config, {"predictor.tokenizer_checkpoint": "elsewhere"})
+    with pytest.raises(ValueError, match="data.targets must be 'all' or 'horizon', got 'next'"):
+        load_recipe(config, {"data.targets": "next"})
     assert main(["finetune", "--config", str(config)]) == 2
     assert "fine-tuning needs tokenizer.init_checkpoint" in capsys.readouterr().err
 
