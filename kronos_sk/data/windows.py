@@ -55,7 +55,7 @@ _VOLUME_COLUMNS = (FEATURE_COLUMNS.index("volume"), FEATURE_COLUMNS.index("amoun
 # Independent random streams for block choice and batch draws (SeedSequence entropy words).
 _BLOCK_STREAM, _BATCH_STREAM, _VALIDATION_STREAM = 0, 1, 2
 DEFAULT_MIN_CONTEXT = 32
-TARGETS = ("all", "horizon")  # the rows a window keeps after its context (WindowSampler)
+_TARGETS = ("all", "horizon")  # the rows a window keeps after its context (WindowSampler)
 _CACHED_BLOCKS = 2  # the current block and the previous one, for ranks slightly out of step
 _VALIDATION_CHUNK = 64  # assets read together while iterating validation windows
 
@@ -271,7 +271,7 @@ class WindowSampler:
             raise ValueError(f"mask_fraction must be in [0, 1], got {mask_fraction!r}")
         if not clip > 0:
             raise ValueError(f"clip must be > 0, got {clip!r}")
-        _check_targets(targets)
+        check_targets(targets)
         self.corpus = corpus
         self.lookback, self.horizon, self.batch_size = lookback, horizon, batch_size
         self.min_context = min_context
@@ -472,7 +472,7 @@ def validation_batches(
     _check_int("stride", stride, 1)
     if max_windows is not None:
         _check_int("max_windows", max_windows, 1)
-    _check_targets(targets)
+    check_targets(targets)
     length, min_length = lookback + horizon, min_context + horizon
     validation_start = corpus.validation_starts(time_split)
     last = np.array([stamp.value for stamp in corpus.assets["last"]], dtype=np.int64)
@@ -559,9 +559,11 @@ def _rebatch(parts: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
         yield {key: np.concatenate([b[key] for b in buffer]) for key in buffer[0]}
 
 
-def _check_targets(targets: object) -> None:
-    if targets not in TARGETS:
-        raise ValueError(f"targets must be 'all' or 'horizon', got {targets!r}")
+def check_targets(targets: object, name: str = "targets") -> None:
+    """Raise ValueError naming `name` unless `targets` is one of the samplers' settings."""
+    if targets not in _TARGETS:
+        raise ValueError(f"{name} must be " + " or ".join(map(repr, _TARGETS))
+                         + f", got {targets!r}")
 
 
 def _check_min_context(min_context: object, lookback: int) -> None:

@@ -69,7 +69,7 @@ from kronos_sk import checkpoints
 from kronos_sk._files import write_atomically
 from kronos_sk.data import CandleCorpus, TimeSplit, WindowSampler, validation_batches
 from kronos_sk.data.normalize import DEFAULT_CLIP
-from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT, TARGETS, Batch
+from kronos_sk.data.windows import DEFAULT_MIN_CONTEXT, Batch, check_targets
 from kronos_sk.lookahead import corpus_periods, data_periods, write_data_periods
 from kronos_sk.training import distributed
 from kronos_sk.training.config import TrainConfig, _coerce
@@ -156,8 +156,7 @@ class DataSettings:
             if f.name != "sources":
                 setattr(self, f.name,
                         _coerce(f"data.{f.name}", getattr(self, f.name), hints[f.name]))
-        if self.targets not in TARGETS:
-            raise ValueError(f"data.targets must be 'all' or 'horizon', got {self.targets!r}")
+        check_targets(self.targets, "data.targets")
         if self.min_context > self.lookback:
             raise ValueError(f"data.min_context ({self.min_context}) must be <= data.lookback "
                              f"({self.lookback})")
