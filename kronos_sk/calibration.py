@@ -78,7 +78,7 @@ from kronos_sk._params import check_positive_int
 from kronos_sk.checkpoints import Spread
 from kronos_sk.data.schema import FEATURE_COLUMNS
 from kronos_sk.data.validation import assemble_features
-from kronos_sk.metrics import crps_from_samples
+from kronos_sk.metrics import crps_from_samples, sample_quantiles
 
 LEVELS = (0.5, 0.8, 0.9)
 SCALE_GRID = np.exp(np.linspace(np.log(0.2), np.log(20.0), 241))
@@ -186,7 +186,7 @@ def _pooled_scores(values: np.ndarray, truth: np.ndarray, factors: np.ndarray,
     of few paths), of the values drifted by each row of per-step factors and tails (G, H)
     as `_moved` drifts them. For stratified paths (the default) the fair estimate runs a
     few per cent low and the plain one a few per cent high; on the bundled model's fit
-    windows both rank the same setting first (tail 0.3, square-root ramp)."""
+    windows both rank the same setting first (tail 0.15, square-root ramp)."""
     center, deviation, terminal = _deviations(values)
     realised = truth - center[:, 0]
     tail = _tail_term(terminal)
@@ -198,7 +198,7 @@ def _pooled_scores(values: np.ndarray, truth: np.ndarray, factors: np.ndarray,
         k = tails[lo:lo + chunk, None, None, :]
         share = _step_share(deviation, terminal, tail, f, k)
         moved = _moved(deviation, terminal, tail, share, f, k, mean_space)  # (g, W, S, H)
-        low, high = np.quantile(moved, bounds, axis=-2)  # (levels, g, W, H) each
+        low, high = sample_quantiles(moved, bounds, axis=-2)  # (levels, g, W, H) each
         covered[lo:lo + chunk] = ((low <= realised) & (realised <= high)).mean(axis=(2, 3)).T
         crps[lo:lo + chunk] = crps_from_samples(np.moveaxis(moved, -2, 0), realised,
                                                 fair=values.shape[-2] > 1).mean(axis=(1, 2))
@@ -448,7 +448,8 @@ class PathCalibration:
         calibrated = self.apply(paths)[..., _CLOSE]
         out = {}
         for level in self.levels:
-            low, high = np.quantile(calibrated, [(1 - level) / 2, (1 + level) / 2], axis=-2)
+            low, high = sample_quantiles(calibrated, [(1 - level) / 2, (1 + level) / 2],
+                                         axis=-2)
             close = np.asarray(truth)[..., _CLOSE]
             out[level] = float(((low <= close) & (close <= high)).mean())
         return out

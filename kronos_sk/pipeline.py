@@ -28,6 +28,7 @@ from kronos_sk.data.normalize import check_model_space
 from kronos_sk.generation import (DEFAULT_MAX_PATHS, DEFAULT_N_SAMPLES, DEFAULT_TOP_P,
                                   MIN_CONTEXT_ROWS, check_sampling, forecast_paths,
                                   series_key, series_seeds)
+from kronos_sk.metrics import sample_quantiles
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer
 from kronos_sk.runtime import DEFAULT_DEVICE
@@ -73,14 +74,15 @@ class ForecastPaths:
 
     def quantiles(self, levels: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95),
                   columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """Empirical quantiles over samples; columns named like `close_q0.05`."""
+        """Quantiles over samples (`kronos_sk.metrics.sample_quantiles`, as the forecaster
+        reads them); columns named like `close_q0.05`."""
         levels = probability_levels(levels, "levels")
         columns = list(self.columns if columns is None else columns)
         unknown = [c for c in columns if c not in self.columns]
         if unknown:
             raise ValueError(f"columns: {unknown} are not among the paths' {self.columns}")
         picks = [self.columns.index(c) for c in columns]
-        q = np.quantile(self.paths[..., picks], levels, axis=1)  # (n_levels, B, H, k)
+        q = sample_quantiles(self.paths[..., picks], levels, axis=1)  # (n_levels, B, H, k)
         values = np.concatenate([q[i] for i in range(len(levels))], axis=-1)
         names = [f"{c}_q{level:g}" for level in levels for c in columns]
         return self._frame(values, names)

@@ -16,7 +16,8 @@
 # with the recipe of configs/default-model.toml, on the compact corpus, in bf16 with larger
 # batches: the tokenizer 400 steps, the predictor up to 3000 (batch 128: ~25x the tokens of
 # the CPU recipe). TRAIN_SECONDS bounds the training; a stage stopped by it keeps its best
-# checkpoint so far. Without CUDA it prints "skipped: no CUDA" and exits 0, unless
+# checkpoint so far. TARGETS=horizon trains on the horizon only (the recipe's data.targets;
+# default "all"). Without CUDA it prints "skipped: no CUDA" and exits 0, unless
 # DEVICE=cpu is set (a smoke test here: STEPS=2 DEVICE=cpu bash scripts/train_on_device.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,7 @@ RUN=runs/device-model
 DEVICE=${DEVICE:-cuda}
 STEPS=${STEPS:-}
 TRAIN_SECONDS=${TRAIN_SECONDS:-480}
+TARGETS=${TARGETS:-all}
 python -c "import torch" 2>/dev/null || python -m pip install -q torch
 python -c "import safetensors, pyarrow, pandas" 2>/dev/null \
     || python -m pip install -q safetensors pyarrow "pandas<3.1"
@@ -51,6 +53,7 @@ for stem in compact["whole"]:
 ')
 settings=(
     'out_dir="runs/device-model"' 'data.sources=["runs/compact-corpus"]' "${reweighted[@]}"
+    "data.targets=\"$TARGETS\""
     'tokenizer.init_checkpoint="kronos_sk/pretrained/tokenizer"' 'tokenizer.lr=1e-4'
     "tokenizer.max_steps=${STEPS:-400}" 'tokenizer.batch_size=128' 'tokenizer.warmup_steps=1'
     'predictor.init_checkpoint="kronos_sk/pretrained/predictor"'

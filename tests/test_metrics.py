@@ -20,6 +20,7 @@ from sklearn.metrics import mean_absolute_error, mean_pinball_loss, r2_score
 from kronos_sk import metrics
 from kronos_sk.metrics import (
     coverage_table,
+    sample_quantiles,
     cross_sectional_rank_ic,
     crps_from_samples,
     discriminative_score,
@@ -363,8 +364,9 @@ def test_interval_coverage_includes_bounds():
 
 
 def test_coverage_table_hand_case():
-    # Samples 0, 1, ..., 100 for every point: the linear-interpolation quantile at p is 100 p,
-    # so the central intervals are [25, 75], [10, 90] and [5, 95].
+    # Samples 0, 1, ..., 100 for every point: the quantile at p is the smallest sample whose
+    # cumulative weight k / 101 reaches p, so the central intervals are [25, 75], [10, 90]
+    # and [5, 95].
     y = np.array([0.0, 7.0, 20.0, 50.0, 80.0, 92.0, 100.0, 75.0])
     samples = np.repeat(np.arange(101.0)[:, None], y.size, axis=1)
     table = coverage_table(samples, y)
@@ -372,6 +374,40 @@ def test_coverage_table_hand_case():
     np.testing.assert_allclose(table["coverage"], [2 / 8, 4 / 8, 6 / 8])
     np.testing.assert_allclose(table["mean_width"], [50.0, 80.0, 90.0])
     assert list(table.index) == [0.5, 0.8, 0.9]
+
+
+def test_sample_quantiles_are_the_inverse_of_the_empirical_cdf():
+    samples = np.array([3.0, 1.0, 2.0, 4.0])  # cumulative weights .25, .5, .75, 1 once sorted
+    np.testing.assert_array_equal(sample_quantiles(samples, [0.0, 0.25, 0.26, 0.5, 0.51, 1.0]),
+                                  [1.0, 1.0, 2.0, 2.0, 3.0, 4.0])
+    assert sample_quantiles(samples, 0.6).shape == ()
+    grid = np.arange(24.0).reshape(2, 3, 4)  # samples along axis 1: rows 0..3 of each block
+    out = sample_quantiles(grid, [[0.1, 0.9], [0.5, 1.0]], axis=1)
+    assert out.shape == (2, 2, 2, 4)
+    np.testing.assert_array_equal(out[0, 1], grid[:, 2])  # 0.9 -> the third of three
+    np.testing.assert_array_equal(out[1, 0], grid[:, 1])  # 0.5 -> the second
+
+
+def test_sample_quantiles_equal_skpro_empirical_at_ties():
+    from skpro.distributions import Empirical
+
+    gen = np.random.default_rng(4)
+    values = gen.normal(size=(10, 3))
+    alpha = [0.1, 0.3, 0.5, 0.7, 0.9]  # ties with the cumulative weights of 10 samples
+    frame = pd.DataFrame(values.reshape(-1, 1),
+                         index=pd.MultiIndex.from_product([range(10), range(3)]))
+    reference = Empirical(spl=frame, index=pd.RangeIndex(3), columns=frame.columns)
+    np.testing.assert_array_equal(sample_quantiles(values, alpha),
+                                  reference.quantile(alpha).to_numpy().T)
+
+
+def test_central_bands_of_draws_from_the_truth_cover_by_order_statistics():
+    # With S draws exchangeable with the outcome, the outcome falls between the i-th and j-th
+    # smallest draws with probability (j - i) / (S + 1). For S = 20 the 50/80/90 % bands are
+    # the 5th-15th, 2nd-18th and 1st-19th: 10/21, 16/21 and 18/21.
+    gen = np.random.default_rng(2)
+    table = coverage_table(gen.normal(size=(20, 20000)), gen.normal(size=20000))
+    np.testing.assert_allclose(table["coverage"], [10 / 21, 16 / 21, 18 / 21], atol=0.012)
 
 
 def test_coverage_table_is_calibrated_for_samples_from_the_truth():

@@ -43,7 +43,7 @@ from kronos_sk.data.normalize import normalising_scale
 from kronos_sk.metrics import (coverage_table, crps_from_samples, cross_sectional_rank_ic,
                                horizon_return, ic_summary, log_returns, normalised_errors,
                                pinball_loss, price_ic, price_rank_ic, return_ic,
-                               return_rank_ic, reversion_slope)
+                               return_rank_ic, reversion_slope, sample_quantiles)
 
 from .config import BenchmarkConfig
 from .data import PRICE_COLUMNS, Panel, Windows
@@ -105,7 +105,7 @@ class Collected:
             "realised_step_std": float(log_returns(true[..., CLOSE], last).std())}
         if self.samples:
             z_samples, z_true = self.normalised_close()
-            quantiles = np.moveaxis(np.quantile(z_samples, QUANTILES, axis=0), 0, -1)
+            quantiles = np.moveaxis(sample_quantiles(z_samples, QUANTILES), 0, -1)
             coverage = coverage_table(z_samples, z_true, COVERAGE_LEVELS)["coverage"]
             scores.update({
                 "crps": float(crps_from_samples(z_samples, z_true).mean()),
@@ -138,7 +138,7 @@ def _fan_plot(windows: Windows, samples: np.ndarray, name: str, path: Path) -> N
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(np.arange(len(context)), context, color="black", lw=1, label="context")
     for low, high, alpha in ((0.05, 0.95, 0.2), (0.25, 0.75, 0.4)):
-        lo, hi = np.quantile(closes, [low, high], axis=0)
+        lo, hi = sample_quantiles(closes, [low, high])
         ax.fill_between(steps, lo, hi, color="tab:blue", alpha=alpha,
                         label=f"{round(100 * (high - low))} % band")
     ax.plot(steps, closes.mean(axis=0), color="tab:blue", label="mean forecast")

@@ -83,20 +83,6 @@ class PathCache:
         return id(owner) in self._entries
 
 
-def empirical_quantiles(values: np.ndarray, alpha) -> np.ndarray:
-    """Quantiles over axis 1 as skpro's `Empirical` defines them, as float64.
-
-    The alpha-quantile is the smallest sample whose cumulative weight (1/S each, summed as
-    skpro sums them, so that ties with alpha resolve alike) reaches alpha.
-    (n, S, F, k) values -> (n, F, k, len(alpha)).
-    """
-    S = values.shape[1]
-    cumulative = np.cumsum(np.ones(S) / S)
-    ranks = np.minimum(np.searchsorted(cumulative, np.asarray(alpha, dtype=np.float64)), S - 1)
-    ordered = np.sort(values, axis=1)[:, ranks]  # (n, n_alpha, F, k)
-    return np.moveaxis(ordered, 1, -1).astype(np.float64)
-
-
 def path_covariance(values: np.ndarray) -> np.ndarray:
     """Covariance over the paths between horizon steps, per series and column.
 
@@ -159,7 +145,8 @@ def volatility_table(closes: np.ndarray, horizons: np.ndarray, last: list, label
     if bad.any():
         raise ValueError("realized volatility needs positive closes; a sampled path of "
                          f"{names[int(np.flatnonzero(bad)[0])]} has a close <= 0")
-    table = {"mean": rv.mean(1), **{f"q{q:g}": np.quantile(rv, q, axis=1) for q in quantiles}}
+    table = {"mean": rv.mean(1),
+             **{f"q{q:g}": metrics.sample_quantiles(rv, q, axis=1) for q in quantiles}}
     return pd.DataFrame(table, index=pd.Index(labels))
 
 

@@ -22,8 +22,8 @@ from kronos_sk.checkpoints import Spread, model_context, model_spread
 from kronos_sk.data import FEATURE_COLUMNS
 from kronos_sk.data.calendar import frequency_offset
 from kronos_sk.data.horizon import padded, plan_series, read_calendar, relative_targets
-from kronos_sk.estimators._paths import (PathCache, empirical, empirical_quantiles,
-                                         path_covariance, redrawn_frame, volatility_table)
+from kronos_sk.estimators._paths import (PathCache, empirical, path_covariance, redrawn_frame,
+                                         volatility_table)
 from kronos_sk.estimators._series import (Outputs, check_cells_of, check_like_fit, check_update,
                                           columns_of, layout, same_time_kind, series_name,
                                           split_series, time_kind,
@@ -33,6 +33,7 @@ from kronos_sk.estimators._weights import (cached_networks, checkpoints, load_re
                                            reference_modules)
 from kronos_sk.generation import SLIDING_MODES, check_sampling, series_key
 from kronos_sk.lookahead import guard_look_ahead
+from kronos_sk.metrics import sample_quantiles
 from kronos_sk.pipeline import KronosPipeline
 from kronos_sk.runtime import PRECISION_OPTIONS, resolve_device, resolve_precision
 
@@ -413,7 +414,8 @@ class KronosForecaster(BaseForecaster):
 
     def _predict_quantiles(self, fh, X=None, alpha=None):
         values, absolute = self._fh_values(fh)
-        quantiles = empirical_quantiles(values, alpha)  # (n_instances, len(fh), k, n_alpha)
+        # (n_instances, len(fh), k, n_alpha), as predict_proba's skpro Empirical gives them
+        quantiles = np.moveaxis(sample_quantiles(values, alpha, axis=1), 0, -1)
         n_i, n_t, k, n_a = quantiles.shape
         columns = pd.MultiIndex.from_product([pd.Index(self.columns_), alpha])
         return self._out().frame(quantiles.reshape(n_i, n_t, k * n_a), absolute, columns)

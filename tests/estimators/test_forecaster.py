@@ -81,7 +81,15 @@ def test_volatility_is_the_sum_of_squared_log_returns_of_sampled_closes(candles)
     rv = (np.diff(np.log(closes), axis=1) ** 2).sum(axis=1)
     table = forecaster.predict_volatility(fh, quantiles=(0.5,))
     assert table["mean"].iloc[0] == pytest.approx(rv.mean())
-    assert table["q0.5"].iloc[0] == pytest.approx(np.quantile(rv, 0.5))
+    assert_sample_median(table["q0.5"].iloc[0], rv)
+
+
+def assert_sample_median(value: float, values: np.ndarray) -> None:
+    """`value` is one of `values`, with at least half of them on either side (skpro's
+    quantile of equally weighted samples, which every output of the forecaster gives)."""
+    same = np.isclose(values, value, rtol=1e-12, atol=0)
+    assert same.any()
+    assert ((values < value) | same).mean() >= 0.5 and ((values > value) | same).mean() >= 0.5
 
 
 def test_random_state_makes_paths_reproducible_and_seeds_matter(candles):
@@ -412,7 +420,7 @@ def test_volatility_of_flat_series_from_their_sampled_values():
         closes = np.column_stack([np.full(len(closes), y[column].iloc[-1]), closes])
         rv = (np.diff(np.log(closes), axis=1) ** 2).sum(axis=1)
         assert table.loc[(None, column), "mean"] == pytest.approx(rv.mean(), rel=1e-12)
-        assert table.loc[(None, column), "q0.5"] == pytest.approx(np.median(rv), rel=1e-12)
+        assert_sample_median(table.loc[(None, column), "q0.5"], rv)
 
 
 def calibrated(**params) -> KronosForecaster:

@@ -5,8 +5,7 @@ import gc
 import numpy as np
 
 from kronos_sk.calibration import PathCalibration
-from kronos_sk.estimators._paths import (PathCache, empirical_quantiles, path_covariance,
-                                         realized_volatility)
+from kronos_sk.estimators._paths import PathCache, path_covariance, realized_volatility
 
 
 class Owner:
@@ -56,9 +55,6 @@ def test_entries_go_with_their_owner():
 def test_reductions_of_paths():
     rng = np.random.default_rng(0)
     values = rng.normal(size=(2, 50, 4, 3))
-    q = empirical_quantiles(values, [0.1, 0.5])
-    assert q.shape == (2, 4, 3, 2)
-    assert np.all(q[..., 0] <= q[..., 1])
     cov = path_covariance(values)
     np.testing.assert_allclose(cov[1, 2], np.cov(values[1, :, :, 2], rowvar=False, ddof=0))
     closes = 10 * np.exp(np.cumsum(rng.normal(0, .01, (2, 5, 3)), axis=-1))
