@@ -662,8 +662,10 @@ def sample_quantiles(samples: Any, alpha: Any, axis: int = 0) -> np.ndarray:
     alpha: the inverse of the samples' empirical CDF. `KronosForecaster.predict_quantiles`,
     its intervals and `predict_proba().ppf` give these values, and so do the pipeline's
     quantiles, the calibration's coverage and the benchmarks': a band is scored as a user
-    gets it. (NumPy's default, linear interpolation, gives narrower central bands: with 20
-    paths its 90 % band lies inside this one's.)
+    gets it. The float sums decide ties: of 20 samples, alpha 0.5 gives the 11th. (NumPy's
+    default, linear interpolation, gives narrower central bands: of 20 samples its 90 % band
+    runs from the 1.95th to the 19.05th, this one from the 1st to the 19th.) NaN samples sort
+    last.
 
     Parameters
     ----------
@@ -679,8 +681,12 @@ def sample_quantiles(samples: Any, alpha: Any, axis: int = 0) -> np.ndarray:
     """
     values = np.sort(np.asarray(samples, dtype=np.float64), axis=axis)
     n = values.shape[axis]
-    cumulative = np.cumsum(np.full(n, 1.0 / n))
     levels = np.asarray(alpha, dtype=np.float64)
+    if n == 0:
+        raise ValueError("sample_quantiles needs at least one sample along axis")
+    if np.any(~((levels >= 0) & (levels <= 1))):
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha!r}")
+    cumulative = np.cumsum(np.full(n, 1.0 / n))
     ranks = np.minimum(np.searchsorted(cumulative, levels), n - 1)
     axis = axis % values.ndim
     picked = np.take(values, ranks, axis=axis)

@@ -83,8 +83,8 @@ def plot_forecast(candles: pd.DataFrame, forecast: ForecastPaths, *, series: int
     jx = np.r_[cx[-1], fx]
     last = context["close"].iloc[-1]
     for lo, hi, alpha, label in ((0.05, 0.95, 0.18, "90% band"), (0.25, 0.75, 0.35, "50% band")):
-        ax.fill_between(jx, np.r_[last, sample_quantiles(closes, lo)],
-                        np.r_[last, sample_quantiles(closes, hi)], color="#1f77b4",
+        low, high = sample_quantiles(closes, [lo, hi])
+        ax.fill_between(jx, np.r_[last, low], np.r_[last, high], color="#1f77b4",
                         alpha=alpha, linewidth=0, label=label)
     ax.plot(jx, np.r_[last, closes.mean(axis=0)], color="#1f77b4", linewidth=1.6,
             label=f"mean close ({closes.shape[0]} paths)")

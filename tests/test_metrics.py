@@ -365,7 +365,7 @@ def test_interval_coverage_includes_bounds():
 
 def test_coverage_table_hand_case():
     # Samples 0, 1, ..., 100 for every point: the quantile at p is the smallest sample whose
-    # cumulative weight k / 101 reaches p, so the central intervals are [25, 75], [10, 90]
+    # cumulative weight (k + 1) / 101 reaches p, so the central intervals are [25, 75], [10, 90]
     # and [5, 95].
     y = np.array([0.0, 7.0, 20.0, 50.0, 80.0, 92.0, 100.0, 75.0])
     samples = np.repeat(np.arange(101.0)[:, None], y.size, axis=1)
@@ -381,6 +381,11 @@ def test_sample_quantiles_are_the_inverse_of_the_empirical_cdf():
     np.testing.assert_array_equal(sample_quantiles(samples, [0.0, 0.25, 0.26, 0.5, 0.51, 1.0]),
                                   [1.0, 1.0, 2.0, 2.0, 3.0, 4.0])
     assert sample_quantiles(samples, 0.6).shape == ()
+    for bad in (-0.1, 1.5, np.nan):
+        with pytest.raises(ValueError, match="alpha must lie in"):
+            sample_quantiles(samples, [0.5, bad])
+    with pytest.raises(ValueError, match="at least one sample"):
+        sample_quantiles(np.empty((0, 3)), 0.5)
     grid = np.arange(24.0).reshape(2, 3, 4)  # samples along axis 1: rows 0..3 of each block
     out = sample_quantiles(grid, [[0.1, 0.9], [0.5, 1.0]], axis=1)
     assert out.shape == (2, 2, 2, 4)
