@@ -43,9 +43,9 @@ def report(name: str, closes: np.ndarray, truth: np.ndarray, last: np.ndarray,
     z, z_truth = (closes - center[:, None, None]) / scale[:, None, None], \
         (truth - center[:, None]) / scale[:, None]
     crps = crps_from_samples(np.moveaxis(z, 1, 0), z_truth).mean()
-    covered = {level: (sample_quantiles(closes, (1 - level) / 2, axis=1) <= truth)
-               & (truth <= sample_quantiles(closes, (1 + level) / 2, axis=1))
-               for level in (0.5, 0.8, 0.9)}
+    bands = {level: sample_quantiles(closes, [(1 - level) / 2, (1 + level) / 2], axis=1)
+             for level in (0.5, 0.8, 0.9)}
+    covered = {level: (low <= truth) & (truth <= high) for level, (low, high) in bands.items()}
     by_step = covered[0.8].mean(axis=0)
     returns = log_returns(closes, last[:, None])
     rv = np.abs(realized_volatility(closes, last[:, None]).mean(axis=1)

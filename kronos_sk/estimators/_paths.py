@@ -145,8 +145,8 @@ def volatility_table(closes: np.ndarray, horizons: np.ndarray, last: list, label
     if bad.any():
         raise ValueError("realized volatility needs positive closes; a sampled path of "
                          f"{names[int(np.flatnonzero(bad)[0])]} has a close <= 0")
-    table = {"mean": rv.mean(1),
-             **{f"q{q:g}": metrics.sample_quantiles(rv, q, axis=1) for q in quantiles}}
+    levels = metrics.sample_quantiles(rv, list(quantiles), axis=1)  # one sort for all
+    table = {"mean": rv.mean(1), **{f"q{q:g}": level for q, level in zip(quantiles, levels)}}
     return pd.DataFrame(table, index=pd.Index(labels))
 
 
