@@ -211,7 +211,7 @@ def card(run: Path, results: Path) -> str:
         f"{data['min_context']} rows up, with",
         "positive prices. `predict` is the mean of the sampled paths (`n_samples`), whose",
         "error carries their sampling noise: on the US daily benchmark windows the close's",
-        "error is 1.17x the random walk's with 4 independent paths, 1.05x with 16 and 1.03x",
+        "error is 1.15x the random walk's with 4 independent paths, 1.05x with 16 and 1.03x",
         "with 64; with the stratified paths every face draws by default, 1.05x with 4,",
         "1.04x with 8 and 1.03x with 16 (`benchmarks/point_forecast.py`): the default 20",
         "paths are enough for a point forecast. For intervals calibrated on your own series pass",

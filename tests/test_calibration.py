@@ -5,7 +5,7 @@ import pytest
 
 from kronos_sk.calibration import SCALE_GRID, PathCalibration
 from kronos_sk.data import FEATURE_COLUMNS
-from kronos_sk.metrics import crps_from_samples, realized_volatility
+from kronos_sk.metrics import crps_from_samples, realized_volatility, sample_quantiles
 
 OPEN, HIGH, LOW, CLOSE, VOLUME, AMOUNT = range(6)
 assert FEATURE_COLUMNS == ("open", "high", "low", "close", "volume", "amount")
@@ -53,7 +53,7 @@ def central_coverage(paths, truth, level, step=None):
     close, true_close = paths[..., CLOSE], truth[..., CLOSE]
     if step is not None:
         close, true_close = close[..., [step]], true_close[..., [step]]
-    low, high = np.quantile(close, [(1 - level) / 2, (1 + level) / 2], axis=-2)
+    low, high = sample_quantiles(close, [(1 - level) / 2, (1 + level) / 2], axis=-2)
     return float(((low <= true_close) & (true_close <= high)).mean())
 
 
@@ -86,6 +86,19 @@ def test_a_model_that_wanders_too_little_gets_nominal_coverage_and_keeps_its_ste
     assert calibration.price_space == "log"
     assert calibration.coverage(held_paths, held_truth)[0.8] == pytest.approx(
         central_coverage(calibrated, held_truth, 0.8))
+
+
+def test_coverage_reads_a_band_from_the_paths_a_forecaster_returns():
+    # 20 paths drawn like the truth: skpro's Empirical reads the 90 % band as the 1st to the
+    # 19th smallest path (cumulative shares 1/20 >= 0.05, 19/20 >= 0.95), which holds the
+    # truth with probability 18/21; linear interpolation reads a narrower band there.
+    paths, truth = toy(2000, pull=0.0, seed=12, samples=20)
+    close, true_close = np.sort(paths[..., CLOSE], axis=1), truth[..., CLOSE]
+    inside = (close[:, 0] <= true_close) & (true_close <= close[:, 18])
+    covered = PathCalibration(np.ones(10), np.ones(10)).coverage(paths, truth)[0.9]
+    assert covered == inside.mean() == pytest.approx(18 / 21, abs=0.02)
+    low, high = np.quantile(paths[..., CLOSE], [0.05, 0.95], axis=1)
+    assert ((low <= true_close) & (true_close <= high)).mean() < covered - 0.01
 
 
 def test_calibrated_paths_keep_the_mean_the_envelope_and_the_input():

@@ -73,3 +73,23 @@ def test_pipeline_forecaster_and_cli_give_the_same_paths(tmp_path, monkeypatch, 
                    stratified=stratified)  # its backtests draw as the forecasts do
     assert seen and set(seen) == {(prefill, True, stratified)}
     assert (piped[..., 4:] < 0).any() == (not valid)  # raw decoding: negative volumes
+
+
+def test_the_pipeline_reads_the_quantiles_the_forecaster_returns_of_the_same_paths():
+    frame = candles()
+    context, future = frame.iloc[:90], frame.index[90:96]
+    settings = dict(n_samples=20, random_state=3)  # 20: linear interpolation reads otherwise
+    levels = [0.05, 0.5, 0.95]
+    pipe = KronosPipeline.from_pretrained(MODEL, TOKENIZER, max_context=128)
+    forecast = pipe.sample({"A": context}, future=[future], **settings)
+    table = forecast.quantiles(levels)
+    forecaster = KronosForecaster(model=MODEL, tokenizer=TOKENIZER, max_context=128,
+                                  **settings)
+    y = pd.concat({"A": context}, names=["asset", "timestamp"])  # the same seed as "A"
+    returned = forecaster.fit(y).predict_quantiles(fh=future, alpha=levels)
+    for column in ("open", "close", "volume"):
+        for level in levels:
+            np.testing.assert_array_equal(table[f"{column}_q{level:g}"].to_numpy(),
+                                          returned[(column, level)].to_numpy())
+    linear = np.quantile(forecast.paths[0, :, :, 3], 0.05, axis=0)
+    assert not np.allclose(linear, table["close_q0.05"].to_numpy())
