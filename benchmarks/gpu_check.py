@@ -35,7 +35,7 @@ def parity() -> None:
                             n_samples=1, prefill_precision="float32", valid_candles=False).paths
         expected = raw[cases["columns"]].to_numpy()
         error = float(np.max(np.abs(paths[0, 0] - expected) / np.maximum(np.abs(expected),
-                                                                        1e-6)))
+                                                                         1e-6)))
         worst = max(worst, error)
         print(f"   {case['expected']}: max relative error {error:.2e}")
     print(f"   parity within 1e-4: {worst <= 1e-4} (worst {worst:.2e})")

@@ -88,7 +88,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
             "extra: pip install 'kronos-sk[hub]'") from None
     try:
         return Path(snapshot_download(text, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE,
-                                                                INFERENCE_FILE]))
+                                                            INFERENCE_FILE]))
     except Exception as error:  # offline, unknown repo, no permission: all end here
         raise CheckpointError(
             f"could not fetch hub checkpoint {text!r} ({type(error).__name__}: {error}); "

@@ -168,7 +168,7 @@ def card(run: Path, results: Path) -> str:
         "- Validation: 2016-01-01 onwards of each daily market, the last 30 days of each",
         "  intraday file; training uses only the rows before.",
         "- Sampling weights per market: " + ", ".join(f"{m} {w:g}" for m, w in
-                                                       data["weights"].items()) + ".",
+                                                      data["weights"].items()) + ".",
         "",
         "## Training",
         "",

@@ -97,7 +97,7 @@ def test_every_face_forecasts_positive_prices_with_a_log_checkpoint(log_checkpoi
     settings = dict(n_samples=8, random_state=0, valid_candles=False)
     future = pd.date_range(crash.index[-1], periods=13, freq="5min")[1:]
     paths = KronosPipeline.from_pretrained(model, tokenizer).sample(crash, future=future,
-                                                                   **settings)
+                                                                    **settings)
     assert (paths.paths[..., :4] > 0).all()  # positive by construction, raw decoding too
     assert paths.redrawn.sum() == 0
     forecaster = KronosForecaster(model=model, tokenizer=tokenizer, **settings).fit(crash)

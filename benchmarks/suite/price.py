@@ -204,8 +204,8 @@ def sktime_cross_check(config: BenchmarkConfig, panel: Panel,
                               scoring=[PinballLoss(alpha=[0.1, 0.5, 0.9]),
                                        EmpiricalCoverage(coverage=0.9)])
             rows[name, asset] = {"folds": len(result),
-                                      "pinball": result["test_PinballLoss"].mean(),
-                                      "coverage_90": result["test_EmpiricalCoverage"].mean()}
+                                 "pinball": result["test_PinballLoss"].mean(),
+                                 "coverage_90": result["test_EmpiricalCoverage"].mean()}
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame.from_dict(rows, orient="index")

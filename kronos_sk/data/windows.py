@@ -31,7 +31,8 @@ Every batch is a dict of numpy arrays:
 - ``"length"``: (B,) int64, the real rows of each window; later rows repeat the last real
   one and are never scored.
 - ``"mean"``, ``"std"``: (B, 6) float32, context statistics in that space;
-  ``values * scale + mean``, with `scale` from [`normalising_scale`][kronos_sk.data.normalize.normalising_scale],
+  ``values * scale + mean``, with `scale` from
+  [`normalising_scale`][kronos_sk.data.normalize.normalising_scale],
   undoes the normalisation up to clipping.
 - ``"asset"``, ``"market"``: (B,) object arrays of names.
 """

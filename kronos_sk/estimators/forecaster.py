@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sktime.forecasting.base import BaseForecaster, ForecastingHorizon
 
 from kronos_sk._defaults import (DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_MAX_STEPS,
-                                DEFAULT_N_SAMPLES, DEFAULT_TOP_P)
+                                 DEFAULT_N_SAMPLES, DEFAULT_TOP_P)
 from kronos_sk._params import (positive_int, positive_real, probability_levels,
                                validate_params)
 from kronos_sk._sktime_notices import no_remember_data_notice

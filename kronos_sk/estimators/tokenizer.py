@@ -23,7 +23,7 @@ from sklearn.utils.validation import (_check_feature_names_in, check_array, chec
                                       validate_data)
 
 from kronos_sk._defaults import (DEFAULT_BATCH_SIZE, DEFAULT_DEVICE, DEFAULT_MAX_STEPS,
-                                learning_rate_for)
+                                 learning_rate_for)
 from kronos_sk._params import positive_int, positive_real, validate_params
 from kronos_sk.checkpoints import CheckpointError, default_checkpoint
 from kronos_sk.data.normalize import Normalizer

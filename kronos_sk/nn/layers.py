@@ -2,7 +2,8 @@
 
 RMSNorm, dropout, rotary position embedding, multi-head attention with an optional key/value
 cache (plain, or a prefix shared by groups of rows) and a blockwise causal attention with
-dropout for CPU training, the SwiGLU feed-forward and the pre-norm Transformer block. Parameter names follow the released Kronos checkpoints.
+dropout for CPU training, the SwiGLU feed-forward and the pre-norm Transformer block.
+Parameter names follow the released Kronos checkpoints.
 """
 
 from __future__ import annotations

@@ -538,7 +538,7 @@ class Trainer:
             kept = [line for line in path.read_text().splitlines()
                     if line and json.loads(line)["step"] <= self.step]
             write_atomically(path, lambda tmp: tmp.write_text("".join(line + "\n"
-                                                                     for line in kept)))
+                                                                      for line in kept)))
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:

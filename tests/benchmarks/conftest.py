@@ -17,7 +17,7 @@ def _one_thread_here(one_torch_thread):
 
 
 def _synthetic_candles(path: Path, n_assets: int = 4, start: str = "2015-01-01",
-                      end: str = "2016-03-31", seed: int = 0) -> Path:
+                       end: str = "2016-03-31", seed: int = 0) -> Path:
     """Write GBM candles of `n_assets` business-day series as long-format Parquet."""
     rng = np.random.default_rng(seed)
     stamps = pd.bdate_range(start, end)
@@ -37,7 +37,7 @@ def _synthetic_candles(path: Path, n_assets: int = 4, start: str = "2015-01-01",
 
 
 def _write_config(path: Path, data_file: Path, assets: int | list[str] = 4,
-                 extra: str = "") -> Path:
+                  extra: str = "") -> Path:
     """A tiny configuration: lookback 32, horizon 4, 2 origins, 4 samples, three models."""
     assets_value = assets if isinstance(assets, int) else "[" + ", ".join(
         f'"{a}"' for a in assets) + "]"

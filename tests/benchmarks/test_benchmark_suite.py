@@ -103,7 +103,7 @@ def test_two_tasks_on_real_indices(tmp_path: Path, cn_index_file: Path, write_co
 
 
 def test_models_option_runs_only_the_named_models(tmp_path: Path, cn_index_file: Path,
-                                                 write_config):
+                                                  write_config):
     config = write_config(tmp_path / "cn.toml", cn_index_file,
                           assets=["sh000001", "sh000300", "sz399001"])
     out = tmp_path / "out"

@@ -150,7 +150,8 @@ def test_segments_end_exactly_at_the_gap_the_jump_and_the_bad_rows(files):
     source = candles("CCC", seed=3)
     assert not ccc["timestamp"].isin(source["timestamp"][[NAN_AT]]).any()
     bad = ccc.iloc[BAD_AT]
-    assert bad["high"] == max(bad["open"], bad["close"]) == max(source.loc[BAD_AT, ["open", "close"]])
+    assert bad["high"] == max(bad["open"], bad["close"]) == max(
+        source.loc[BAD_AT, ["open", "close"]])
     assert bad["low"] == source.loc[BAD_AT, "low"]
 
 

@@ -112,7 +112,8 @@ def test_batch_format(corpus):
     shapes = {key: (array.shape, array.dtype.kind) for key, array in batch.items()}
     assert shapes == {
         "values": ((8, LENGTH, 6), "f"), "stamps": ((8, LENGTH, 5), "i"),
-        "context": ((8,), "i"), "length": ((8,), "i"), "mean": ((8, 6), "f"), "std": ((8, 6), "f"), "asset": ((8,), "O"), "market": ((8,), "O"),
+        "context": ((8,), "i"), "length": ((8,), "i"), "mean": ((8, 6), "f"),
+        "std": ((8, 6), "f"), "asset": ((8,), "O"), "market": ((8,), "O"),
     }
     assert batch["values"].dtype == np.float32 and batch["stamps"].dtype == np.int64
     assert np.isfinite(batch["values"]).all() and np.abs(batch["values"]).max() <= 5.0

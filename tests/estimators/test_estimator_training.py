@@ -32,7 +32,7 @@ _WATCHING = []
 def _audit(event, args):
     # Directories made and files opened for writing while a test watches.
     if _WATCHING and (event == "os.mkdir" or (event == "open" and isinstance(args[1], str)
-                                               and any(c in args[1] for c in "wax+"))):
+                                              and any(c in args[1] for c in "wax+"))):
         WRITES.append((event, str(args[0])))
 
 

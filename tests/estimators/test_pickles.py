@@ -49,7 +49,7 @@ def perturb(directory: Path) -> None:
 
 
 def test_loaded_weights_pickle_as_a_reference_and_reload_through_the_cache(candles,
-                                                                            checkpoint):
+                                                                           checkpoint):
     fitted = forecaster(*checkpoint).fit(candles.iloc[:64])
     fh = candles.index[64:68]
     expected = fitted.predict(fh)

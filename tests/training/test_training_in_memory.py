@@ -25,7 +25,7 @@ def files_under(path):
 
 @pytest.mark.parametrize("task", ["tokenizer", "predictor"])
 def test_in_memory_run_equals_the_file_run_and_writes_nothing(make_config, tmp_path,
-                                                               tokenizer_dir, task):
+                                                              tokenizer_dir, task):
     source = SineCandles(batch_size=4)
     config = make_config(task, max_steps=6)
     best = run_training(config, source)
@@ -36,9 +36,12 @@ def test_in_memory_run_equals_the_file_run_and_writes_nothing(make_config, tmp_p
     module, history = train_modules(dataclasses.replace(config, out_dir=None), source,
                                     tokenizer=tokenizer)
     assert files_under(tmp_path) == before  # nothing new on disk
+
     # The same records (throughput and memory aside) and bit-identical weights.
-    keep = lambda rs: [{k: v for k, v in r.items() if k not in ("tokens_per_s",
-                                                                "peak_memory_mb")} for r in rs]
+    def keep(rows):
+        return [{k: v for k, v in r.items() if k not in ("tokens_per_s", "peak_memory_mb")}
+                for r in rows]
+
     assert keep(history) == keep(records)
     assert [r["loss"] for r in history if "loss" in r] and not module.training
     reloaded = (load_tokenizer if task == "tokenizer" else load_predictor)(best, device="cpu")
