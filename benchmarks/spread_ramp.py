@@ -30,7 +30,7 @@ from kronos_sk import KronosPipeline
 from kronos_sk.calibration import widen_paths
 from kronos_sk.checkpoints import Spread, default_checkpoint, model_spread
 from kronos_sk.metrics import (crps_from_samples, log_returns, normalising_scale,
-                               realized_volatility, sample_quantiles)
+                               central_bands, realized_volatility)
 
 CONFIGS = [Path(f"benchmarks/configs/{name}.toml")
            for name in ("us_daily", "cn_daily", "crypto_hourly")]
@@ -43,9 +43,9 @@ def report(name: str, closes: np.ndarray, truth: np.ndarray, last: np.ndarray,
     z, z_truth = (closes - center[:, None, None]) / scale[:, None, None], \
         (truth - center[:, None]) / scale[:, None]
     crps = crps_from_samples(np.moveaxis(z, 1, 0), z_truth).mean()
-    bands = {level: sample_quantiles(closes, [(1 - level) / 2, (1 + level) / 2], axis=1)
-             for level in (0.5, 0.8, 0.9)}
-    covered = {level: (low <= truth) & (truth <= high) for level, (low, high) in bands.items()}
+    levels = (0.5, 0.8, 0.9)
+    covered = {level: (low <= truth) & (truth <= high)
+               for level, low, high in zip(levels, *central_bands(closes, levels, axis=1))}
     by_step = covered[0.8].mean(axis=0)
     returns = log_returns(closes, last[:, None])
     rv = np.abs(realized_volatility(closes, last[:, None]).mean(axis=1)

@@ -78,7 +78,7 @@ from kronos_sk._params import check_positive_int
 from kronos_sk.checkpoints import Spread
 from kronos_sk.data.schema import FEATURE_COLUMNS
 from kronos_sk.data.validation import assemble_features
-from kronos_sk.metrics import crps_from_samples, sample_quantiles
+from kronos_sk.metrics import central_bands, crps_from_samples
 
 LEVELS = (0.5, 0.8, 0.9)
 SCALE_GRID = np.exp(np.linspace(np.log(0.2), np.log(20.0), 241))
@@ -191,14 +191,13 @@ def _pooled_scores(values: np.ndarray, truth: np.ndarray, factors: np.ndarray,
     realised = truth - center[:, 0]
     tail = _tail_term(terminal)
     chunk = max(1, _GRID_VALUES // values.size)
-    bounds = np.array([[(1 - level) / 2, (1 + level) / 2] for level in levels]).T
     covered, crps = np.empty((len(factors), len(levels))), np.empty(len(factors))
     for lo in range(0, len(factors), chunk):
         f = factors[lo:lo + chunk, None, None, :]  # (g, 1, 1, H)
         k = tails[lo:lo + chunk, None, None, :]
         share = _step_share(deviation, terminal, tail, f, k)
         moved = _moved(deviation, terminal, tail, share, f, k, mean_space)  # (g, W, S, H)
-        low, high = sample_quantiles(moved, bounds, axis=-2)  # (levels, g, W, H) each
+        low, high = central_bands(moved, levels, axis=-2)  # (levels, g, W, H) each
         covered[lo:lo + chunk] = ((low <= realised) & (realised <= high)).mean(axis=(2, 3)).T
         crps[lo:lo + chunk] = crps_from_samples(np.moveaxis(moved, -2, 0), realised,
                                                 fair=values.shape[-2] > 1).mean(axis=(1, 2))
@@ -445,14 +444,10 @@ class PathCalibration:
 
     def coverage(self, paths: np.ndarray, truth: np.ndarray) -> dict[float, float]:
         """Empirical coverage of the central intervals of the calibrated closes."""
-        calibrated = self.apply(paths)[..., _CLOSE]
-        out = {}
-        for level in self.levels:
-            low, high = sample_quantiles(calibrated, [(1 - level) / 2, (1 + level) / 2],
-                                         axis=-2)
-            close = np.asarray(truth)[..., _CLOSE]
-            out[level] = float(((low <= close) & (close <= high)).mean())
-        return out
+        close = np.asarray(truth)[..., _CLOSE]
+        lows, highs = central_bands(self.apply(paths)[..., _CLOSE], self.levels, axis=-2)
+        return {level: float(((low <= close) & (close <= high)).mean())
+                for level, low, high in zip(self.levels, lows, highs)}
 
     def update(self, paths: np.ndarray, truth: np.ndarray, *, rate: float = 0.05,
                ) -> PathCalibration:

@@ -52,6 +52,7 @@ __all__ = [
     "volatility_scores",
     "crps_from_samples",
     "sample_quantiles",
+    "central_bands",
     "pinball_loss",
     "interval_coverage",
     "coverage_table",
@@ -693,6 +694,21 @@ def sample_quantiles(samples: Any, alpha: Any, axis: int = 0) -> np.ndarray:
     return np.moveaxis(picked, list(range(axis, axis + levels.ndim)), list(range(levels.ndim)))
 
 
+def central_bands(samples: Any, levels: Sequence[float],
+                  axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of the central intervals ``[q_(1 - level)/2, q_(1 + level)/2]``
+    of each level, read by `sample_quantiles` in one sort.
+
+    Returns
+    -------
+    lower, upper : ndarray of float64
+        Each of shape ``(len(levels),)`` followed by that of `samples` without `axis`.
+    """
+    levels = np.asarray(levels, dtype=np.float64)
+    return tuple(sample_quantiles(samples, np.stack([(1 - levels) / 2, (1 + levels) / 2]),
+                                  axis=axis))
+
+
 def pinball_loss(quantile_preds: Any, y: Any, alphas: Sequence[float] | np.ndarray) -> np.ndarray:
     """Mean pinball (quantile) loss for each quantile level.
 
@@ -758,17 +774,15 @@ def coverage_table(samples: Any, y: Any,
     DataFrame indexed by level
         Columns `coverage` (as [`interval_coverage`][kronos_sk.metrics.interval_coverage]) and
         `mean_width` of the interval `[q_(1 - level)/2, q_(1 + level)/2]`, the quantiles taken
-        over the sample axis as `sample_quantiles` takes them (the forecaster's intervals).
+        over the sample axis by `central_bands` (the forecaster's intervals).
         Well calibrated forecasts have coverage close to level.
     """
-    samples = np.asarray(samples, dtype=np.float64)
-    rows = {}
     for level in levels:
         if not 0 < level < 1:
             raise ValueError(f"levels must lie strictly between 0 and 1, got {level}")
-        lower, upper = sample_quantiles(samples, [(1 - level) / 2, (1 + level) / 2])
-        rows[float(level)] = {"coverage": interval_coverage(lower, upper, y),
-                              "mean_width": float((upper - lower).mean())}
+    rows = {float(level): {"coverage": interval_coverage(lower, upper, y),
+                           "mean_width": float((upper - lower).mean())}
+            for level, lower, upper in zip(levels, *central_bands(samples, levels))}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "level"
     return table

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from kronos_sk._files import write_atomically
-from kronos_sk.metrics import sample_quantiles
+from kronos_sk.metrics import central_bands
 from kronos_sk.pipeline import ForecastPaths
 
 
@@ -82,8 +82,8 @@ def plot_forecast(candles: pd.DataFrame, forecast: ForecastPaths, *, series: int
     # Join the fan to the last close so the forecast reads as a continuation.
     jx = np.r_[cx[-1], fx]
     last = context["close"].iloc[-1]
-    for lo, hi, alpha, label in ((0.05, 0.95, 0.18, "90% band"), (0.25, 0.75, 0.35, "50% band")):
-        low, high = sample_quantiles(closes, [lo, hi])
+    for low, high, alpha, label in zip(*central_bands(closes, [0.9, 0.5]), (0.18, 0.35),
+                                       ("90% band", "50% band")):
         ax.fill_between(jx, np.r_[last, low], np.r_[last, high], color="#1f77b4",
                         alpha=alpha, linewidth=0, label=label)
     ax.plot(jx, np.r_[last, closes.mean(axis=0)], color="#1f77b4", linewidth=1.6,

@@ -19,6 +19,7 @@ from sklearn.metrics import mean_absolute_error, mean_pinball_loss, r2_score
 
 from kronos_sk import metrics
 from kronos_sk.metrics import (
+    central_bands,
     coverage_table,
     sample_quantiles,
     cross_sectional_rank_ic,
@@ -391,6 +392,15 @@ def test_sample_quantiles_are_the_inverse_of_the_empirical_cdf():
     assert out.shape == (2, 2, 2, 4)
     np.testing.assert_array_equal(out[0, 1], grid[:, 2])  # 0.9 -> the third of three
     np.testing.assert_array_equal(out[1, 0], grid[:, 1])  # 0.5 -> the second
+
+
+def test_central_bands_run_from_the_lower_to_the_upper_tail_of_each_level():
+    samples = np.arange(20.0)[::-1, None] * np.array([1.0, -1.0])  # (20, 2), unsorted
+    lower, upper = central_bands(samples, [0.9, 0.5])
+    assert lower.shape == upper.shape == (2, 2)
+    # 90 %: the 1st and 19th of 20; 50 %: the 5th and the 15th (cumulative share >= level)
+    np.testing.assert_array_equal(lower, [[0.0, -19.0], [4.0, -15.0]])
+    np.testing.assert_array_equal(upper, [[18.0, -1.0], [14.0, -5.0]])
 
 
 def test_sample_quantiles_equal_skpro_empirical_at_ties():

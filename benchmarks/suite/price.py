@@ -40,10 +40,10 @@ import pandas as pd
 from sktime.forecasting.base import BaseForecaster
 
 from kronos_sk.data.normalize import normalising_scale
-from kronos_sk.metrics import (coverage_table, crps_from_samples, cross_sectional_rank_ic,
-                               horizon_return, ic_summary, log_returns, normalised_errors,
-                               pinball_loss, price_ic, price_rank_ic, return_ic,
-                               return_rank_ic, reversion_slope, sample_quantiles)
+from kronos_sk.metrics import (central_bands, coverage_table, crps_from_samples,
+                               cross_sectional_rank_ic, horizon_return, ic_summary, log_returns,
+                               normalised_errors, pinball_loss, price_ic, price_rank_ic,
+                               return_ic, return_rank_ic, reversion_slope, sample_quantiles)
 
 from .config import BenchmarkConfig
 from .data import PRICE_COLUMNS, Panel, Windows
@@ -137,10 +137,10 @@ def _fan_plot(windows: Windows, samples: np.ndarray, name: str, path: Path) -> N
     steps = np.arange(len(context), len(context) + len(truth))
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(np.arange(len(context)), context, color="black", lw=1, label="context")
-    for low, high, alpha in ((0.05, 0.95, 0.2), (0.25, 0.75, 0.4)):
-        lo, hi = sample_quantiles(closes, [low, high])
+    levels = (0.9, 0.5)
+    for level, lo, hi, alpha in zip(levels, *central_bands(closes, levels), (0.2, 0.4)):
         ax.fill_between(steps, lo, hi, color="tab:blue", alpha=alpha,
-                        label=f"{round(100 * (high - low))} % band")
+                        label=f"{round(100 * level)} % band")
     ax.plot(steps, closes.mean(axis=0), color="tab:blue", label="mean forecast")
     ax.plot(steps, truth, color="tab:red", label="truth")
     ax.set_title(f"{name}: {windows.assets[0]} from {windows.origin:%Y-%m-%d %H:%M}")
