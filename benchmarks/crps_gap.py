@@ -38,7 +38,7 @@ from _common import machine
 from kronos_sk import KronosPipeline
 from kronos_sk.calibration import widen_paths
 from kronos_sk.checkpoints import Spread, default_checkpoint, model_spread
-from kronos_sk.metrics import coverage_table, crps_from_samples, normalising_scale
+from kronos_sk.metrics import coverage_table, crps_from_samples
 
 CONFIGS = [Path(f"benchmarks/configs/{name}.toml")
            for name in ("us_daily", "cn_daily", "crypto_hourly")]
@@ -120,9 +120,9 @@ def main() -> None:
                     contexts, horizon=config.horizon, freq=config.freq,
                     n_samples=config.n_samples, random_state=seed).paths)
             truths.append(windows.target_array(["close"])[..., 0])
-            closes = np.stack([c["close"].to_numpy(np.float64) for c in windows.contexts])
-            centers.append(closes.mean(axis=1))
-            scales.append(normalising_scale(centers[-1], closes.std(axis=1)))
+            center, scale = windows.close_scale()
+            centers.append(center)
+            scales.append(scale)
             dates.extend([windows.origin] * len(windows.assets))
 
         over_origins(config, panel, Budget(None), work)
@@ -155,13 +155,11 @@ def main() -> None:
         reference = scores([z["shipped", s] for s in args.seeds], truth)
         print(line("shipped spread", reference))
         for name in pipes:
-            scaled = {}
-            for factor in GRID:
-                sets = []
-                for seed in args.seeds:
-                    mean = z[name, seed].mean(axis=1, keepdims=True)
-                    sets.append(mean + factor * (z[name, seed] - mean))
-                scaled[factor] = scores(sets, truth)
+            means = [z[name, seed].mean(axis=1, keepdims=True) for seed in args.seeds]
+            spreads = [z[name, seed] - mean for seed, mean in zip(args.seeds, means, strict=True)]
+            scaled = {factor: scores([mean + factor * spread
+                                      for mean, spread in zip(means, spreads, strict=True)], truth)
+                      for factor in GRID}
             for factor in FACTORS:
                 print(line(f"{name} x {factor}", scaled[factor]))
             for index, level in enumerate(LEVELS[1:], 1):

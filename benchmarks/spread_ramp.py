@@ -29,8 +29,8 @@ from _common import machine
 from kronos_sk import KronosPipeline
 from kronos_sk.calibration import widen_paths
 from kronos_sk.checkpoints import Spread, default_checkpoint, model_spread
-from kronos_sk.metrics import (crps_from_samples, log_returns, normalising_scale,
-                               central_bands, realized_volatility)
+from kronos_sk.metrics import (central_bands, crps_from_samples, log_returns,
+                               realized_volatility)
 
 CONFIGS = [Path(f"benchmarks/configs/{name}.toml")
            for name in ("us_daily", "cn_daily", "crypto_hourly")]
@@ -81,10 +81,9 @@ def main() -> None:
                                      n_samples=config.n_samples, random_state=args.seed).paths)
             truths.append(windows.target_array(["close"])[..., 0])
             lasts.append(windows.last_close())
-            closes = np.stack([c["close"].to_numpy(np.float64) for c in windows.contexts])
-            means = closes.mean(axis=1)
-            centers.append(means)
-            scales.append(normalising_scale(means, closes.std(axis=1)))
+            center, scale = windows.close_scale()
+            centers.append(center)
+            scales.append(scale)
 
         over_origins(config, panel, Budget(None), work)
         paths, truth = np.concatenate(paths), np.concatenate(truths)

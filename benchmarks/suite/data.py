@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from kronos_sk.data import TimeSplit, repair_candles
+from kronos_sk.data.normalize import normalising_scale
 
 from .config import BenchmarkConfig
 
@@ -100,6 +101,13 @@ class Windows:
     def last_close(self) -> np.ndarray:
         """Last context close per asset, (n_assets,)."""
         return np.array([c["close"].iloc[-1] for c in self.contexts], dtype=np.float64)
+
+    def close_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and normalising scale of each context's closes, (n_assets,) each: closes
+        minus the mean over the scale are in the units the price task scores."""
+        closes = np.stack([c["close"].to_numpy(np.float64) for c in self.contexts])
+        mean = closes.mean(axis=1)
+        return mean, normalising_scale(mean, closes.std(axis=1))
 
 
 def _select_assets(files: tuple, assets: int | tuple[str, ...]) -> dict:

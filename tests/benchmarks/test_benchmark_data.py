@@ -38,3 +38,6 @@ def test_origins_windows_and_repairs(tmp_path: Path, synthetic_candles, write_co
     assert steps.max() == 0 and steps.min() == -63
     np.testing.assert_allclose(windows.last_close(),
                                [c["close"].iloc[-1] for c in windows.contexts])
+    center, scale = windows.close_scale()  # the price task's units: population std + eps
+    np.testing.assert_allclose(center, [c["close"].mean() for c in windows.contexts])
+    np.testing.assert_allclose(scale, [c["close"].std(ddof=0) + 1e-5 for c in windows.contexts])
