@@ -4,7 +4,7 @@ The bundled model and the previous one (0.2, `--previous`, see configs/default-m
 for how to extract it) on the benchmark configs' windows (US and A-shares daily at 90 rows,
 crypto hourly at 80), their paths as sampled (stratified, no spread) in one generation per
 origin and seed; the bundled model's shipped spread is then applied to its own paths
-(`kronos_sk.calibration.widen_paths`), as every face applies it. Per market it prints:
+(`kronos_sk.calibration.apply_spread`), as every face applies it. Per market it prints:
 
 - the CRPS of the price benchmark (the close at every step, in context close stds) of the
   shipped model and of the previous one per seed, their relative gap and a 90 % bootstrap
@@ -36,7 +36,7 @@ from suite.runner import over_origins
 
 from _common import machine
 from kronos_sk import KronosPipeline
-from kronos_sk.calibration import widen_paths
+from kronos_sk.calibration import apply_spread
 from kronos_sk.checkpoints import Spread, default_checkpoint, model_spread
 from kronos_sk.metrics import coverage_table, crps_from_samples
 
@@ -105,13 +105,13 @@ def main() -> None:
     for pipe in pipes.values():
         pipe.spread = Spread()  # sample once; the bundled spread is applied below
     print(machine())
-    print(f"shipped spread {shipped.factor} / tail {shipped.tail} / ramp {shipped.ramp}; "
-          f"seeds {args.seeds}")
+    print(f"shipped spread {shipped.factor} / tail {shipped.tail} / ramp {shipped.ramp} / "
+          f"drift {shipped.drift}; seeds {args.seeds}")
     for path in args.config or CONFIGS:
         config = load_config(path)
         panel = load_panel(config)
         paths = {(name, seed): [] for name in pipes for seed in args.seeds}
-        truths, centers, scales, dates = [], [], [], []
+        truths, centers, scales, lasts, dates = [], [], [], [], []
 
         def work(windows: Windows) -> None:
             contexts = dict(zip(windows.assets, windows.contexts, strict=True))
@@ -123,6 +123,7 @@ def main() -> None:
             center, scale = windows.close_scale()
             centers.append(center)
             scales.append(scale)
+            lasts.append(windows.last_close())
             dates.extend([windows.origin] * len(windows.assets))
 
         over_origins(config, panel, Budget(None), work)
@@ -135,8 +136,9 @@ def main() -> None:
 
         raw = {key: np.concatenate(value).astype(np.float64) for key, value in paths.items()}
         z = {key: z_scored(value[..., 3]) for key, value in raw.items()}
-        z.update({("shipped", seed): z_scored(widen_paths(
-            raw["bundled", seed].copy(), shipped, np.ones(len(truth), bool))[..., 3])
+        last = np.concatenate(lasts)
+        z.update({("shipped", seed): z_scored(apply_spread(
+            raw["bundled", seed].copy(), shipped, np.ones(len(truth), bool), last)[..., 3])
             for seed in args.seeds})
         per_window = {key: window_crps(value, truth) for key, value in z.items()}
         print(f"\n{path.stem}: {len(truth)} windows x {truth.shape[1]} steps, "

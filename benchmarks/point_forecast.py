@@ -2,11 +2,13 @@
 
 The bundled model on a benchmark config's windows (by default US daily: 50 assets x 20
 origins, 90-row contexts, horizon 10): 64 independent paths per window in one generation,
-then, for n of 1 to 64 (the first n of them), the close at every step forecast by the mean,
-the median and the geometric mean of the n paths; and the mean of n paths drawn
-stratified (the library's default, one generation per n). Prints each one's mean absolute
-error in units of the context's close std, as a ratio to the random walk's (the last
-close; 1 = as good), in one run:
+as the network samples them (without the model's own spread), then, for n of 1 to 64 (the
+first n of them), the close at every step forecast by the mean, the median and the
+geometric mean of the n paths; and the mean of n paths drawn stratified (one generation
+per n), as sampled and as every face returns them (the library's default: with the
+model's own spread, whose drift share draws the mean towards the last close). Prints each
+one's mean absolute error in units of the context's close std, as a ratio to the random
+walk's (the last close; 1 = as good), in one run:
 
     python benchmarks/point_forecast.py
     python benchmarks/point_forecast.py --config benchmarks/configs/cn_daily.toml
@@ -31,7 +33,7 @@ from suite.runner import over_origins
 
 from _common import machine
 from kronos_sk import KronosPipeline
-from kronos_sk.checkpoints import default_checkpoint
+from kronos_sk.checkpoints import Spread, default_checkpoint
 from kronos_sk.metrics import sample_quantiles
 
 COUNTS = (1, 2, 4, 8, 16, 32, 64)
@@ -50,38 +52,40 @@ def main() -> None:
     warnings.simplefilter("ignore")
     config = load_config(args.config)
     panel = load_panel(config)
-    pipe = KronosPipeline.from_pretrained(default_checkpoint("predictor"),
-                                          default_checkpoint("tokenizer"))
+    pipe, network = (KronosPipeline.from_pretrained(default_checkpoint("predictor"),
+                                                    default_checkpoint("tokenizer"))
+                     for _ in range(2))
+    network.spread = Spread()  # the paths as sampled
     closes, stratified, truths, lasts, scales = [], [], [], [], []
 
     def work(windows: Windows) -> None:
         contexts = dict(zip(windows.assets, windows.contexts, strict=True))
         future = {a: t.index for a, t in zip(windows.assets, windows.targets)}
-        forecast = pipe.sample(contexts, future=future, n_samples=max(COUNTS),
-                               random_state=args.seed, stratified=False)
+        forecast = network.sample(contexts, future=future, n_samples=max(COUNTS),
+                                  random_state=args.seed, stratified=False)
         closes.append(forecast.paths[..., 3])  # (assets, paths, horizon)
-        stratified.append(np.stack([  # (counts, assets, horizon)
-            pipe.sample(contexts, future=future, n_samples=n,
-                        random_state=args.seed).paths[..., 3].mean(axis=1) for n in COUNTS]))
+        stratified.append(np.stack([[  # (2, counts, assets, horizon)
+            faced.sample(contexts, future=future, n_samples=n,
+                         random_state=args.seed).paths[..., 3].mean(axis=1) for n in COUNTS]
+            for faced in (network, pipe)]))
         truths.append(windows.target_array(["close"])[..., 0])
         lasts.append(windows.last_close())
         scales.append([c["close"].std() for c in windows.contexts])
 
     over_origins(config, panel, Budget(None), work)
     closes, truth = np.concatenate(closes), np.concatenate(truths)
-    stratified = np.concatenate(stratified, axis=1)
+    stratified = np.concatenate(stratified, axis=2)
     last, scale = np.concatenate(lasts)[:, None], np.concatenate(scales)[:, None]
     walk = (np.abs(last - truth) / scale).mean()
     print(f"{machine()}\n{args.config.stem}: {len(truth)} windows x {truth.shape[1]} steps; "
           f"error / random walk's (mean absolute, in context close stds)")
-    print(f"{'paths':>6} " + " ".join(f"{name:>15}" for name in STATISTICS)
-          + f" {'mean, stratified':>17}")
+    names = [*STATISTICS, "stratified mean", "default"]
+    print(f"{'paths':>6} " + " ".join(f"{name:>15}" for name in names))
     for i, n in enumerate(COUNTS):
         ratios = [(np.abs(statistic(closes[:, :n]) - truth) / scale).mean() / walk
                   for statistic in STATISTICS.values()]
-        ratios.append((np.abs(stratified[i] - truth) / scale).mean() / walk)
-        print(f"{n:>6} " + " ".join(f"{ratio:>15.4f}" for ratio in ratios[:-1])
-              + f" {ratios[-1]:>17.4f}")
+        ratios += [(np.abs(means[i] - truth) / scale).mean() / walk for means in stratified]
+        print(f"{n:>6} " + " ".join(f"{ratio:>15.4f}" for ratio in ratios))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 The bundled model on the benchmark configs' windows (US and A-shares daily at 90 rows,
 crypto hourly at 80): the paths as sampled (stratified, no spread) in one generation per
-origin, then widened in one run by each spread compared (`kronos_sk.calibration.widen_paths`):
+origin, then adjusted in one run by each spread compared (`kronos_sk.calibration.apply_spread`):
 the linear ramp shipped before (factor 1.1033, tail 0.5) and the model's own from its
 inference.json. Prints, per market and spread, the CRPS and the 50/80/90 % coverage of the
 price benchmark (the close at every step, in context close stds), the 80 % coverage at the
@@ -27,7 +27,7 @@ from suite.runner import over_origins
 
 from _common import machine
 from kronos_sk import KronosPipeline
-from kronos_sk.calibration import widen_paths
+from kronos_sk.calibration import apply_spread
 from kronos_sk.checkpoints import Spread, default_checkpoint, model_spread
 from kronos_sk.metrics import (central_bands, crps_from_samples, log_returns,
                                realized_volatility)
@@ -66,7 +66,7 @@ def main() -> None:
     pipe = KronosPipeline.from_pretrained(predictor, default_checkpoint("tokenizer"))
     shipped = model_spread(predictor)
     spreads = {"as sampled": Spread(), **{
-        f"{label} {spread.factor}/{spread.tail}/{spread.ramp}": spread
+        f"{label} {spread.factor}/{spread.tail}/{spread.ramp}/{spread.drift}": spread
         for label, spread in (("linear", LINEAR), ("shipped", shipped))}}
     pipe.spread = Spread()  # sample once, widen below
     print(machine())
@@ -95,7 +95,8 @@ def main() -> None:
         print(f"  {'spread':<28} {'CRPS':>7}  coverage 50/80/90    80 %: first last (range)"
               f"  step std first later  RV MAE")
         for name, spread in spreads.items():
-            widened = widen_paths(paths.astype(np.float64), spread, np.ones(len(paths), bool))
+            widened = apply_spread(paths.astype(np.float64), spread, np.ones(len(paths), bool),
+                                   last)
             report(name, widened[..., 3], truth, last, center, scale)
 
 

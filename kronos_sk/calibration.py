@@ -93,6 +93,9 @@ _COARSE_STEP = 4  # the coarse grid of factors, fitted with the tails: every 4th
 COVERAGE_TOLERANCE = 0.02  # bands this close to nominal count as calibrated
 CRPS_SLACK = 0.05  # the most CRPS a calibration gives up against the sharpest setting
 TAIL_CAP = 3.0  # |D| / s beyond which the tail term grows no faster than D
+# The share of the paths' mean move kept: down to a tenth, since at 0 every point forecast
+# is the last close and the forecasts' ranking is lost.
+DRIFT_GRID = np.round(np.arange(0.1, 1.01, 0.1), 1)
 
 
 def _to_space(values: np.ndarray, space: str) -> np.ndarray:
@@ -235,8 +238,10 @@ def _choose_factors(values: np.ndarray, truth: np.ndarray, levels: Sequence[floa
                     tails: Sequence[float], ramps: Sequence[float], mean_space: str | None,
                     ) -> tuple[float, float, float]:
     """Last-step factor ``1 + g_H``, tail ``k`` and ramp power ``p`` of finite values
-    (W, S, H) against truth, chosen by `_sharpest_calibrated`: a coarse grid of all three,
-    then the fine grid of the factor at the chosen tail and power."""
+    (W, S, H) against truth, chosen by `_sharpest_calibrated`: for each tail and power the
+    coarse grid of the factor, then its fine grid about the coarse choice, then the choice
+    among those fine grids (a coarse step moves the coverage by a few points, so the coarse
+    grid alone can step over a tail's calibrated factors)."""
     horizon = values.shape[-1]
 
     def choose(lasts: np.ndarray, ks: np.ndarray, powers: np.ndarray) -> int:
@@ -246,14 +251,16 @@ def _choose_factors(values: np.ndarray, truth: np.ndarray, levels: Sequence[floa
         return _sharpest_calibrated(covered, crps, levels)
 
     coarse = SCALE_GRID[::_COARSE_STEP]
-    lasts, ks, powers = (grid.ravel() for grid in np.meshgrid(
-        coarse, np.asarray(tails, float), np.asarray(ramps, float), indexing="ij"))
-    best = choose(lasts, ks, powers)
-    tail, power = float(ks[best]), float(powers[best])
-    at = int(np.abs(SCALE_GRID - lasts[best]).argmin())
-    fine = SCALE_GRID[max(0, at - _COARSE_STEP):at + _COARSE_STEP + 1]
-    chosen = choose(fine, np.full(len(fine), tail), np.full(len(fine), power))
-    return float(fine[chosen]), tail, power
+    settings = []
+    for tail in np.asarray(tails, float):
+        for power in np.asarray(ramps, float):
+            best = choose(coarse, np.full(len(coarse), tail), np.full(len(coarse), power))
+            at = int(np.abs(SCALE_GRID - coarse[best]).argmin())
+            settings += [(last, tail, power) for last in
+                         SCALE_GRID[max(0, at - _COARSE_STEP):at + _COARSE_STEP + 1]]
+    lasts, ks, powers = (np.array(column) for column in zip(*settings))
+    chosen = choose(lasts, ks, powers)
+    return float(lasts[chosen]), float(ks[chosen]), float(powers[chosen])
 
 
 def _carries_over(values: np.ndarray, truth: np.ndarray, origins: np.ndarray,
@@ -506,6 +513,79 @@ def widen_paths(paths: np.ndarray, spread: Spread, positive: np.ndarray) -> np.n
     return paths
 
 
+def keep_drift(paths: np.ndarray, share: float, last_close: np.ndarray,
+               positive: np.ndarray) -> np.ndarray:
+    """Paths (B, S, H, 6) whose mean close moves from the last close by `share` of the
+    sampled mean's move, in place.
+
+    At each step the paths of a series are drawn together towards the last close
+    (`last_close`, (B,)), so that their mean, the point forecast, becomes
+    ``last + share * (mean - last)``, and spread about it by ``k = sqrt((1 - share**2 / S)
+    / (1 - 1 / S))``: the mean of S paths carries 1 / S of their variance, and moving it
+    would otherwise take that share from each path as well (for independent paths, each
+    keeps its variance about the model's own mean). Both in log prices where the series'
+    prices are `positive` ((B,) bool; open, high, low, close and amount of a path scale by
+    one factor, so candles and positive prices hold), in prices elsewhere (the four prices
+    of a path shift alike). A single path (S = 1) carries no mean of its own and is left
+    as sampled; volume never moves.
+    """
+    if not 0 <= share <= 1:
+        raise ValueError(f"share must be in [0, 1], got {share!r}")
+    n_samples = paths.shape[1]
+    if share == 1 or n_samples == 1:
+        return paths
+    k = np.sqrt((1 - share ** 2 / n_samples) / (1 - 1 / n_samples))
+    close = paths[..., _CLOSE].astype(np.float64)
+    last = np.asarray(last_close, np.float64)[:, None, None]
+    target = last + share * (close.mean(axis=1, keepdims=True) - last)  # (B, 1, H)
+    if positive.any():
+        log_close = np.log(close[positive])
+        scaled = k * (log_close - log_close.mean(axis=1, keepdims=True))
+        moved = scaled + np.log(target[positive] / np.exp(scaled).mean(axis=1, keepdims=True))
+        factor = np.exp(moved - log_close)
+        for column in (_OPEN, _HIGH, _LOW, _CLOSE, _AMOUNT):
+            paths[positive, ..., column] *= factor
+    if not positive.all():
+        values = close[~positive]
+        moved = target[~positive] + k * (values - values.mean(axis=1, keepdims=True))
+        for column in (_OPEN, _HIGH, _LOW, _CLOSE):
+            paths[~positive, ..., column] += moved - values
+    return paths
+
+
+def fit_drift(paths: np.ndarray, truth: np.ndarray, last_close: np.ndarray) -> float:
+    """The share of `DRIFT_GRID` whose `keep_drift` paths have the lowest mean fair CRPS
+    of the log close against the truth, pooled over steps (scale-free, as the spread's).
+
+    Parameters
+    ----------
+    paths : ndarray of shape (n_windows, n_samples, horizon, 6)
+        Paths with positive prices.
+    truth : ndarray of shape (n_windows, horizon, 6)
+    last_close : ndarray of shape (n_windows,)
+    """
+    paths = np.asarray(paths, np.float64)
+    realised = np.log(np.asarray(truth, np.float64)[..., _CLOSE])
+    positive = np.ones(len(paths), bool)
+    scores = []
+    for share in DRIFT_GRID:
+        moved = keep_drift(paths.copy(), share, last_close, positive)[..., _CLOSE]
+        scores.append(crps_from_samples(np.moveaxis(np.log(moved), 1, 0), realised,
+                                        fair=paths.shape[1] > 1).mean())
+    return float(DRIFT_GRID[int(np.argmin(scores))])
+
+
+def apply_spread(paths: np.ndarray, spread: Spread, positive: np.ndarray,
+                 last_close: np.ndarray) -> np.ndarray:
+    """Paths (B, S, H, 6) adjusted by a model's own `spread`, in place: their mean drawn
+    towards the last close (`keep_drift`), then widened about it (`widen_paths`, which
+    keeps the mean)."""
+    keep_drift(paths, spread.drift, last_close, positive)
+    if (spread.factor, spread.tail) != (1.0, 0.0):
+        widen_paths(paths, spread, positive)
+    return paths
+
+
 class Backtests(NamedTuple):
     """Backtest windows: contexts, their future stamps, the truths (n_windows, horizon, 6),
     the seed keys, and the origin number k of each window."""
@@ -580,7 +660,7 @@ def fit_calibration(pipeline, frames: Sequence[pd.DataFrame], names: Sequence[tu
     backtests = backtest_windows(frames, names, horizon, origins=origins, stride=stride)
     paths = pipeline.sample_validated(backtests.contexts, backtests.futures, backtests.keys,
                                       **sampling)
-    widened = sampling.get("valid_candles", True) and pipeline.spread.widens
+    widened = sampling.get("valid_candles", True) and pipeline.spread.adjusts
     return PathCalibration.fit(paths, backtests.truths,
                                origins=backtests.origins if widened else None)
 

@@ -35,7 +35,7 @@ _DERIVED_BUFFERS = ("rotary.inv_freq", "bsq.basis", "bsq.group_basis")
 DEFAULT_MODEL_DIR = Path(__file__).parent / "pretrained"
 # Beside config.json: settings for using a predictor that config.json does not hold.
 INFERENCE_FILE = "inference.json"
-INFERENCE_KEYS = ("max_context", "spread", "tail", "ramp")
+INFERENCE_KEYS = ("max_context", "spread", "tail", "ramp", "drift")
 # The released Kronos-small and Kronos-base windows; config.json does not record it.
 RELEASED_CONTEXT = 512
 # Kronos-mini was trained on 2048-token windows; it is the released predictor of this shape.
@@ -47,18 +47,22 @@ MINI_SHAPE = {"d_model": 256, "n_layers": 4, "n_heads": 4, "ff_dim": 512}
 class Spread:
     """A model's own spread: the drift of `kronos_sk.calibration.PathCalibration` with
     ``1 + g_H = factor``, ``k = tail`` and ramp power ``p = ramp``
-    (`kronos_sk.calibration.widen_paths`), fitted once on validation windows after
-    training and stored in the checkpoint's inference.json (`model_spread`).
+    (`kronos_sk.calibration.widen_paths`), and the share ``drift`` of the paths' mean move
+    from the last close that they keep (`kronos_sk.calibration.keep_drift`), fitted once on
+    validation windows after training and stored in the checkpoint's inference.json
+    (`model_spread`); `kronos_sk.calibration.apply_spread` applies both.
     """
 
     factor: float = 1.0
     tail: float = 0.0
     ramp: float = 1.0
+    drift: float = 1.0
 
     @property
-    def widens(self) -> bool:
-        """Whether it changes the paths (factor 1 and tail 0 leave them as sampled)."""
-        return (self.factor, self.tail) != (1.0, 0.0)
+    def adjusts(self) -> bool:
+        """Whether it changes the paths (factor 1, tail 0 and drift 1 leave them as
+        sampled)."""
+        return (self.factor, self.tail, self.drift) != (1.0, 0.0, 1.0)
 
 
 class CheckpointError(ValueError):
@@ -128,6 +132,9 @@ def _inference_settings(directory: Path) -> dict:
                 math.isfinite(value) and (value > 0 if positive else value >= 0)):
             kind = "a positive number" if positive else "a number >= 0"
             raise CheckpointError(f"{file}: {key} must be {kind}, got {value!r}")
+    drift = settings.get("drift", 1.0)
+    if isinstance(drift, bool) or not isinstance(drift, (int, float)) or not 0 <= drift <= 1:
+        raise CheckpointError(f"{file}: drift must be a number in [0, 1], got {drift!r}")
     return settings
 
 
@@ -150,15 +157,15 @@ def model_context(model: str | os.PathLike) -> int:
 
 
 def model_spread(model: str | os.PathLike) -> Spread:
-    """How the model's own paths are widened: ``spread``, ``tail`` and ``ramp`` of its
-    `INFERENCE_FILE`, fitted on validation windows after training (see
-    `kronos_sk.calibration.widen_paths`); ``Spread()`` (the paths as sampled) for a
+    """How the model's own paths are adjusted: ``spread``, ``tail``, ``ramp`` and
+    ``drift`` of its `INFERENCE_FILE`, fitted on validation windows after training (see
+    `kronos_sk.calibration.apply_spread`); ``Spread()`` (the paths as sampled) for a
     checkpoint without them, as every released checkpoint; a linear ramp where ``ramp``
-    is not given.
+    is not given, the whole drift where ``drift`` is not.
     """
     settings = _inference_settings(resolve_checkpoint(model))
     return Spread(float(settings.get("spread", 1.0)), float(settings.get("tail", 0.0)),
-                  float(settings.get("ramp", 1.0)))
+                  float(settings.get("ramp", 1.0)), float(settings.get("drift", 1.0)))
 
 
 def read_config(directory: Path) -> dict:

@@ -329,7 +329,8 @@ def _info(args: argparse.Namespace) -> None:
         if kind == "predictor":  # what inference.json (or the released shape) says
             spread = model_spread(directory)
             print(f"  (inference) max_context = {model_context(directory)}, spread = "
-                  f"{spread.factor}, tail = {spread.tail}, ramp = {spread.ramp}")
+                  f"{spread.factor}, tail = {spread.tail}, ramp = {spread.ramp}, drift = "
+                  f"{spread.drift}")
 
 
 def _train(args: argparse.Namespace) -> None:

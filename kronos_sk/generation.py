@@ -38,7 +38,7 @@ import torch
 
 from kronos_sk._defaults import DEFAULT_N_SAMPLES, DEFAULT_TOP_P
 from kronos_sk._params import check_positive_int
-from kronos_sk.calibration import widen_paths
+from kronos_sk.calibration import apply_spread
 from kronos_sk.checkpoints import Spread
 from kronos_sk.data.normalize import DEFAULT_CLIP, Normalizer, check_model_space
 from kronos_sk.data.schema import FEATURE_COLUMNS
@@ -597,8 +597,9 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         rule, see `_redraw_nonpositive`: a path with a price <= 0 is drawn again from its
         own seed). False: the reference's raw decoding.
     spread : Spread, default=Spread() (as sampled)
-        With `valid_candles`, the valid paths are widened by it
-        (`kronos_sk.calibration.widen_paths`; a checkpoint's own, from its inference.json).
+        With `valid_candles`, the valid paths are adjusted by it: widened, and their mean
+        drawn towards the last close (`kronos_sk.calibration.apply_spread`; a checkpoint's
+        own, from its inference.json).
     stratified : bool, default=True
         Draw the paths of each series stratified (`path_uniforms`, in the order of
         `ids_by_close`): each path is an exact draw of the model, and together they cover
@@ -653,8 +654,10 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
     if valid_candles:
         positive = np.array([(np.asarray(c)[:, :4] > 0).all() for c in contexts])
         redraws = _redraw_nonpositive(out, sample, seeds, names, max_paths, positive)
-        if spread.widens:  # in log space where every path kept positive prices
-            widen_paths(out, spread, positive & (out[..., :4] > 0).all(axis=(1, 2, 3)))
+        if spread.adjusts:  # in log space where every path kept positive prices
+            apply_spread(out, spread, positive & (out[..., :4] > 0).all(axis=(1, 2, 3)),
+                         np.array([np.asarray(c)[-1, FEATURE_COLUMNS.index("close")]
+                                   for c in contexts]))
     return (out, redraws) if return_redraws else out
 
 

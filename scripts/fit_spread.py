@@ -1,34 +1,39 @@
 """Fit a trained model's own spread and write it to its predictor's ``inference.json``.
 
-The spread is the factor ``1 + g_H``, the tail ``k`` and the ramp power ``p`` of
-`kronos_sk.calibration.PathCalibration` (a drift that grows along each path, further for
-paths that end far out, the mean and the mean squared step kept), fitted as the
+The spread is the share ``drift`` of the paths' mean move from the last close that they
+keep (`kronos_sk.calibration.keep_drift`: the point forecast drawn towards the last close,
+each series' paths moved alike), then the factor ``1 + g_H``, the tail ``k`` and the ramp
+power ``p`` of `kronos_sk.calibration.PathCalibration` (a drift that grows along each path,
+further for paths that end far out, the mean and the mean squared step kept). The share is
+the one of `kronos_sk.calibration.DRIFT_GRID` with the lowest CRPS of the log close
+(`kronos_sk.calibration.fit_drift`); the width is fitted on the paths with that share as the
 calibration fits it (the lowest CRPS among the settings whose central 50/80/90 % bands of
-the close, pooled over steps, cover within 2 points of nominal) on validation windows of
-the markets that the benchmarks do not score (US ETFs, mixed futures/FX/indices, China
-indices, BTC hourly), so the benchmark rows stay out of sample. Every face then applies it
-by default (`kronos_sk.checkpoints.model_spread`)::
+the close, pooled over steps, cover within 2 points of nominal). Both are fitted on
+validation windows of the markets that the benchmarks do not score (US ETFs, mixed
+futures/FX/indices, China indices, BTC hourly), so the benchmark rows stay out of sample.
+Every face then applies it by default (`kronos_sk.checkpoints.model_spread`)::
 
     python scripts/fit_spread.py runs/default-model-0.3
 
 writes ``RUN/predictor/best/inference.json`` (``max_context`` from the recipe's window,
-``spread``, ``tail``, ``ramp``) and prints the coverage before and after.
+``spread``, ``tail``, ``ramp``, ``drift``) and prints the CRPS and coverage before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from kronos_sk._files import write_atomically
-from kronos_sk.calibration import PathCalibration, widen_paths
+from kronos_sk.calibration import PathCalibration, apply_spread, fit_drift, keep_drift
 from kronos_sk.checkpoints import INFERENCE_FILE, Spread
 from kronos_sk.data.validation import assemble_features, validate_candles
-from kronos_sk.metrics import log_returns
+from kronos_sk.metrics import crps_from_samples, log_returns
 from kronos_sk.pipeline import KronosPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,23 +96,27 @@ def main() -> None:
         lasts += [context["close"].iloc[-1] for context in contexts.values()]
         print(f"{name}: {len(truth)} windows")
     paths, truth, last = np.concatenate(paths), np.stack(truths), np.array(lasts)
-    calibration = PathCalibration.fit(paths, truth)
+    positive = np.ones(len(paths), bool)
+    drift = fit_drift(paths, truth, last)
+    calibration = PathCalibration.fit(keep_drift(paths.copy(), drift, last, positive), truth)
     realised = log_returns(truth[..., 3], last)
-    spread = calibration.as_spread()
+    spread = replace(calibration.as_spread(), drift=drift)
     as_sampled = PathCalibration(np.ones(HORIZON), np.ones(HORIZON))
-    for name, widened in (("as sampled", paths), (f"spread {spread.factor}, tail {spread.tail}, "
-                                                  f"ramp {spread.ramp}",
-                                                  widen_paths(paths.copy(), spread,
-                                                              np.ones(len(paths), bool)))):
-        covered = as_sampled.coverage(widened, truth)  # what every face applies
-        steps = log_returns(widened[..., 3], last[:, None])
-        print(f"coverage of the close (50/80/90 %), {name}:",
+    label = (f"drift {spread.drift}, spread {spread.factor}, tail {spread.tail}, "
+             f"ramp {spread.ramp}")
+    adjusted_paths = apply_spread(paths.copy(), spread, positive, last)
+    for name, adjusted in (("as sampled", paths), (label, adjusted_paths)):
+        covered = as_sampled.coverage(adjusted, truth)  # what every face applies
+        steps = log_returns(adjusted[..., 3], last[:, None])
+        crps = crps_from_samples(np.moveaxis(np.log(adjusted[..., 3]), 1, 0),
+                                 np.log(truth[..., 3])).mean()
+        print(f"{name}: CRPS of the log close {crps:.5f}, coverage of the close (50/80/90 %)",
               " / ".join(f"{covered[level]:.3f}" for level in covered),
               f"| step-return std, first step {steps[..., 0].std():.5f} (realised "
               f"{realised[:, 0].std():.5f}), later {steps[..., 1:].std():.5f} (realised "
               f"{realised[:, 1:].std():.5f})")
     text = json.dumps({"max_context": max_context, "spread": spread.factor,
-                       "tail": spread.tail, "ramp": spread.ramp}) + "\n"
+                       "tail": spread.tail, "ramp": spread.ramp, "drift": spread.drift}) + "\n"
     write_atomically(predictor / INFERENCE_FILE, lambda tmp: tmp.write_text(text))
     print(f"wrote {predictor / INFERENCE_FILE}")
 

@@ -3,7 +3,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from kronos_sk.calibration import SCALE_GRID, PathCalibration
+from kronos_sk.calibration import (RAMP_GRID, SCALE_GRID, TAIL_GRID, PathCalibration,
+                                   _pooled_scores, _sharpest_calibrated)
 from kronos_sk.data import FEATURE_COLUMNS
 from kronos_sk.metrics import crps_from_samples, realized_volatility, sample_quantiles
 
@@ -268,3 +269,21 @@ def test_a_width_that_carries_over_is_kept_as_the_pooled_fit_has_it():
     assert checked.price_scale[-1] > 1.3
     with pytest.raises(ValueError, match="origins must name the origin of each of the 300"):
         PathCalibration.fit(paths, truth, origins=origins[:10])
+
+
+@pytest.mark.parametrize("pull", [0.1, 0.3])
+def test_the_fit_finds_the_setting_a_search_of_every_fine_factor_finds(pull):
+    # The coarse grid of factors moves the coverage by a few points a step, so for some
+    # tail it can step over every factor that covers; the fit refines each tail's factor.
+    paths, truth = toy(400, pull=pull, seed=21)
+    calibration = PathCalibration.fit(paths, truth)
+    values, realised = np.log(paths[..., CLOSE]), np.log(truth[..., CLOSE])
+    settings = [(last, tail, power) for last in SCALE_GRID[(SCALE_GRID > 0.5) & (SCALE_GRID < 4)]
+                for tail in TAIL_GRID for power in RAMP_GRID]
+    lasts, tails, powers = (np.array(column) for column in zip(*settings))
+    shapes = (np.arange(1, 11) / 10) ** powers[:, None]
+    covered, crps = _pooled_scores(values, realised, 1 + (lasts[:, None] - 1) * shapes,
+                                   tails[:, None] * shapes, (0.5, 0.8, 0.9), "log")
+    best = _sharpest_calibrated(covered, crps, (0.5, 0.8, 0.9))
+    assert (calibration.price_scale[-1], calibration.price_tail, calibration.price_ramp) == (
+        pytest.approx(lasts[best]), tails[best], powers[best])

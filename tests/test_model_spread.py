@@ -1,5 +1,5 @@
-"""A checkpoint's own spread (``spread`` in inference.json): read once, applied by every face
-to valid paths, never to the raw decoding."""
+"""A checkpoint's own spread (``spread`` and ``drift`` in inference.json): read once, applied
+by every face to valid paths, never to the raw decoding."""
 
 import shutil
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from kronos_sk import KronosForecaster, KronosPipeline
-from kronos_sk.calibration import widen_paths
+from kronos_sk.calibration import DRIFT_GRID, apply_spread, fit_drift, keep_drift, widen_paths
 from kronos_sk.checkpoints import CheckpointError, Spread, model_context, model_spread
 from kronos_sk.metrics import realized_volatility
 
@@ -17,16 +17,16 @@ SETTINGS = dict(n_samples=16, random_state=0)
 
 @pytest.fixture(scope="module")
 def widened(compat_dir, tmp_path_factory):
-    """The fixture predictor with a spread of 1.5 in its inference.json."""
+    """The fixture predictor with a spread of 1.5 and half its drift in its inference.json."""
     model = tmp_path_factory.mktemp("spread") / "model"
     shutil.copytree(compat_dir / "model", model)
     (model / "inference.json").write_text(
-        '{"max_context": 128, "spread": 1.5, "tail": 0.3, "ramp": 0.5}')
+        '{"max_context": 128, "spread": 1.5, "tail": 0.3, "ramp": 0.5, "drift": 0.5}')
     return model
 
 
 def test_the_spread_is_read_from_inference_json_and_checked(compat_dir, widened, tmp_path):
-    assert model_spread(widened) == Spread(1.5, 0.3, 0.5) and model_context(widened) == 128
+    assert model_spread(widened) == Spread(1.5, 0.3, 0.5, 0.5) and model_context(widened) == 128
     assert model_spread(compat_dir / "model") == Spread()  # released checkpoints: as sampled
     model = tmp_path / "model"
     shutil.copytree(compat_dir / "model", model)
@@ -34,13 +34,15 @@ def test_the_spread_is_read_from_inference_json_and_checked(compat_dir, widened,
                           ('{"spread": "wide"}', "spread must be a positive number"),
                           ('{"tail": -0.1}', r"tail must be a number >= 0, got -0\.1"),
                           ('{"ramp": 0}', "ramp must be a positive number, got 0"),
+                          ('{"drift": 1.5}', r"drift must be a number in \[0, 1\], got 1\.5"),
+                          ('{"drift": true}', r"drift must be a number in \[0, 1\], got True"),
                           ('{"spreads": 1.2}', r"unknown key\(s\) \['spreads'\]"),
                           ('[512]', "expected a JSON object, got list")):
         (model / "inference.json").write_text(text)
         with pytest.raises(CheckpointError, match=message):
             model_spread(model)
     (model / "inference.json").write_text('{"spread": 1.2, "tail": 0.5}')  # written before ramps
-    assert model_spread(model) == Spread(1.2, 0.5, 1.0)
+    assert model_spread(model) == Spread(1.2, 0.5, 1.0, 1.0)
 
 
 def test_widened_paths_keep_the_mean_and_the_steps_and_spread_at_the_horizon(compat_candles):
@@ -79,17 +81,20 @@ def test_widened_paths_keep_the_mean_and_the_steps_and_spread_at_the_horizon(com
     np.testing.assert_allclose(out[..., 4], 1000.0, rtol=1e-12)  # volume as sampled
 
 
-def test_every_face_widens_valid_paths_by_the_checkpoints_spread(compat_dir, widened,
-                                                                 compat_candles):
+def test_every_face_adjusts_valid_paths_by_the_checkpoints_spread(compat_dir, widened,
+                                                                  compat_candles):
     tokenizer, context = compat_dir / "tokenizer", compat_candles.iloc[:100]
     plain = KronosPipeline.from_pretrained(compat_dir / "model", tokenizer, max_context=128)
     pipe = KronosPipeline.from_pretrained(widened, tokenizer)
-    assert pipe.spread == Spread(1.5, 0.3, 0.5)
+    assert pipe.spread == Spread(1.5, 0.3, 0.5, 0.5)
     sampled = plain.sample(context, horizon=8, **SETTINGS).paths
     paths = pipe.sample(context, horizon=8, **SETTINGS).paths
-    np.testing.assert_allclose(paths, widen_paths(sampled.copy(), Spread(1.5, 0.3, 0.5),
-                                                  np.array([True])),
-                               rtol=1e-6)
+    last = context["close"].to_numpy()[-1:]
+    np.testing.assert_allclose(paths, apply_spread(sampled.copy(), pipe.spread,
+                                                   np.array([True]), last), rtol=1e-6)
+    # The point forecast moves from the last close by half the sampled mean's move.
+    np.testing.assert_allclose(paths[0, ..., 3].mean(axis=0),
+                               last + 0.5 * (sampled[0, ..., 3].mean(axis=0) - last), rtol=1e-5)
     raw = pipe.sample(context, horizon=8, valid_candles=False, **SETTINGS).paths
     np.testing.assert_array_equal(raw, plain.sample(context, horizon=8, valid_candles=False,
                                                     **SETTINGS).paths)
@@ -98,3 +103,47 @@ def test_every_face_widens_valid_paths_by_the_checkpoints_spread(compat_dir, wid
     np.testing.assert_allclose(forecaster.sample(fh=future).to_numpy().reshape(16, 8, 6),
                                pipe.sample(context, future=future, **SETTINGS).paths[0],
                                rtol=1e-6)
+
+
+def test_kept_drift_moves_the_mean_towards_the_last_close_and_keeps_each_paths_spread():
+    rng = np.random.default_rng(1)
+    close = 20 * np.exp(0.003 * np.arange(1, 11) + np.cumsum(rng.normal(0, 0.01, (3, 50, 10)),
+                                                             axis=-1))
+    paths = np.stack([close, close * 1.01, close * 0.98, close, np.full_like(close, 1e3),
+                      close * 1e3], axis=-1)
+    last = np.array([20.0, 20.0, 20.0])
+    positive = np.array([True, True, False])
+    out = keep_drift(paths.copy(), 0.3, last, positive)
+    target = last[:, None] + 0.3 * (close.mean(axis=1) - last[:, None])
+    np.testing.assert_allclose(out[..., 3].mean(axis=1), target, rtol=1e-12)
+    # About the new mean the paths spread by k = sqrt((1 - 0.3^2 / 50) / (1 - 1 / 50)): in
+    # log prices for positive series (every price and the amount of a path scaled alike)...
+    k = np.sqrt((1 - 0.09 / 50) / (1 - 1 / 50))
+    np.testing.assert_allclose(np.log(out[:2, ..., :4]).std(axis=1),
+                               k * np.log(paths[:2, ..., :4]).std(axis=1), rtol=1e-9)
+    np.testing.assert_allclose(out[:2, ..., 5] / out[:2, ..., 3], 1e3, rtol=1e-12)
+    np.testing.assert_allclose(out[:2, ..., 1] / out[:2, ..., 3], 1.01, rtol=1e-12)
+    # ... in prices elsewhere, each path's four prices shifted alike; volume never moves.
+    np.testing.assert_allclose(out[2, ..., 3].std(axis=0), k * close[2].std(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(out[2, ..., 1] - out[2, ..., 3], 0.01 * close[2], rtol=1e-9)
+    np.testing.assert_array_equal(out[..., 4], paths[..., 4])
+    # The whole drift, or one path (no mean of its own), leaves the paths as sampled.
+    np.testing.assert_array_equal(keep_drift(paths.copy(), 1.0, last, positive), paths)
+    np.testing.assert_array_equal(keep_drift(paths[:, :1].copy(), 0.3, last, positive),
+                                  paths[:, :1])
+    with pytest.raises(ValueError, match=r"share must be in \[0, 1\], got 1\.2"):
+        keep_drift(paths.copy(), 1.2, last, positive)
+
+
+def test_the_drift_share_is_fitted_to_what_the_drift_foretells():
+    rng = np.random.default_rng(2)
+    drift = rng.normal(0, 0.03, (400, 1, 1)) * np.arange(1, 11) / 10  # each window's own
+    close = 50 * np.exp(drift + np.cumsum(rng.normal(0, 0.005, (400, 20, 10)), axis=-1))
+    paths = np.repeat(close[..., None], 6, axis=-1)
+    last = np.full(400, 50.0)
+    # Truth that follows the drift keeps all of it; truth that ignores it keeps the least.
+    followed = np.repeat((50 * np.exp(drift[:, 0] + rng.normal(0, 0.01, (400, 10))))[..., None],
+                         6, axis=-1)
+    ignored = np.repeat((50 * np.exp(rng.normal(0, 0.01, (400, 10))))[..., None], 6, axis=-1)
+    assert fit_drift(paths, followed, last) == 1.0
+    assert fit_drift(paths, ignored, last) == DRIFT_GRID[0] == 0.1
