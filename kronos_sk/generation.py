@@ -597,8 +597,8 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         rule, see `_redraw_nonpositive`: a path with a price <= 0 is drawn again from its
         own seed). False: the reference's raw decoding.
     spread : Spread, default=Spread() (as sampled)
-        With `valid_candles`, the valid paths are adjusted by it: widened, and their mean
-        drawn towards the last close (`kronos_sk.calibration.apply_spread`; a checkpoint's
+        With `valid_candles`, the valid paths are adjusted by it: their mean drawn towards
+        the last close, then widened (`kronos_sk.calibration.apply_spread`; a checkpoint's
         own, from its inference.json).
     stratified : bool, default=True
         Draw the paths of each series stratified (`path_uniforms`, in the order of
