@@ -4,10 +4,10 @@ The bundled model on `scripts/fit_spread.py`'s windows (validation rows of the m
 benchmarks do not score), sampled once. Each window's log prices are scaled about their
 mean path by ``(context vol / path vol) ** beta`` (context vol: the rms one-step log return
 of the last `rows` context closes; path vol: the paths' own), then widened by a spread
-fitted as `fit_spread.py` fits the shipped one, two-fold cross-fitted (fitted on one half
-of the windows, scored on the other). Prints the regression of the realised step volatility
-on both volatilities, then per setting the CRPS of the close (in context close stds) over
-all windows and by market::
+fitted as `fit_spread.py` fits the shipped one's width (no drift share), two-fold
+cross-fitted (fitted on one half of the windows, scored on the other). Prints the
+regression of the realised step volatility on both volatilities, then per setting the
+CRPS of the close (in context close stds) over all windows and by market::
 
     python benchmarks/regime_spread.py
 """

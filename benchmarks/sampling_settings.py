@@ -2,9 +2,9 @@
 
 The bundled model on `scripts/fit_spread.py`'s windows (validation rows of the markets the
 benchmarks do not score): for each sampling setting, the paths as sampled and the paths
-widened by a spread fitted to them as `fit_spread.py` fits the shipped one
-(`kronos_sk.calibration.PathCalibration`), in one run. Prints, per setting, the columns of
-`spread_ramp.py`: CRPS and 50/80/90 % coverage of the close at every step (in context
+widened by a spread fitted to them as `fit_spread.py` fits the shipped one's width (no
+drift share; `kronos_sk.calibration.PathCalibration`), in one run. Prints, per setting,
+the columns of `spread_ramp.py`: CRPS and 50/80/90 % coverage of the close at every step (in context
 close stds), the 80 % coverage at the first and last step, the one-step log-return std of
 the first and the later steps beside the realised, and the realized-volatility MAE::
 

@@ -2,9 +2,10 @@
 
 The bundled model on the benchmark configs' windows (US and A-shares daily at 90 rows,
 crypto hourly at 80): the paths as sampled (stratified, no spread) in one generation per
-origin, then adjusted in one run by each spread compared (`kronos_sk.calibration.apply_spread`):
-the linear ramp shipped before (factor 1.1033, tail 0.5) and the model's own from its
-inference.json. Prints, per market and spread, the CRPS and the 50/80/90 % coverage of the
+origin, then adjusted in one run by each spread compared
+(`kronos_sk.calibration.apply_spread`): the linear ramp shipped before (factor 1.1033,
+tail 0.5, with the model's own drift share) and the model's own from its inference.json.
+Prints, per market and spread, the CRPS and the 50/80/90 % coverage of the
 price benchmark (the close at every step, in context close stds), the 80 % coverage at the
 first and the last step and its range over the steps, the one-step log-return std of the
 first step and of the later ones beside the realised, and the realized-volatility MAE:
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +69,8 @@ def main() -> None:
     shipped = model_spread(predictor)
     spreads = {"as sampled": Spread(), **{
         f"{label} {spread.factor}/{spread.tail}/{spread.ramp}/{spread.drift}": spread
-        for label, spread in (("linear", LINEAR), ("shipped", shipped))}}
+        for label, spread in (("linear", replace(LINEAR, drift=shipped.drift)),
+                              ("shipped", shipped))}}
     pipe.spread = Spread()  # sample once, widen below
     print(machine())
     for path in args.config or CONFIGS:

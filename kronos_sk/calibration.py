@@ -562,8 +562,18 @@ def fit_drift(paths: np.ndarray, truth: np.ndarray, last_close: np.ndarray) -> f
     paths : ndarray of shape (n_windows, n_samples, horizon, 6)
         Paths with positive prices.
     truth : ndarray of shape (n_windows, horizon, 6)
+        What followed each window.
     last_close : ndarray of shape (n_windows,)
+        The close each window's paths start from.
+
+    Returns
+    -------
+    float
+        The share; 1.0 (the whole drift) for one path per window, which has no mean of
+        its own to draw in.
     """
+    if np.shape(paths)[1] == 1:
+        return 1.0
     paths = np.asarray(paths, np.float64)
     realised = np.log(np.asarray(truth, np.float64)[..., _CLOSE])
     positive = np.ones(len(paths), bool)
@@ -581,7 +591,7 @@ def apply_spread(paths: np.ndarray, spread: Spread, positive: np.ndarray,
     towards the last close (`keep_drift`), then widened about it (`widen_paths`, which
     keeps the mean)."""
     keep_drift(paths, spread.drift, last_close, positive)
-    if (spread.factor, spread.tail) != (1.0, 0.0):
+    if spread.widens:
         widen_paths(paths, spread, positive)
     return paths
 

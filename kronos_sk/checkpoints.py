@@ -59,10 +59,15 @@ class Spread:
     drift: float = 1.0
 
     @property
+    def widens(self) -> bool:
+        """Whether it widens the paths (factor 1 and tail 0 leave their width as sampled)."""
+        return (self.factor, self.tail) != (1.0, 0.0)
+
+    @property
     def adjusts(self) -> bool:
-        """Whether it changes the paths (factor 1, tail 0 and drift 1 leave them as
-        sampled)."""
-        return (self.factor, self.tail, self.drift) != (1.0, 0.0, 1.0)
+        """Whether it changes the paths at all (it widens them, or keeps less than the
+        whole drift)."""
+        return self.widens or self.drift != 1.0
 
 
 class CheckpointError(ValueError):

@@ -132,8 +132,8 @@ class KronosPipeline:
     max_context : int, default=512
         The predictor's window in tokens (512 for Kronos-small/base, 2048 for Kronos-mini).
     spread : Spread, default=Spread() (as sampled)
-        How valid paths are widened (the model's own spread,
-        [`model_spread`][kronos_sk.checkpoints.model_spread]).
+        How valid paths are adjusted: drawn towards the last close, then widened (the
+        model's own spread, [`model_spread`][kronos_sk.checkpoints.model_spread]).
 
     Examples
     --------
@@ -214,7 +214,7 @@ class KronosPipeline:
             Seeds every path from (random_state, asset name), so a series gets the same
             paths whatever else is in the batch.
         valid_candles : bool, default=True
-            True: valid candles with positive prices (see `forecast_paths`), widened by
+            True: valid candles with positive prices (see `forecast_paths`), adjusted by
             `spread`; False: the model's raw decoding, unchanged (the reference's).
         stratified : bool, default=True
             The paths of each series drawn stratified: each an exact draw of the model,

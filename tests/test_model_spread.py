@@ -147,3 +147,4 @@ def test_the_drift_share_is_fitted_to_what_the_drift_foretells():
     ignored = np.repeat((50 * np.exp(rng.normal(0, 0.01, (400, 10))))[..., None], 6, axis=-1)
     assert fit_drift(paths, followed, last) == 1.0
     assert fit_drift(paths, ignored, last) == DRIFT_GRID[0] == 0.1
+    assert fit_drift(paths[:, :1], ignored, last) == 1.0  # one path: nothing to draw in
