@@ -528,6 +528,20 @@ def keep_drift(paths: np.ndarray, share: float, last_close: np.ndarray,
     one factor, so candles and positive prices hold), in prices elsewhere (the four prices
     of a path shift alike). A single path (S = 1) carries no mean of its own and is left
     as sampled; volume never moves.
+
+    Parameters
+    ----------
+    paths : ndarray of shape (B, S, H, 6)
+        Valid paths, changed in place.
+    share : float
+        In [0, 1]: 1 leaves the paths as they are, 0 puts their mean at the last close.
+    last_close : ndarray of shape (B,)
+    positive : ndarray of shape (B,), bool
+
+    Returns
+    -------
+    ndarray
+        `paths`.
     """
     if not 0 <= share <= 1:
         raise ValueError(f"share must be in [0, 1], got {share!r}")
@@ -589,7 +603,23 @@ def apply_spread(paths: np.ndarray, spread: Spread, positive: np.ndarray,
                  last_close: np.ndarray) -> np.ndarray:
     """Paths (B, S, H, 6) adjusted by a model's own `spread`, in place: their mean drawn
     towards the last close (`keep_drift`), then widened about it (`widen_paths`, which
-    keeps the mean)."""
+    keeps the mean).
+
+    Parameters
+    ----------
+    paths : ndarray of shape (B, S, H, 6)
+        Valid paths, changed in place.
+    spread : Spread
+        A model's own (`kronos_sk.checkpoints.model_spread`).
+    positive : ndarray of shape (B,), bool
+        The series adjusted in log prices (every price > 0); the rest additively.
+    last_close : ndarray of shape (B,)
+
+    Returns
+    -------
+    ndarray
+        `paths`.
+    """
     keep_drift(paths, spread.drift, last_close, positive)
     if spread.widens:
         widen_paths(paths, spread, positive)
