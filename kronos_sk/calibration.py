@@ -255,7 +255,7 @@ def _choose_factors(values: np.ndarray, truth: np.ndarray, levels: Sequence[floa
     for tail in np.asarray(tails, float):
         for power in np.asarray(ramps, float):
             best = choose(coarse, np.full(len(coarse), tail), np.full(len(coarse), power))
-            at = int(np.abs(SCALE_GRID - coarse[best]).argmin())
+            at = best * _COARSE_STEP  # coarse[best] in SCALE_GRID
             settings += [(last, tail, power) for last in
                          SCALE_GRID[max(0, at - _COARSE_STEP):at + _COARSE_STEP + 1]]
     lasts, ks, powers = (np.array(column) for column in zip(*settings))
@@ -595,7 +595,7 @@ def fit_drift(paths: np.ndarray, truth: np.ndarray, last_close: np.ndarray) -> f
     for share in DRIFT_GRID:
         moved = keep_drift(paths.copy(), share, last_close, positive)[..., _CLOSE]
         scores.append(crps_from_samples(np.moveaxis(np.log(moved), 1, 0), realised,
-                                        fair=paths.shape[1] > 1).mean())
+                                        fair=True).mean())
     return float(DRIFT_GRID[int(np.argmin(scores))])
 
 

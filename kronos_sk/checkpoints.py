@@ -130,16 +130,15 @@ def _inference_settings(directory: Path) -> dict:
     if isinstance(context, bool) or not isinstance(context, int) or context < 1:
         raise CheckpointError(f"{file}: max_context must be a positive integer, got "
                               f"{context!r}")
-    for key, value, positive in (("spread", settings.get("spread", 1.0), True),
-                                 ("tail", settings.get("tail", 0.0), False),
-                                 ("ramp", settings.get("ramp", 1.0), True)):
+    for key, default, kind, allowed in (
+            ("spread", 1.0, "a positive number", lambda v: v > 0),
+            ("tail", 0.0, "a number >= 0", lambda v: v >= 0),
+            ("ramp", 1.0, "a positive number", lambda v: v > 0),
+            ("drift", 1.0, "a number in [0, 1]", lambda v: 0 <= v <= 1)):
+        value = settings.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                math.isfinite(value) and (value > 0 if positive else value >= 0)):
-            kind = "a positive number" if positive else "a number >= 0"
+                math.isfinite(value) and allowed(value)):
             raise CheckpointError(f"{file}: {key} must be {kind}, got {value!r}")
-    drift = settings.get("drift", 1.0)
-    if isinstance(drift, bool) or not isinstance(drift, (int, float)) or not 0 <= drift <= 1:
-        raise CheckpointError(f"{file}: drift must be a number in [0, 1], got {drift!r}")
     return settings
 
 
