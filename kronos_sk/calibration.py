@@ -527,7 +527,8 @@ def keep_drift(paths: np.ndarray, share: float, last_close: np.ndarray,
     prices are `positive` ((B,) bool; open, high, low, close and amount of a path scale by
     one factor, so candles and positive prices hold), in prices elsewhere (the four prices
     of a path shift alike). A single path (S = 1) carries no mean of its own and is left
-    as sampled; volume never moves.
+    as sampled; volume never moves. `apply_spread` then draws in the mean path's candles
+    by the same share.
 
     Parameters
     ----------
@@ -567,6 +568,36 @@ def keep_drift(paths: np.ndarray, share: float, last_close: np.ndarray,
     return paths
 
 
+def _keep_candle_moves(paths: np.ndarray, share: float, positive: np.ndarray) -> None:
+    """Draw the open, high and low of each series' mean path about its close towards their
+    average over the horizon, keeping `share` of their moves from step to step, in place.
+
+    Drawing in the close alone (`keep_drift`) leaves the mean's candles their whole move,
+    which is mostly the sampling noise of S paths: the point forecast's open, high and low
+    would follow it rather than the kept trend. One factor per step and price (a shift
+    where the series' prices are not `positive`) is shared by every path, so each path
+    keeps its own candles about the mean's; each high and low then moves out to the open
+    and close it bounds where it no longer does. One path (S = 1) is left as sampled.
+    """
+    if share == 1 or paths.shape[1] == 1:
+        return
+    for rows, log in ((positive, True), (~positive, False)):
+        if not rows.any():
+            continue
+        mean = paths[rows][..., :_VOLUME].astype(np.float64).mean(axis=1, keepdims=True)
+        prices, close = mean[..., (_OPEN, _HIGH, _LOW)], mean[..., _CLOSE, None]
+        offset = np.log(prices / close) if log else prices - close
+        moved = (1 - share) * (offset.mean(axis=2, keepdims=True) - offset)
+        for index, column in enumerate((_OPEN, _HIGH, _LOW)):
+            if log:
+                paths[rows, ..., column] *= np.exp(moved[..., index])
+            else:
+                paths[rows, ..., column] += moved[..., index]
+    body = paths[..., (_OPEN, _CLOSE)]
+    np.maximum(paths[..., _HIGH], body.max(axis=-1), out=paths[..., _HIGH])
+    np.minimum(paths[..., _LOW], body.min(axis=-1), out=paths[..., _LOW])
+
+
 def fit_drift(paths: np.ndarray, truth: np.ndarray, last_close: np.ndarray) -> float:
     """The share of `DRIFT_GRID` whose `keep_drift` paths have the lowest mean fair CRPS
     of the log close against the truth, pooled over steps (scale-free, as the spread's).
@@ -603,7 +634,8 @@ def apply_spread(paths: np.ndarray, spread: Spread, positive: np.ndarray,
                  last_close: np.ndarray) -> np.ndarray:
     """Paths (B, S, H, 6) adjusted by a model's own `spread`, in place: their mean drawn
     towards the last close (`keep_drift`), then widened about it (`widen_paths`, which
-    keeps the mean).
+    keeps the mean), and the mean's open, high and low about its close drawn in by the same
+    share (their moves from step to step).
 
     Parameters
     ----------
@@ -623,6 +655,7 @@ def apply_spread(paths: np.ndarray, spread: Spread, positive: np.ndarray,
     keep_drift(paths, spread.drift, last_close, positive)
     if spread.widens:
         widen_paths(paths, spread, positive)
+    _keep_candle_moves(paths, spread.drift, positive)
     return paths
 
 

@@ -50,7 +50,8 @@ class Spread:
     (`kronos_sk.calibration.widen_paths`), and the share ``drift`` of the paths' mean move
     from the last close that they keep (`kronos_sk.calibration.keep_drift`), fitted once on
     validation windows after training and stored in the checkpoint's inference.json
-    (`model_spread`); `kronos_sk.calibration.apply_spread` applies both.
+    (`model_spread`); `kronos_sk.calibration.apply_spread` applies both (the share to the
+    mean path's candles as well).
     """
 
     factor: float = 1.0

@@ -1,17 +1,18 @@
 """Fit a trained model's own spread and write it to its predictor's ``inference.json``.
 
-The spread is the share ``drift`` of the paths' mean move from the last close that they
-keep (`kronos_sk.calibration.keep_drift`: the point forecast drawn towards the last close,
-each series' paths moved alike), then the factor ``1 + g_H``, the tail ``k`` and the ramp
-power ``p`` of `kronos_sk.calibration.PathCalibration` (a drift that grows along each path,
-further for paths that end far out, the mean and the mean squared step kept). The share is
-the one of `kronos_sk.calibration.DRIFT_GRID` with the lowest CRPS of the log close
-(`kronos_sk.calibration.fit_drift`); the width is fitted on the paths with that share as the
-calibration fits it (the lowest CRPS among the settings whose central 50/80/90 % bands of
-the close, pooled over steps, cover within 2 points of nominal). Both are fitted on
-validation windows of the markets that the benchmarks do not score (US ETFs, mixed
-futures/FX/indices, China indices, BTC hourly), so the benchmark rows stay out of sample.
-Every face then applies it by default (`kronos_sk.checkpoints.model_spread`)::
+The spread is the share ``drift`` of the paths' mean move from the last close that they keep
+(`kronos_sk.calibration.keep_drift`: the point forecast drawn towards the last close, each
+series' paths moved alike; `kronos_sk.calibration.apply_spread` draws the mean path's open,
+high and low about its close in by the same share), then the factor ``1 + g_H``, the tail
+``k`` and the ramp power ``p`` of `kronos_sk.calibration.PathCalibration` (a drift that
+grows along each path, further for paths that end far out, the mean and the mean squared
+step kept). The share is the one of `kronos_sk.calibration.DRIFT_GRID` with the lowest CRPS
+of the log close (`kronos_sk.calibration.fit_drift`); the width is fitted on the paths with
+that share as the calibration fits it (the lowest CRPS among the settings whose central
+50/80/90 % bands of the close, pooled over steps, cover within 2 points of nominal). Both
+are fitted on validation windows of the markets that the benchmarks do not score (US ETFs,
+mixed futures/FX/indices, China indices, BTC hourly), so the benchmark rows stay out of
+sample. Every face then applies it by default (`kronos_sk.checkpoints.model_spread`)::
 
     python scripts/fit_spread.py runs/default-model-0.3
 

@@ -135,6 +135,46 @@ def test_kept_drift_moves_the_mean_towards_the_last_close_and_keeps_each_paths_s
         keep_drift(paths.copy(), 1.2, last, positive)
 
 
+def test_the_mean_paths_candles_keep_the_drift_share_of_their_moves():
+    rng = np.random.default_rng(3)
+    close = 20 * np.exp(0.003 * np.arange(1, 11) + np.cumsum(rng.normal(0, 0.01, (4, 50, 10)),
+                                                             axis=-1))
+    steps = np.arange(10)
+    ratios = np.exp(np.stack([0.004 * np.sin(steps), 0.015 + 0.003 * np.cos(steps),
+                              -0.015 + 0.003 * np.sin(2 * steps)]))  # open, high, low / close
+    paths = np.stack([*(close * ratio for ratio in ratios), close, np.full_like(close, 1e3),
+                      close * 1e3], axis=-1)
+    paths[3, 0, :, 0] = paths[3, 0, :, 1]  # one path opens at its high, one at its low
+    paths[3, 1, :, 0] = paths[3, 1, :, 2]
+    last = np.full(4, 20.0)
+    positive = np.array([True, True, False, True])
+    out = apply_spread(paths.copy(), Spread(drift=0.3), positive, last)
+    # The close is keep_drift's; the mean's open, high and low about it keep 0.3 of their
+    # moves about their average over the horizon (in log prices where prices are positive,
+    # in prices elsewhere), by one factor (shift) per step for every path.
+    np.testing.assert_array_equal(out[..., 3], keep_drift(paths.copy(), 0.3, last,
+                                                          positive)[..., 3])
+    mean = out.mean(axis=1)
+    sampled = np.log(ratios).T  # (H, 3): every path's, so the mean's
+    kept = sampled.mean(axis=0) + 0.3 * (sampled - sampled.mean(axis=0))
+    np.testing.assert_allclose(np.log(mean[:2, :, :3] / mean[:2, :, 3:4]),
+                               np.broadcast_to(kept, (2, 10, 3)), atol=1e-12)
+    drawn = (paths[2, ..., :3] - paths[2, ..., 3:4]).mean(axis=0)  # each path shifted alike
+    np.testing.assert_allclose(mean[2, :, :3] - mean[2, :, 3:4],
+                               drawn.mean(axis=0) + 0.3 * (drawn - drawn.mean(axis=0)),
+                               rtol=1e-9)
+    # Candles stay candles: a high or low reaches an open moved beyond it.
+    assert (out[..., 1] >= np.maximum(out[..., 0], out[..., 3])).all()
+    assert (out[..., 2] <= np.minimum(out[..., 0], out[..., 3])).all()
+    # Each path keeps its candles about the mean's.
+    np.testing.assert_allclose(np.log(out[:2, :, :, :3] / out[:2, :, :, 3:4]).std(axis=1), 0,
+                               atol=1e-12)
+    # One path, or the whole drift, is left as sampled.
+    np.testing.assert_array_equal(apply_spread(paths[:, :1].copy(), Spread(drift=0.3), positive,
+                                               last), paths[:, :1])
+    np.testing.assert_array_equal(apply_spread(paths.copy(), Spread(), positive, last), paths)
+
+
 def test_the_drift_share_is_fitted_to_what_the_drift_foretells():
     rng = np.random.default_rng(2)
     drift = rng.normal(0, 0.03, (400, 1, 1)) * np.arange(1, 11) / 10  # each window's own
