@@ -77,7 +77,7 @@ import pandas as pd
 from kronos_sk._params import check_positive_int
 from kronos_sk.checkpoints import Spread
 from kronos_sk.data.schema import FEATURE_COLUMNS
-from kronos_sk.data.validation import assemble_features
+from kronos_sk.data.validation import assemble_features, make_candles_valid
 from kronos_sk.metrics import central_bands, crps_from_samples
 
 LEVELS = (0.5, 0.8, 0.9)
@@ -593,9 +593,7 @@ def _keep_candle_moves(paths: np.ndarray, share: float, positive: np.ndarray) ->
                 paths[rows, ..., column] *= np.exp(moved[..., index])
             else:
                 paths[rows, ..., column] += moved[..., index]
-    body = paths[..., (_OPEN, _CLOSE)]
-    np.maximum(paths[..., _HIGH], body.max(axis=-1), out=paths[..., _HIGH])
-    np.minimum(paths[..., _LOW], body.min(axis=-1), out=paths[..., _LOW])
+    make_candles_valid(paths)
 
 
 def fit_drift(paths: np.ndarray, truth: np.ndarray, last_close: np.ndarray) -> float:

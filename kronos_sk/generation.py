@@ -42,6 +42,7 @@ from kronos_sk.calibration import apply_spread
 from kronos_sk.checkpoints import Spread
 from kronos_sk.data.normalize import DEFAULT_CLIP, Normalizer, check_model_space
 from kronos_sk.data.schema import FEATURE_COLUMNS
+from kronos_sk.data.validation import make_candles_valid
 from kronos_sk.nn.layers import KVCache, SharedPrefixCache, attention_mask
 from kronos_sk.nn.predictor import KronosPredictor
 from kronos_sk.nn.tokenizer import KronosTokenizer, ids_to_bits
@@ -521,26 +522,6 @@ def _check_lengths(contexts, context_stamps, horizon: int, max_context: int, nam
         warnings.warn(f"horizon {horizon} exceeds max_context {max_context}: the last steps "
                       "are generated from generated tokens only", UserWarning, stacklevel=3)
     return contexts, context_stamps
-
-
-def make_candles_valid(values: np.ndarray) -> np.ndarray:
-    """Make decoded candles valid in place and return them.
-
-    The tokenizer decodes each feature separately, so a sampled high can fall below the open
-    or close, and a volume slightly below zero. Here ``high = max(high, open, close)``,
-    ``low = min(low, open, close)`` and volume and amount are clipped at 0; open and close
-    are never changed.
-
-    Parameters
-    ----------
-    values : ndarray of shape (..., d_in)
-        Features in `FEATURE_COLUMNS` order (open, high, low, close, volume, amount).
-    """
-    open_, close = values[..., 0], values[..., 3]
-    np.maximum(values[..., 1], np.maximum(open_, close), out=values[..., 1])
-    np.minimum(values[..., 2], np.minimum(open_, close), out=values[..., 2])
-    np.maximum(values[..., 4:], 0.0, out=values[..., 4:])
-    return values
 
 
 def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,

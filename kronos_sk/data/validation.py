@@ -584,3 +584,23 @@ def _row(index: pd.Index, pos: int) -> str:
 
 def _number(value: float) -> str:
     return "NaN" if np.isnan(value) else repr(float(value))
+
+
+def make_candles_valid(values: np.ndarray) -> np.ndarray:
+    """Make decoded candles valid in place and return them.
+
+    The tokenizer decodes each feature separately, so a sampled high can fall below the open
+    or close, and a volume slightly below zero. Here ``high = max(high, open, close)``,
+    ``low = min(low, open, close)`` and volume and amount are clipped at 0; open and close
+    are never changed.
+
+    Parameters
+    ----------
+    values : ndarray of shape (..., d_in)
+        Features in `FEATURE_COLUMNS` order (open, high, low, close, volume, amount).
+    """
+    open_, close = values[..., 0], values[..., 3]
+    np.maximum(values[..., 1], np.maximum(open_, close), out=values[..., 1])
+    np.minimum(values[..., 2], np.minimum(open_, close), out=values[..., 2])
+    np.maximum(values[..., 4:], 0.0, out=values[..., 4:])
+    return values
