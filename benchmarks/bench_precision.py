@@ -33,8 +33,8 @@ from _common import SHARED_DATA, real_contexts
 from kronos_sk.checkpoints import default_checkpoint, load_predictor, load_tokenizer
 from kronos_sk.data import time_features
 from kronos_sk.data.normalize import Normalizer
-from kronos_sk.generation import (forecast_paths, generate_tokens, make_candles_valid,
-                                  path_uniforms)
+from kronos_sk.data.validation import make_candles_valid
+from kronos_sk.generation import forecast_paths, generate_tokens, path_uniforms
 from kronos_sk.metrics import sample_quantiles
 from kronos_sk.pipeline import KronosPipeline
 

@@ -584,7 +584,7 @@ def _keep_candle_moves(paths: np.ndarray, share: float, positive: np.ndarray) ->
     for rows, log in ((positive, True), (~positive, False)):
         if not rows.any():
             continue
-        mean = paths[rows][..., :_VOLUME].astype(np.float64).mean(axis=1, keepdims=True)
+        mean = paths[rows, ..., :_VOLUME].astype(np.float64).mean(axis=1, keepdims=True)
         prices, close = mean[..., (_OPEN, _HIGH, _LOW)], mean[..., _CLOSE, None]
         offset = np.log(prices / close) if log else prices - close
         moved = (1 - share) * (offset.mean(axis=2, keepdims=True) - offset)

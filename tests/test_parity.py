@@ -9,7 +9,8 @@ import pytest
 
 from kronos_sk.checkpoints import load_predictor, load_tokenizer
 from kronos_sk.data import time_features
-from kronos_sk.generation import forecast_paths, make_candles_valid
+from kronos_sk.data.validation import make_candles_valid
+from kronos_sk.generation import forecast_paths
 from kronos_sk.pipeline import KronosPipeline
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kronos-compat"

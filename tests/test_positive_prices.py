@@ -16,7 +16,7 @@ import pytest
 
 from kronos_sk import KronosForecaster, KronosPipeline
 from kronos_sk.checkpoints import default_checkpoint
-from kronos_sk.generation import make_candles_valid
+from kronos_sk.data.validation import make_candles_valid
 
 CRASH_END = pd.Timestamp("2008-11-20")
 FALLEN = ["GGP", "AIG", "GNW"]  # 1.3 %, 5.8 % and 6.2 % of their price 90 sessions before

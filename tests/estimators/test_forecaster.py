@@ -15,7 +15,7 @@ from sktime.forecasting.base import ForecastingHorizon
 
 from kronos_sk.calibration import backtest_windows
 from kronos_sk.estimators import KronosForecaster
-from kronos_sk.generation import make_candles_valid
+from kronos_sk.data.validation import make_candles_valid
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kronos-compat"
 CASES = json.loads((FIXTURES / "cases.json").read_text())
