@@ -125,7 +125,8 @@ def test_info_prints_a_checkpoint_config(capsys):
     (["forecast", "--input", str(FIXTURES / "candles.csv"), "--horizon", "3", "--model",
       "nowhere/at/all", "--tokenizer", "nowhere"], "does not exist"),
 ])
-def test_bad_input_exits_2_with_one_line(argv, message, capsys):
+def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --out, forecast.csv, is not there yet
     try:
         code = main(argv)
     except SystemExit as exit_info:  # argparse's own checks
