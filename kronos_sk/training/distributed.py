@@ -105,6 +105,12 @@ def init_process_group(env: DistributedEnv, device: torch.device) -> bool:
         # NCCL object collectives use the current device; make it this rank's GPU.
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
+    # DistributedDataParallel imports torch._dynamo, and importing it while a group exists
+    # keeps references to that group for the life of the interpreter (torch 2.13). Leaving
+    # the group would then not stop its threads; gloo's are torn down during interpreter
+    # shutdown instead, where a rank can abort ("terminate called without an active
+    # exception"). Imported before the group exists, it holds none.
+    import torch._dynamo  # noqa: F401
     dist.init_process_group(backend, rank=env.rank, world_size=env.world_size)
     return True
 

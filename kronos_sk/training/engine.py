@@ -600,8 +600,9 @@ class Trainer:
 
     # ---------------------------------------------------------------- cleanup
     def cleanup(self) -> None:
-        """Close the progress bar, leave the process group (after a barrier on success), give
-        torch back its previous thread count and the C library its allocator settings."""
+        """Close the progress bar, unwrap `model`, leave the process group (after a barrier on
+        success), give torch back its previous thread count and the C library its allocator
+        settings."""
         if self._progress is not None:
             self._progress.close()
         if self._previous_threads is not None:
@@ -609,6 +610,10 @@ class Trainer:
         if self._retains_memory:
             release_freed_memory()
             self._retains_memory = False
+        if hasattr(self, "module"):
+            # The DistributedDataParallel wrapper holds the process group: drop it first, so
+            # that leaving the group stops its threads now, not at interpreter shutdown.
+            self.model = self.module
         distributed.shutdown(self._owns_group, barrier=self._finished)
         self._owns_group = False
 

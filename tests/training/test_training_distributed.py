@@ -10,7 +10,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 # Run by every rank under torchrun; each rank trains the predictor (with gradient
-# accumulation, so no_sync is exercised) and reports a hash of its final weights.
+# accumulation, so no_sync is exercised) and reports a hash of its final weights and the
+# threads left once the trainer has cleaned up.
 SCRIPT = textwrap.dedent("""
     import hashlib, json, os, sys
     from pathlib import Path
@@ -35,9 +36,11 @@ SCRIPT = textwrap.dedent("""
             digest.update(key.encode() + tensor.numpy().tobytes())
         report = {"rank": trainer.env.rank, "world_size": trainer.env.world_size,
                   "step": trainer.step, "hash": digest.hexdigest()}
-        (tmp / f"rank{rank}.json").write_text(json.dumps(report))
     finally:
         trainer.cleanup()
+    report["threads"] = [(task / "comm").read_text().strip()
+                         for task in Path("/proc/self/task").iterdir()]
+    (tmp / f"rank{rank}.json").write_text(json.dumps(report))
 """)
 
 
@@ -59,6 +62,10 @@ def test_two_processes_train_in_lockstep(tmp_path, tokenizer_dir):
     assert [r["rank"] for r in reports] == [0, 1]
     assert all(r["world_size"] == 2 and r["step"] == 20 for r in reports)
     assert reports[0]["hash"] == reports[1]["hash"]  # DDP kept the replicas identical
+    # Leaving the group stopped gloo's threads, which would otherwise be torn down during
+    # interpreter shutdown, where a rank could abort.
+    for report in reports:
+        assert not [name for name in report["threads"] if "gloo" in name], report["threads"]
 
     run = tmp_path / "run0"
     assert {"best", "last", "metrics.jsonl", "train_config.json"} <= {p.name for p in run.iterdir()}
