@@ -496,6 +496,23 @@ class PathCalibration:
                        n_windows=self.n_windows + len(paths))
 
 
+def _by_space(positive: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The series adjusted in log prices (`positive`, (B,) bool) and the rest, additively,
+    each as (space, rows) where there are any."""
+    return [(space, rows) for space, rows in (("log", positive), ("linear", ~positive))
+            if rows.any()]
+
+
+def _move(paths: np.ndarray, rows: np.ndarray, column: int, change: np.ndarray,
+          space: str) -> None:
+    """Move one column of the `rows` of paths (B, S, H, 6) by `change` in `space`, in place:
+    a factor ``exp(change)`` in log space, a shift in linear space."""
+    if space == "log":
+        paths[rows, ..., column] *= np.exp(change)
+    else:
+        paths[rows, ..., column] += change
+
+
 def widen_paths(paths: np.ndarray, spread: Spread, positive: np.ndarray) -> np.ndarray:
     """Paths (B, S, H, 6) widened by a model's own `spread`, in place.
 
@@ -504,12 +521,11 @@ def widen_paths(paths: np.ndarray, spread: Spread, positive: np.ndarray) -> np.n
     elsewhere; volume and amount move with the prices only.
     """
     horizon = paths.shape[2]
-    for space, rows in (("log", positive), ("linear", ~positive)):
-        if rows.any():
-            widening = PathCalibration(_ramp(spread.factor, horizon, spread.ramp),
-                                       np.ones(horizon), price_space=space,
-                                       price_tail=spread.tail, price_ramp=spread.ramp)
-            paths[rows] = widening.apply(paths[rows])
+    for space, rows in _by_space(positive):
+        widening = PathCalibration(_ramp(spread.factor, horizon, spread.ramp),
+                                   np.ones(horizon), price_space=space,
+                                   price_tail=spread.tail, price_ramp=spread.ramp)
+        paths[rows] = widening.apply(paths[rows])
     return paths
 
 
@@ -553,18 +569,14 @@ def keep_drift(paths: np.ndarray, share: float, last_close: np.ndarray,
     close = paths[..., _CLOSE].astype(np.float64)
     last = np.asarray(last_close, np.float64)[:, None, None]
     target = last + share * (close.mean(axis=1, keepdims=True) - last)  # (B, 1, H)
-    if positive.any():
-        log_close = np.log(close[positive])
-        scaled = k * (log_close - log_close.mean(axis=1, keepdims=True))
-        moved = scaled + np.log(target[positive] / np.exp(scaled).mean(axis=1, keepdims=True))
-        factor = np.exp(moved - log_close)
-        for column in (_OPEN, _HIGH, _LOW, _CLOSE, _AMOUNT):
-            paths[positive, ..., column] *= factor
-    if not positive.all():
-        values = close[~positive]
-        moved = target[~positive] + k * (values - values.mean(axis=1, keepdims=True))
-        for column in (_OPEN, _HIGH, _LOW, _CLOSE):
-            paths[~positive, ..., column] += moved - values
+    for space, rows in _by_space(positive):
+        values = _to_space(close[rows], space)
+        scaled = k * (values - values.mean(axis=1, keepdims=True))
+        level = _from_space(scaled, space).mean(axis=1, keepdims=True)
+        moved = scaled + _to_space(target[rows], space) - _to_space(level, space)
+        columns = (_OPEN, _HIGH, _LOW, _CLOSE) + ((_AMOUNT,) if space == "log" else ())
+        for column in columns:
+            _move(paths, rows, column, moved - values, space)
     return paths
 
 
@@ -581,18 +593,13 @@ def _keep_candle_moves(paths: np.ndarray, share: float, positive: np.ndarray) ->
     """
     if share == 1 or paths.shape[1] == 1:
         return
-    for rows, log in ((positive, True), (~positive, False)):
-        if not rows.any():
-            continue
-        mean = paths[rows, ..., :_VOLUME].astype(np.float64).mean(axis=1, keepdims=True)
-        prices, close = mean[..., (_OPEN, _HIGH, _LOW)], mean[..., _CLOSE, None]
-        offset = np.log(prices / close) if log else prices - close
+    for space, rows in _by_space(positive):
+        prices = paths[rows, ..., :_VOLUME].astype(np.float64).mean(axis=1, keepdims=True)
+        mean = _to_space(prices, space)  # the mean path's open, high, low and close
+        offset = mean[..., (_OPEN, _HIGH, _LOW)] - mean[..., _CLOSE, None]
         moved = (1 - share) * (offset.mean(axis=2, keepdims=True) - offset)
         for index, column in enumerate((_OPEN, _HIGH, _LOW)):
-            if log:
-                paths[rows, ..., column] *= np.exp(moved[..., index])
-            else:
-                paths[rows, ..., column] += moved[..., index]
+            _move(paths, rows, column, moved[..., index], space)
     make_candles_valid(paths)
 
 
