@@ -1,5 +1,5 @@
 """Command line: ``python -m benchmarks TASK [TASK ...] --config FILE [--budget-minutes N]
-[--out DIR] [--models NAME ...]``."""
+[--out DIR] [--models NAME ...] [--origins N]``."""
 
 from __future__ import annotations
 
@@ -67,7 +67,21 @@ def parser() -> argparse.ArgumentParser:
                        help="output directory (default results/<config name>)")
     parse.add_argument("--models", nargs="+", default=None, metavar="NAME",
                        help="run only these models of the config (default: all)")
+    parse.add_argument("--origins", type=_positive_int, default=None, metavar="N",
+                       help="N evenly spaced origins over the config's period instead of its "
+                            "own origins or stride: more dates tighten per-date means such "
+                            "as the cross-sectional RankIC")
     return parse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"{[m.name for m in config.models]}")
         config = dataclasses.replace(
             config, models=tuple(m for m in config.models if m.name in args.models))
+    if args.origins:
+        config = dataclasses.replace(config, origins=args.origins, stride=None)
     out = args.out or REPO_ROOT / "results" / config.name
     panel = load_panel(config)
     tasks = list(TASKS) if "all" in args.tasks else list(dict.fromkeys(args.tasks))

@@ -114,6 +114,20 @@ def test_models_option_runs_only_the_named_models(tmp_path: Path, cn_index_file:
         main(["price", "--config", str(config), "--models", "kronos-9"])
 
 
+def test_origins_option_replaces_the_configs_origins(tmp_path: Path, cn_index_file: Path,
+                                                     write_config, capsys):
+    config = write_config(tmp_path / "cn.toml", cn_index_file,
+                          assets=["sh000001", "sh000300", "sz399001"])  # 2 origins
+    out = tmp_path / "out"
+    assert main(["price", "--config", str(config), "--out", str(out),
+                 "--models", "naive-last", "--origins", "5"]) == 0
+    assert pd.read_csv(out / "price.csv", index_col=0).loc["naive-last", "windows"] == 5 * 3
+    assert "origins evaluated: 5 of 5" in (out / "price.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["price", "--config", str(config), "--origins", "0"])
+    assert "--origins: expected a positive integer, got '0'" in capsys.readouterr().err
+
+
 def test_budget_stops_adding_origins(tmp_path: Path, synthetic_candles, write_config):
     config = load_config(write_config(tmp_path / "tiny.toml",
                                       synthetic_candles(tmp_path / "candles.parquet")))
