@@ -503,14 +503,17 @@ def _by_space(positive: np.ndarray) -> list[tuple[str, np.ndarray]]:
             if rows.any()]
 
 
-def _move(paths: np.ndarray, rows: np.ndarray, column: int, change: np.ndarray,
+def _move(paths: np.ndarray, rows: np.ndarray, columns: tuple[int, ...], change: np.ndarray,
           space: str) -> None:
-    """Move one column of the `rows` of paths (B, S, H, 6) by `change` in `space`, in place:
+    """Move `columns` of the `rows` of paths (B, S, H, 6) by `change` in `space`, in place:
     a factor ``exp(change)`` in log space, a shift in linear space."""
     if space == "log":
-        paths[rows, ..., column] *= np.exp(change)
+        factor = np.exp(change)
+        for column in columns:
+            paths[rows, ..., column] *= factor
     else:
-        paths[rows, ..., column] += change
+        for column in columns:
+            paths[rows, ..., column] += change
 
 
 def widen_paths(paths: np.ndarray, spread: Spread, positive: np.ndarray) -> np.ndarray:
@@ -575,8 +578,7 @@ def keep_drift(paths: np.ndarray, share: float, last_close: np.ndarray,
         level = _from_space(scaled, space).mean(axis=1, keepdims=True)
         moved = scaled + _to_space(target[rows], space) - _to_space(level, space)
         columns = (_OPEN, _HIGH, _LOW, _CLOSE) + ((_AMOUNT,) if space == "log" else ())
-        for column in columns:
-            _move(paths, rows, column, moved - values, space)
+        _move(paths, rows, columns, moved - values, space)
     return paths
 
 
@@ -599,7 +601,7 @@ def _keep_candle_moves(paths: np.ndarray, share: float, positive: np.ndarray) ->
         offset = mean[..., (_OPEN, _HIGH, _LOW)] - mean[..., _CLOSE, None]
         moved = (1 - share) * (offset.mean(axis=2, keepdims=True) - offset)
         for index, column in enumerate((_OPEN, _HIGH, _LOW)):
-            _move(paths, rows, column, moved[..., index], space)
+            _move(paths, rows, (column,), moved[..., index], space)
     make_candles_valid(paths)
 
 
