@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from kronos_sk._sktime_notices import REMEMBER_DATA_NOTICE
+from kronos_sk.cli import positive_int
 
 from .config import REPO_ROOT, BenchmarkConfig, load_config
 from .data import Panel, load_panel
@@ -67,21 +68,11 @@ def parser() -> argparse.ArgumentParser:
                        help="output directory (default results/<config name>)")
     parse.add_argument("--models", nargs="+", default=None, metavar="NAME",
                        help="run only these models of the config (default: all)")
-    parse.add_argument("--origins", type=_positive_int, default=None, metavar="N",
+    parse.add_argument("--origins", type=positive_int, default=None, metavar="N",
                        help="N evenly spaced origins over the config's period instead of its "
                             "own origins or stride: more dates tighten per-date means such "
                             "as the cross-sectional RankIC")
     return parse
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

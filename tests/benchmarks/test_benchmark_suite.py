@@ -125,7 +125,7 @@ def test_origins_option_replaces_the_configs_origins(tmp_path: Path, cn_index_fi
     assert "origins evaluated: 5 of 5" in (out / "price.md").read_text()
     with pytest.raises(SystemExit):
         main(["price", "--config", str(config), "--origins", "0"])
-    assert "--origins: expected a positive integer, got '0'" in capsys.readouterr().err
+    assert "--origins: expected a positive integer, got 0" in capsys.readouterr().err
 
 
 def test_budget_stops_adding_origins(tmp_path: Path, synthetic_candles, write_config):
