@@ -579,9 +579,9 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         own seed). False: the reference's raw decoding.
     spread : Spread, default=Spread() (as sampled)
         With `valid_candles`, the valid paths are adjusted by it: their mean drawn towards
-        the last close, then widened, and the mean's candles drawn in alike
-        (`kronos_sk.calibration.apply_spread`; a checkpoint's own, from its
-        inference.json).
+        the last close, then widened, the mean's candles drawn in alike, and the candles'
+        opens and wicks given their context's sizes (`kronos_sk.calibration.apply_spread`;
+        a checkpoint's own, from its inference.json).
     stratified : bool, default=True
         Draw the paths of each series stratified (`path_uniforms`, in the order of
         `ids_by_close`): each path is an exact draw of the model, and together they cover
@@ -639,7 +639,7 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         if spread.adjusts:  # in log space where every path kept positive prices
             apply_spread(out, spread, positive & (out[..., :4] > 0).all(axis=(1, 2, 3)),
                          np.array([np.asarray(c)[-1, FEATURE_COLUMNS.index("close")]
-                                   for c in contexts]))
+                                   for c in contexts]), contexts)
     return (out, redraws) if return_redraws else out
 
 

@@ -12,12 +12,18 @@ that share as the calibration fits it (the lowest CRPS among the settings whose 
 50/80/90 % bands of the close, pooled over steps, cover within 2 points of nominal). Both
 are fitted on validation windows of the markets that the benchmarks do not score (US ETFs,
 mixed futures/FX/indices, China indices, BTC hourly), so the benchmark rows stay out of
-sample. Every face then applies it by default (`kronos_sk.checkpoints.model_spread`)::
+sample. Then, with ``candles: true`` (each path's open gaps and wicks made no larger,
+relative to its close moves, than its context's: `kronos_sk.calibration.shape_candles`, the
+closes untouched), the share ``gap_move`` of each close move taken out of its gap before
+the gap is scaled: the one whose rank correlation of the gap with the intraday move is
+closest to the truth's (`kronos_sk.calibration.fit_gap_move`). Every face then applies
+all of it by default (`kronos_sk.checkpoints.model_spread`)::
 
     python scripts/fit_spread.py runs/default-model-0.3
 
 writes ``RUN/predictor/best/inference.json`` (``max_context`` from the recipe's window,
-``spread``, ``tail``, ``ramp``, ``drift``) and prints the CRPS and coverage before and after.
+``spread``, ``tail``, ``ramp``, ``drift``, ``candles``, ``gap_move``) and prints the CRPS
+and coverage before and after, and the candles' sizes and gap-move correlation.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
 from kronos_sk._files import write_atomically
-from kronos_sk.calibration import PathCalibration, apply_spread, fit_drift, keep_drift
+from kronos_sk.calibration import (PathCalibration, apply_spread, fit_drift, fit_gap_move,
+                                   keep_drift, shape_candles)
 from kronos_sk.checkpoints import INFERENCE_FILE, Spread
 from kronos_sk.data.validation import assemble_features, validate_candles
 from kronos_sk.metrics import crps_from_samples, log_returns
@@ -79,6 +87,22 @@ def windows(name: str, context: int, cutoff: str | None, count: int, seed: int,
     return contexts, futures, truths
 
 
+def print_candles(name: str, paths: np.ndarray, last: np.ndarray) -> None:
+    """Median |open gap| and wick over the median |close move|, and the rank correlation of
+    the gap with the intraday move, of paths (W, S, H, 6) pooled, in log prices."""
+    prices = np.log(paths[..., :4])
+    before = np.concatenate([np.broadcast_to(np.log(last)[:, None, None],
+                                             prices.shape[:2] + (1,)), prices[..., :-1, 3]], 2)
+    gap, move = prices[..., 0] - before, prices[..., 3] - before
+    top, bottom = prices[..., [0, 3]].max(axis=-1), prices[..., [0, 3]].min(axis=-1)
+    wick = np.median(np.concatenate([(prices[..., 1] - top).ravel(),
+                                     (bottom - prices[..., 2]).ravel()]))
+    size = np.median(np.abs(move))
+    print(f"{name}: gap / move {np.median(np.abs(gap)) / size:.3f}, wick / move "
+          f"{wick / size:.3f}, rank correlation of gap and intraday move "
+          f"{spearmanr(gap.ravel(), (prices[..., 3] - prices[..., 0]).ravel())[0]:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", type=Path, help="training run directory (out_dir)")
@@ -89,12 +113,13 @@ def main() -> None:
     max_context = recipe["data"]["lookback"] + recipe["data"]["horizon"]
     pipe = KronosPipeline.from_pretrained(predictor, tokenizer, max_context=max_context)
     pipe.spread = Spread()  # fit on the paths as sampled
-    paths, truths, lasts = [], [], []
+    paths, truths, lasts, candles = [], [], [], []
     for position, (name, (context, cutoff, count)) in enumerate(MARKETS.items()):
         contexts, futures, truth = windows(name, context, cutoff, count, args.seed + position)
         paths.append(pipe.sample(contexts, future=futures, random_state=args.seed).paths)
         truths += truth
         lasts += [context["close"].iloc[-1] for context in contexts.values()]
+        candles += [assemble_features(context) for context in contexts.values()]
         print(f"{name}: {len(truth)} windows")
     paths, truth, last = np.concatenate(paths), np.stack(truths), np.array(lasts)
     positive = np.ones(len(paths), bool)
@@ -116,8 +141,15 @@ def main() -> None:
               f"| step-return std, first step {steps[..., 0].std():.5f} (realised "
               f"{realised[:, 0].std():.5f}), later {steps[..., 1:].std():.5f} (realised "
               f"{realised[:, 1:].std():.5f})")
+    gap_move = fit_gap_move(adjusted_paths, truth, candles, last)
+    for share in (0.0, gap_move):
+        print_candles(f"candles shaped, gap_move {share}", shape_candles(
+            adjusted_paths.copy(), candles, last, positive, share), last)
+    print_candles("as adjusted above", adjusted_paths, last)
+    print_candles("truth", truth[:, None], last)
     text = json.dumps({"max_context": max_context, "spread": spread.factor,
-                       "tail": spread.tail, "ramp": spread.ramp, "drift": spread.drift}) + "\n"
+                       "tail": spread.tail, "ramp": spread.ramp, "drift": spread.drift,
+                       "candles": True, "gap_move": gap_move}) + "\n"
     write_atomically(predictor / INFERENCE_FILE, lambda tmp: tmp.write_text(text))
     print(f"wrote {predictor / INFERENCE_FILE}")
 

@@ -1,12 +1,15 @@
 """The bundled default model: small, loadable offline, and used when no model is given."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from kronos_sk.checkpoints import DEFAULT_MODEL_DIR, load_predictor, load_tokenizer, model_context
+from kronos_sk.checkpoints import (DEFAULT_MODEL_DIR, load_predictor, load_tokenizer,
+                                   model_context, model_spread)
+from kronos_sk import KronosPipeline
 from kronos_sk.estimators import KLineTokenizer, KronosForecaster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,3 +56,35 @@ def test_tokenizer_without_a_checkpoint_uses_the_bundled_one():
     assert ids.shape == (len(candles), 2)
     # The trained tokenizer reconstructs real candles far better than noise would.
     assert tokenizer.score(candles) > -0.5
+
+
+def test_the_bundled_models_candles_are_sized_like_the_contexts():
+    """Real 5-minute candles: the paths' open gaps and wicks, over their close moves, are no
+    larger than the context's (the decoded gaps are), and the closes are as drawn."""
+    candles = pd.read_csv(ROOT / "tests" / "fixtures" / "kronos-compat" / "candles.csv",
+                          index_col=0, parse_dates=True).iloc[:300]
+    assert model_spread(DEFAULT_MODEL_DIR / "predictor").candles
+    future = pd.date_range(candles.index[-1], periods=11, freq="5min")[1:]
+    forecaster = KronosForecaster(n_samples=20, random_state=0).fit(candles)
+    paths = forecaster.sample(fh=future).to_numpy().reshape(20, 10, 6)
+
+    def ratios(frame, previous_close):
+        o, h, l, c = np.log(frame[..., :4]).T  # (4, ...) whatever the leading axes
+        prev = np.log(previous_close).T
+        move = np.median(np.abs(c - prev))
+        wicks = np.concatenate([(h - np.maximum(o, c)).ravel(), (np.minimum(o, c) - l).ravel()])
+        return np.median(np.abs(o - prev)) / move, np.median(wicks) / move
+
+    pipe = KronosPipeline.from_pretrained(DEFAULT_MODEL_DIR / "predictor",
+                                          DEFAULT_MODEL_DIR / "tokenizer")
+    pipe.spread = replace(pipe.spread, candles=False)
+    drawn = pipe.sample(candles, future=future, n_samples=20, random_state=0).paths[0]
+    np.testing.assert_array_equal(paths[..., 3:], drawn[..., 3:])
+
+    context = candles.to_numpy()
+    wanted = ratios(context[1:], context[:-1, 3])
+    before = np.concatenate([np.full((20, 1), context[-1, 3]), paths[:, :-1, 3]], axis=1)
+    got, sampled = ratios(paths, before), ratios(drawn, before)
+    assert sampled[0] > 1.2 * wanted[0]  # decoded opens stray further than this market's
+    for size in range(2):  # gaps, wicks (of float32 paths): brought down, never widened
+        np.testing.assert_allclose(got[size], min(sampled[size], wanted[size]), rtol=1e-3)

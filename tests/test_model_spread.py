@@ -1,5 +1,5 @@
-"""A checkpoint's own spread (``spread`` and ``drift`` in inference.json): read once, applied
-by every face to valid paths, never to the raw decoding."""
+"""A checkpoint's own spread (``spread``, ``drift`` and ``candles`` in inference.json): read
+once, applied by every face to valid paths, never to the raw decoding."""
 
 import shutil
 
@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from kronos_sk import KronosForecaster, KronosPipeline
-from kronos_sk.calibration import DRIFT_GRID, apply_spread, fit_drift, keep_drift, widen_paths
+from kronos_sk.calibration import (DRIFT_GRID, apply_spread, fit_drift, fit_gap_move, keep_drift,
+                                   shape_candles, widen_paths)
 from kronos_sk.checkpoints import CheckpointError, Spread, model_context, model_spread
 from kronos_sk.metrics import realized_volatility
 
@@ -36,6 +37,8 @@ def test_the_spread_is_read_from_inference_json_and_checked(compat_dir, widened,
                           ('{"ramp": 0}', "ramp must be a positive number, got 0"),
                           ('{"drift": 1.5}', r"drift must be a number in \[0, 1\], got 1\.5"),
                           ('{"drift": true}', r"drift must be a number in \[0, 1\], got True"),
+                          ('{"candles": 1}', "candles must be true or false, got 1"),
+                          ('{"gap_move": 1}', r"gap_move must be a number in \[0, 1\), got 1"),
                           ('{"spreads": 1.2}', r"unknown key\(s\) \['spreads'\]"),
                           ('[512]', "expected a JSON object, got list")):
         (model / "inference.json").write_text(text)
@@ -43,6 +46,9 @@ def test_the_spread_is_read_from_inference_json_and_checked(compat_dir, widened,
             model_spread(model)
     (model / "inference.json").write_text('{"spread": 1.2, "tail": 0.5}')  # written before ramps
     assert model_spread(model) == Spread(1.2, 0.5, 1.0, 1.0)
+    (model / "inference.json").write_text('{"candles": true, "gap_move": 0.25}')
+    assert model_spread(model) == Spread(candles=True, gap_move=0.25)
+    assert Spread(candles=True).adjusts
 
 
 def test_widened_paths_keep_the_mean_and_the_steps_and_spread_at_the_horizon(compat_candles):
@@ -188,3 +194,140 @@ def test_the_drift_share_is_fitted_to_what_the_drift_foretells():
     assert fit_drift(paths, followed, last) == 1.0
     assert fit_drift(paths, ignored, last) == DRIFT_GRID[0] == 0.1
     assert fit_drift(paths[:, :1], ignored, last) == 1.0  # one path: nothing to draw in
+
+
+def _candles(rng, close, previous_close, gap, wick):
+    """Candles (..., 6) about `close`: opens `gap` (log sd) from the close before, wicks of
+    about `wick` beyond the body, volume 1e3 and amount close * 1e3."""
+    opens = previous_close * np.exp(rng.normal(0, gap, close.shape))
+    highs = np.maximum(opens, close) * np.exp(np.abs(rng.normal(0, wick, close.shape)))
+    lows = np.minimum(opens, close) * np.exp(-np.abs(rng.normal(0, wick, close.shape)))
+    return np.stack([opens, highs, lows, close, np.full_like(close, 1e3), close * 1e3], axis=-1)
+
+
+def _sizes(opens, highs, lows, close, previous_close):
+    """Median |close move|, |open gap| and wick (both sides pooled), as the tests read them."""
+    top, bottom = np.maximum(opens, close), np.minimum(opens, close)
+    return (np.median(np.abs(close - previous_close)), np.median(np.abs(opens - previous_close)),
+            np.median(np.concatenate([(highs - top).ravel(), (bottom - lows).ravel()])))
+
+
+def test_candles_get_the_gaps_and_wicks_of_their_context():
+    rng = np.random.default_rng(5)
+    n_paths, horizon, rows = 40, 10, 120
+    context_close = 50 * np.exp(np.cumsum(rng.normal(0, 0.01, (4, rows)), axis=1))
+    previous = np.concatenate([context_close[:, :1], context_close[:, :-1]], axis=1)
+    contexts = [_candles(rng, context_close[0], previous[0], 0.0, 0.004),  # opens at the close
+                _candles(rng, context_close[1], previous[1], 0.003, 0.003),
+                _candles(rng, context_close[2], previous[2], 0.003, 0.003) - [50, 50, 50, 50, 0,
+                                                                              0],
+                _candles(rng, context_close[3], previous[3], 0.02, 0.02)]  # gaps wider than paths'
+    shift = np.array([0, 0, 50, 0])  # series 2 is drawn 50 higher, then shifted down
+    start = np.array([c[-1, 3] for c in contexts]) + shift
+    close = start[:, None, None] * np.exp(np.cumsum(rng.normal(0, 0.01, (4, n_paths, horizon)),
+                                                    axis=-1))
+    before = np.concatenate([np.broadcast_to(start[:, None, None], (4, n_paths, 1)),
+                             close[..., :-1]], axis=-1)
+    paths = _candles(rng, close, before, 0.008, 0.008)
+    paths[2, ..., :4] -= 50  # prices around zero: additively
+    last = start - shift
+    positive = np.array([True, True, False, True])
+    out = shape_candles(paths.copy(), contexts, last, positive)
+    # Closes, volume and amount do not move; candles stay candles.
+    np.testing.assert_array_equal(out[..., 3:], paths[..., 3:])
+    assert (out[..., 1] >= np.maximum(out[..., 0], out[..., 3])).all()
+    assert (out[..., 2] <= np.minimum(out[..., 0], out[..., 3])).all()
+    # A market that opens at the previous close: every path does, from the last close on.
+    np.testing.assert_allclose(out[0, :, 0, 0], last[0], rtol=1e-12)
+    np.testing.assert_allclose(out[0, :, 1:, 0], out[0, :, :-1, 3], rtol=1e-12)
+    # The others: gap and wick sizes over the close move as in the context, in log prices
+    # where prices are positive, in prices elsewhere.
+    for series, space in ((0, np.log), (1, np.log), (2, lambda x: x)):
+        context = space(contexts[series][:, :4])
+        wanted = _sizes(*context[1:].T, context[:-1, 3])
+        prices = space(out[series, ..., :4])
+        starts = np.concatenate([np.full((n_paths, 1), space(last[series])),
+                                 prices[:, :-1, 3]], axis=1)
+        got = _sizes(*np.moveaxis(prices, -1, 0), starts)
+        if series:
+            np.testing.assert_allclose(got[1] / got[0], wanted[1] / wanted[0], rtol=1e-9)
+        np.testing.assert_allclose(got[2] / got[0], wanted[2] / wanted[0], rtol=1e-9)
+    # Paths whose candles are no larger than their context's are left as sampled.
+    np.testing.assert_array_equal(out[3], paths[3])
+    # With a gap_move, each gap is first rebuilt as the gap less that share of the close
+    # move, then scaled by one factor per series to the context's size.
+    moved = shape_candles(paths[1:2].copy(), contexts[1:2], last[1:2], positive[1:2], 0.3)
+    prices, sampled = np.log(moved[0, ..., :4]), np.log(paths[1, ..., :4])
+    starts = np.concatenate([np.full((n_paths, 1), np.log(last[1])), sampled[:, :-1, 3]], 1)
+    rebuilt = sampled[..., 0] - starts - 0.3 * (sampled[..., 3] - starts)
+    factor = (prices[..., 0] - starts) / rebuilt
+    np.testing.assert_allclose(factor, factor.flat[0], rtol=1e-9)
+    got = _sizes(*np.moveaxis(prices, -1, 0), starts)
+    context = np.log(contexts[1][:, :4])
+    wanted = _sizes(*context[1:].T, context[:-1, 3])
+    np.testing.assert_allclose(got[1] / got[0], wanted[1] / wanted[0], rtol=1e-9)
+
+
+def _log_candles(rng, shape, shared, own):
+    """Log candles (..., 4) whose gaps (sd 0.003) and intraday moves (sd 0.006) are
+    independent, their prices then off by a decoding error: one of sd `shared` for the whole
+    candle plus one of sd `own` per price."""
+    gap, intraday = rng.normal(0, 0.003, shape), rng.normal(0, 0.006, shape)
+    close = np.cumsum(gap + intraday, axis=-1)
+    opens = close - intraday
+    highs = np.maximum(opens, close) + np.abs(rng.normal(0, 0.004, shape))
+    lows = np.minimum(opens, close) - np.abs(rng.normal(0, 0.004, shape))
+    candles = np.stack([opens, highs, lows, close], axis=-1)
+    return candles + rng.normal(0, shared, shape)[..., None] + rng.normal(0, own, candles.shape)
+
+
+def test_the_gap_move_undoes_what_a_candles_error_shares_with_gap_and_move():
+    rng = np.random.default_rng(11)
+    n_windows, n_paths, horizon = 300, 8, 10
+    contexts = np.array([_log_candles(rng, (100,), 0, 0) for _ in range(n_windows)])
+    last = np.exp(contexts[:, -1, 3])
+    truth = _log_candles(rng, (n_windows, horizon), 0, 0) + np.log(last)[:, None, None]
+    paths = _log_candles(rng, (n_windows, n_paths, horizon), 0.004, 0.001) + np.log(
+        last)[:, None, None, None]
+
+    def to_prices(values):  # volume and amount of 1
+        return np.concatenate([np.exp(values), np.ones(values.shape[:-1] + (2,))], axis=-1)
+    contexts, truth, paths = list(to_prices(contexts)), to_prices(truth), to_prices(paths)
+
+    def rank_correlation(candles):
+        before = np.concatenate([np.broadcast_to(np.log(last)[:, None, None],
+                                                 candles.shape[:2] + (1,)),
+                                 np.log(candles[..., :-1, 3])], axis=2)
+        prices = np.log(candles[..., :4])
+        gap, intraday = prices[..., 0] - before, prices[..., 3] - prices[..., 0]
+        return pd.Series(gap.ravel()).corr(pd.Series(intraday.ravel()), method="spearman")
+
+    wanted = rank_correlation(truth[:, None])
+    positive = np.ones(n_windows, bool)
+    scaled_alone = rank_correlation(shape_candles(paths.copy(), contexts, last, positive))
+    share = fit_gap_move(paths, truth, contexts, last)
+    fitted = rank_correlation(shape_candles(paths.copy(), contexts, last, positive, share))
+    assert abs(wanted) < 0.05 and scaled_alone > wanted + 0.2  # the gap follows the move
+    assert share > 0 and abs(fitted - wanted) < 0.03
+
+
+def test_shaped_candles_are_applied_by_every_face_after_the_spread(compat_dir, compat_candles,
+                                                                   tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(compat_dir / "model", model)
+    (model / "inference.json").write_text(
+        '{"max_context": 128, "drift": 0.5, "candles": true, "gap_move": 0.2}')
+    tokenizer, context = compat_dir / "tokenizer", compat_candles.iloc[:100]
+    plain = KronosPipeline.from_pretrained(compat_dir / "model", tokenizer, max_context=128)
+    pipe = KronosPipeline.from_pretrained(model, tokenizer)
+    sampled = plain.sample(context, horizon=8, **SETTINGS).paths
+    paths = pipe.sample(context, horizon=8, **SETTINGS).paths
+    last = context["close"].to_numpy()[-1:]
+    drawn = apply_spread(sampled.copy(), Spread(drift=0.5), np.array([True]), last)
+    np.testing.assert_allclose(paths, shape_candles(drawn, [context.to_numpy()], last,
+                                                    np.array([True]), 0.2), rtol=1e-6)
+    np.testing.assert_allclose(paths[..., 3], drawn[..., 3], rtol=1e-6)  # closes as drawn
+    future = pd.date_range(context.index[-1], periods=9, freq="5min")[1:]
+    forecaster = KronosForecaster(model=model, tokenizer=tokenizer, **SETTINGS).fit(context)
+    np.testing.assert_allclose(forecaster.sample(fh=future).to_numpy().reshape(16, 8, 6),
+                               paths[0], rtol=1e-6)

@@ -1,0 +1,137 @@
+"""Candles shaped like the context's: the bundled model's opens, highs and lows against the truth.
+
+On the benchmark configs' windows (US and A-shares daily, crypto hourly: 50 assets x 20
+origins each), the bundled model's paths as every face returned them before candles were
+shaped (its drift share and spread applied, `candles` off) and after
+(`kronos_sk.calibration.shape_candles`, which the bundled model's inference.json turns on),
+from one sampling, against what followed. Per market and variant, pooled over windows,
+paths and steps:
+
+- median |open gap| from the close before, median wick beyond the body (both sides
+  pooled) and median |close move|, in log prices (%), and the gap and wick over the move;
+- correlation of the gap with the intraday move (close over open), Pearson and Spearman;
+- the fair CRPS of the log open, high and low, in units of the context's log-close std
+  (the close is never moved, so its rows are left out);
+- the mean path's MAE on open, high and low in context close stds, over the random
+  walk's (every price at the last close; 1 = as good).
+
+    python benchmarks/candle_shape.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+from suite.config import load_config
+from suite.data import PRICE_COLUMNS, Windows, load_panel
+from suite.models import Budget
+from suite.runner import over_origins
+
+from _common import machine
+from kronos_sk import KronosPipeline
+from kronos_sk.calibration import shape_candles
+from kronos_sk.checkpoints import default_checkpoint
+from kronos_sk.metrics import crps_from_samples
+
+CONFIGS = tuple(Path("benchmarks/configs") / f"{name}.toml"
+                for name in ("us_daily", "cn_daily", "crypto_hourly"))
+OPEN, HIGH, LOW, CLOSE = range(4)
+
+
+def sizes(candles: np.ndarray, previous_close: np.ndarray) -> dict[str, float]:
+    """Gap, wick and move sizes and the gap/intraday correlations of log candles (..., 4)."""
+    gap = candles[..., OPEN] - previous_close
+    move = candles[..., CLOSE] - previous_close
+    intraday = candles[..., CLOSE] - candles[..., OPEN]
+    top = np.maximum(candles[..., OPEN], candles[..., CLOSE])
+    bottom = np.minimum(candles[..., OPEN], candles[..., CLOSE])
+    wick = np.median(np.concatenate([(candles[..., HIGH] - top).ravel(),
+                                     (bottom - candles[..., LOW]).ravel()]))
+    gap_size, move_size = np.median(np.abs(gap)), np.median(np.abs(move))
+    return {"gap %": 100 * gap_size, "wick %": 100 * wick, "move %": 100 * move_size,
+            "gap/move": gap_size / move_size, "wick/move": wick / move_size,
+            "corr(gap, intraday)": np.corrcoef(gap.ravel(), intraday.ravel())[0, 1],
+            "rank corr": spearmanr(gap.ravel(), intraday.ravel())[0]}
+
+
+def scores(paths: np.ndarray, truth: np.ndarray, last: np.ndarray, scale: np.ndarray,
+           log_scale: np.ndarray) -> dict[str, float]:
+    """Fair CRPS of the log open/high/low (in log-close stds) and the mean path's MAE (in close
+    stds) over the random walk's, for paths (W, S, H, 4) and truth (W, H, 4)."""
+    out = {}
+    for name, column in (("open", OPEN), ("high", HIGH), ("low", LOW)):
+        crps = crps_from_samples(np.moveaxis(np.log(paths[..., column]), 1, 0),
+                                 np.log(truth[..., column]), fair=True)
+        out[f"CRPS {name}"] = (crps / log_scale).mean()
+        error = np.abs(paths[..., column].mean(axis=1) - truth[..., column]) / scale
+        walk = np.abs(last - truth[..., column]) / scale
+        out[f"MAE {name} / RW"] = error.mean() / walk.mean()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", type=Path, nargs="+", default=list(CONFIGS))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    pipe = KronosPipeline.from_pretrained(default_checkpoint("predictor"),
+                                          default_checkpoint("tokenizer"))
+    shaped_spread = pipe.spread
+    pipe.spread = replace(shaped_spread, candles=False)
+    print(machine())
+    print(f"bundled model's own settings: {shaped_spread}")
+    for path in args.configs:
+        config = load_config(path)
+        panel = load_panel(config)
+        drawn, shaped, truths, contexts_last, lasts, scales, log_scales = ([] for _ in range(7))
+
+        def work(windows: Windows) -> None:
+            contexts = dict(zip(windows.assets, windows.contexts, strict=True))
+            future = {a: t.index for a, t in zip(windows.assets, windows.targets)}
+            paths = pipe.sample(contexts, future=future, n_samples=config.n_samples,
+                                random_state=args.seed).paths.astype(np.float64)
+            last = windows.last_close()
+            drawn.append(paths[..., :4])
+            shaped.append(shape_candles(paths.copy(), [c[PRICE_COLUMNS].to_numpy(np.float64)
+                                                       for c in windows.contexts],
+                                        last, np.ones(len(last), bool))[..., :4])
+            truths.append(windows.target_array(PRICE_COLUMNS))
+            contexts_last.append(np.stack([np.log(c[PRICE_COLUMNS].to_numpy(np.float64)[-21:])
+                                           for c in windows.contexts]))
+            lasts.append(last)
+            scales.append([c["close"].std() for c in windows.contexts])
+            log_scales.append([np.log(c["close"]).std() for c in windows.contexts])
+
+        over_origins(config, panel, Budget(None), work)
+        truth, last = np.concatenate(truths), np.concatenate(lasts)
+        scale = np.concatenate(scales)[:, None]
+        log_scale = np.concatenate(log_scales)[:, None]
+        context = np.concatenate(contexts_last)
+        rows = {"context (last 20 rows)": sizes(context[:, 1:], context[:, :-1, CLOSE])}
+        log_truth = np.log(truth)
+        start = np.log(last)[:, None]
+        rows["truth"] = sizes(log_truth, np.concatenate([start, log_truth[:, :-1, CLOSE]], 1))
+        for name, paths in (("as drawn", np.concatenate(drawn)),
+                            ("shaped", np.concatenate(shaped))):
+            log_paths = np.log(paths)
+            before = np.concatenate([np.broadcast_to(start[:, None], log_paths.shape[:2] + (1,)),
+                                     log_paths[..., :-1, CLOSE]], axis=2)
+            rows[name] = {**sizes(log_paths, before),
+                          **scores(paths, truth, last[:, None], scale, log_scale)}
+        print(f"\n{path.stem}: {len(truth)} windows x {config.n_samples} paths x "
+              f"{truth.shape[1]} steps, seed {args.seed}")
+        columns = list(rows["shaped"])
+        print(f"{'':24}" + "".join(f"{c:>20}" for c in columns))
+        for name, values in rows.items():
+            print(f"{name:24}" + "".join(f"{values[c]:>20.4f}" if c in values else f"{'':>20}"
+                                         for c in columns))
+
+
+if __name__ == "__main__":
+    main()
