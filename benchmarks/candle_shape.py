@@ -1,11 +1,10 @@
 """Candles shaped like the context's: the bundled model's opens, highs and lows against the truth.
 
 On the benchmark configs' windows (US and A-shares daily, crypto hourly: 50 assets x 20
-origins each), the bundled model's paths as every face returned them before candles were
-shaped (its drift share and spread applied, `candles` off) and after
-(`kronos_sk.calibration.shape_candles`, which the bundled model's inference.json turns on),
-from one sampling, against what followed. Per market and variant, pooled over windows,
-paths and steps:
+origins each), the bundled model's paths as every face returns them with its
+inference.json (`candles` on: `kronos_sk.calibration.shape_candles`) and as they were
+before (the same with `candles` off), with the same seed, against what followed. Per
+market and variant, pooled over windows, paths and steps:
 
 - median |open gap| from the close before, median wick beyond the body (both sides
   pooled) and median |close move|, in log prices (%), and the gap and wick over the move;
@@ -13,7 +12,8 @@ paths and steps:
 - the fair CRPS of the log open, high and low, in units of the context's log-close std
   (the close is never moved, so its rows are left out);
 - the mean path's MAE on open, high and low in context close stds, over the random
-  walk's (every price at the last close; 1 = as good).
+  walk's (every price at the last close; 1 = as good), and its price IC per column (the
+  correlation over the horizon with the true path, averaged over windows).
 
     python benchmarks/candle_shape.py
 """
@@ -34,9 +34,8 @@ from suite.runner import over_origins
 
 from _common import machine
 from kronos_sk import KronosPipeline
-from kronos_sk.calibration import shape_candles
 from kronos_sk.checkpoints import default_checkpoint
-from kronos_sk.metrics import crps_from_samples
+from kronos_sk.metrics import crps_from_samples, price_ic_by_window
 
 CONFIGS = tuple(Path("benchmarks/configs") / f"{name}.toml"
                 for name in ("us_daily", "cn_daily", "crypto_hourly"))
@@ -61,8 +60,8 @@ def sizes(candles: np.ndarray, previous_close: np.ndarray) -> dict[str, float]:
 
 def scores(paths: np.ndarray, truth: np.ndarray, last: np.ndarray, scale: np.ndarray,
            log_scale: np.ndarray) -> dict[str, float]:
-    """Fair CRPS of the log open/high/low (in log-close stds) and the mean path's MAE (in close
-    stds) over the random walk's, for paths (W, S, H, 4) and truth (W, H, 4)."""
+    """Fair CRPS of the log open/high/low (in log-close stds), the mean path's MAE (in close
+    stds) over the random walk's and its price IC, for paths (W, S, H, 4), truth (W, H, 4)."""
     out = {}
     for name, column in (("open", OPEN), ("high", HIGH), ("low", LOW)):
         crps = crps_from_samples(np.moveaxis(np.log(paths[..., column]), 1, 0),
@@ -71,6 +70,8 @@ def scores(paths: np.ndarray, truth: np.ndarray, last: np.ndarray, scale: np.nda
         error = np.abs(paths[..., column].mean(axis=1) - truth[..., column]) / scale
         walk = np.abs(last - truth[..., column]) / scale
         out[f"MAE {name} / RW"] = error.mean() / walk.mean()
+        out[f"IC {name}"] = np.nanmean(price_ic_by_window(paths[..., column].mean(axis=1),
+                                                          truth[..., column]))
     return out
 
 
@@ -80,12 +81,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    pipe = KronosPipeline.from_pretrained(default_checkpoint("predictor"),
-                                          default_checkpoint("tokenizer"))
-    shaped_spread = pipe.spread
-    pipe.spread = replace(shaped_spread, candles=False)
+    pipe, unshaped = (KronosPipeline.from_pretrained(default_checkpoint("predictor"),
+                                                     default_checkpoint("tokenizer"))
+                      for _ in range(2))
+    unshaped.spread = replace(pipe.spread, candles=False)
     print(machine())
-    print(f"bundled model's own settings: {shaped_spread}")
+    print(f"bundled model's own settings: {pipe.spread}")
     for path in args.configs:
         config = load_config(path)
         panel = load_panel(config)
@@ -94,13 +95,10 @@ def main() -> None:
         def work(windows: Windows) -> None:
             contexts = dict(zip(windows.assets, windows.contexts, strict=True))
             future = {a: t.index for a, t in zip(windows.assets, windows.targets)}
-            paths = pipe.sample(contexts, future=future, n_samples=config.n_samples,
-                                random_state=args.seed).paths.astype(np.float64)
+            for paths, face in ((drawn, unshaped), (shaped, pipe)):
+                paths.append(face.sample(contexts, future=future, n_samples=config.n_samples,
+                                         random_state=args.seed).paths[..., :4])
             last = windows.last_close()
-            drawn.append(paths[..., :4])
-            shaped.append(shape_candles(paths.copy(), [c[PRICE_COLUMNS].to_numpy(np.float64)
-                                                       for c in windows.contexts],
-                                        last, np.ones(len(last), bool))[..., :4])
             truths.append(windows.target_array(PRICE_COLUMNS))
             contexts_last.append(np.stack([np.log(c[PRICE_COLUMNS].to_numpy(np.float64)[-21:])
                                            for c in windows.contexts]))
@@ -117,8 +115,8 @@ def main() -> None:
         log_truth = np.log(truth)
         start = np.log(last)[:, None]
         rows["truth"] = sizes(log_truth, np.concatenate([start, log_truth[:, :-1, CLOSE]], 1))
-        for name, paths in (("as drawn", np.concatenate(drawn)),
-                            ("shaped", np.concatenate(shaped))):
+        for name, paths in (("candles off", np.concatenate(drawn).astype(np.float64)),
+                            ("candles on", np.concatenate(shaped).astype(np.float64))):
             log_paths = np.log(paths)
             before = np.concatenate([np.broadcast_to(start[:, None], log_paths.shape[:2] + (1,)),
                                      log_paths[..., :-1, CLOSE]], axis=2)
@@ -126,7 +124,7 @@ def main() -> None:
                           **scores(paths, truth, last[:, None], scale, log_scale)}
         print(f"\n{path.stem}: {len(truth)} windows x {config.n_samples} paths x "
               f"{truth.shape[1]} steps, seed {args.seed}")
-        columns = list(rows["shaped"])
+        columns = list(rows["candles on"])
         print(f"{'':24}" + "".join(f"{c:>20}" for c in columns))
         for name, values in rows.items():
             print(f"{name:24}" + "".join(f"{values[c]:>20.4f}" if c in values else f"{'':>20}"

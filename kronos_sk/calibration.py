@@ -778,9 +778,11 @@ def apply_spread(paths: np.ndarray, spread: Spread, positive: np.ndarray,
                  last_close: np.ndarray, contexts: Sequence[np.ndarray] = ()) -> np.ndarray:
     """Paths (B, S, H, 6) adjusted by a model's own `spread`, in place: their mean drawn
     towards the last close (`keep_drift`), then widened about it (`widen_paths`, which
-    keeps the mean), the mean's open, high and low about its close drawn in by the same
-    share (their moves from step to step), and with ``spread.candles`` each path's opens
-    and wicks given their context's sizes (`shape_candles`, with ``spread.gap_move``).
+    keeps the mean), with ``spread.candles`` each path's opens and wicks given their
+    context's sizes (`shape_candles`, with ``spread.gap_move``), and last the mean's open,
+    high and low about its close drawn in by the drift share (their moves from step to
+    step: shaped after that, the mean's candles would take up the sampling noise of the
+    paths' gaps and wicks again).
 
     Parameters
     ----------
@@ -802,9 +804,9 @@ def apply_spread(paths: np.ndarray, spread: Spread, positive: np.ndarray,
     keep_drift(paths, spread.drift, last_close, positive)
     if spread.widens:
         widen_paths(paths, spread, positive)
-    _keep_candle_moves(paths, spread.drift, positive)
     if spread.candles:
         shape_candles(paths, contexts, last_close, positive, spread.gap_move)
+    _keep_candle_moves(paths, spread.drift, positive)
     return paths
 
 

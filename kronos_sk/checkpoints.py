@@ -51,9 +51,10 @@ class Spread:
     from the last close that they keep (`kronos_sk.calibration.keep_drift`), fitted once on
     validation windows after training and stored in the checkpoint's inference.json
     (`model_spread`); `kronos_sk.calibration.apply_spread` applies both (the share to the
-    mean path's candles as well). With ``candles``, it then gives each path's opens and
+    mean path's candles as well). With ``candles``, it also gives each path's opens and
     wicks the sizes of its context's candles, a gap rebuilt from the sampled one less the
-    share ``gap_move`` of its close move (`kronos_sk.calibration.shape_candles`).
+    share ``gap_move`` of its close move (`kronos_sk.calibration.shape_candles`), before
+    the mean path's candles are drawn in.
     """
 
     factor: float = 1.0

@@ -39,7 +39,7 @@ from scipy.stats import spearmanr
 
 from kronos_sk._files import write_atomically
 from kronos_sk.calibration import (PathCalibration, apply_spread, fit_drift, fit_gap_move,
-                                   keep_drift, shape_candles)
+                                   keep_drift, widen_paths)
 from kronos_sk.checkpoints import INFERENCE_FILE, Spread
 from kronos_sk.data.validation import assemble_features, validate_candles
 from kronos_sk.metrics import crps_from_samples, log_returns
@@ -141,10 +141,13 @@ def main() -> None:
               f"| step-return std, first step {steps[..., 0].std():.5f} (realised "
               f"{realised[:, 0].std():.5f}), later {steps[..., 1:].std():.5f} (realised "
               f"{realised[:, 1:].std():.5f})")
-    gap_move = fit_gap_move(adjusted_paths, truth, candles, last)
+    # Candles are shaped after the widening, before the mean's candle moves are drawn in.
+    widened = widen_paths(keep_drift(paths.copy(), drift, last, positive), spread, positive)
+    gap_move = fit_gap_move(widened, truth, candles, last)
     for share in (0.0, gap_move):
-        print_candles(f"candles shaped, gap_move {share}", shape_candles(
-            adjusted_paths.copy(), candles, last, positive, share), last)
+        shaped = replace(spread, candles=True, gap_move=share)
+        print_candles(f"candles shaped, gap_move {share}",
+                      apply_spread(paths.copy(), shaped, positive, last, candles), last)
     print_candles("as adjusted above", adjusted_paths, last)
     print_candles("truth", truth[:, None], last)
     text = json.dumps({"max_context": max_context, "spread": spread.factor,

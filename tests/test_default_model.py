@@ -86,5 +86,8 @@ def test_the_bundled_models_candles_are_sized_like_the_contexts():
     before = np.concatenate([np.full((20, 1), context[-1, 3]), paths[:, :-1, 3]], axis=1)
     got, sampled = ratios(paths, before), ratios(drawn, before)
     assert sampled[0] > 1.2 * wanted[0]  # decoded opens stray further than this market's
-    for size in range(2):  # gaps, wicks (of float32 paths): brought down, never widened
-        np.testing.assert_allclose(got[size], min(sampled[size], wanted[size]), rtol=1e-3)
+    # The gaps are brought down to the context's (within 2 %: the mean path's candle moves
+    # are drawn in afterwards, every path's opens, highs and lows shifted alike per step);
+    # the wicks, smaller than the context's here, stay so.
+    np.testing.assert_allclose(got[0], wanted[0], rtol=0.02)
+    assert sampled[1] < wanted[1] and got[1] < wanted[1]

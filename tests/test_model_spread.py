@@ -311,7 +311,7 @@ def test_the_gap_move_undoes_what_a_candles_error_shares_with_gap_and_move():
     assert share > 0 and abs(fitted - wanted) < 0.03
 
 
-def test_shaped_candles_are_applied_by_every_face_after_the_spread(compat_dir, compat_candles,
+def test_shaped_candles_are_applied_by_every_face_with_the_spread(compat_dir, compat_candles,
                                                                    tmp_path):
     model = tmp_path / "model"
     shutil.copytree(compat_dir / "model", model)
@@ -323,10 +323,24 @@ def test_shaped_candles_are_applied_by_every_face_after_the_spread(compat_dir, c
     sampled = plain.sample(context, horizon=8, **SETTINGS).paths
     paths = pipe.sample(context, horizon=8, **SETTINGS).paths
     last = context["close"].to_numpy()[-1:]
+    # The candles are shaped before the mean path's candle moves are drawn in, so that the
+    # point forecast's open, high and low keep the drift share of their moves.
+    assert pipe.spread == Spread(drift=0.5, candles=True, gap_move=0.2)
+    np.testing.assert_allclose(paths, apply_spread(sampled.copy(), pipe.spread,
+                                                   np.array([True]), last,
+                                                   [context.to_numpy()]), rtol=1e-6)
     drawn = apply_spread(sampled.copy(), Spread(drift=0.5), np.array([True]), last)
-    np.testing.assert_allclose(paths, shape_candles(drawn, [context.to_numpy()], last,
-                                                    np.array([True]), 0.2), rtol=1e-6)
     np.testing.assert_allclose(paths[..., 3], drawn[..., 3], rtol=1e-6)  # closes as drawn
+    mean = np.log(paths[0, ..., :4].astype(np.float64)).mean(axis=0)
+    offset = mean[:, :3] - mean[:, 3:]  # the mean path's open, high, low about its close
+    shaped = np.log(shape_candles(keep_drift(sampled.astype(np.float64), 0.5, last,
+                                             np.array([True])), [context.to_numpy()], last,
+                                  np.array([True]), 0.2)[0, ..., :4]).mean(axis=0)
+    moves = shaped[:, :3] - shaped[:, 3:]
+    kept = moves.mean(axis=0) + 0.5 * (moves - moves.mean(axis=0))
+    np.testing.assert_allclose(offset[:, 0], kept[:, 0], atol=1e-6)  # float32 paths
+    # Highs and lows as well, but for the few that move out to the open they bound.
+    np.testing.assert_allclose(offset[:, 1:], kept[:, 1:], atol=1e-4)
     future = pd.date_range(context.index[-1], periods=9, freq="5min")[1:]
     forecaster = KronosForecaster(model=model, tokenizer=tokenizer, **SETTINGS).fit(context)
     np.testing.assert_allclose(forecaster.sample(fh=future).to_numpy().reshape(16, 8, 6),
