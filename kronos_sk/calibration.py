@@ -616,6 +616,13 @@ def _candle_parts(prices: np.ndarray, previous_close: np.ndarray,
             prices[..., _HIGH] - top, bottom - prices[..., _LOW])
 
 
+def _previous_closes(closes: np.ndarray, last_close: np.ndarray) -> np.ndarray:
+    """The close before each step of paths' closes (B, S, H): the last close (B,), then each
+    path's own."""
+    start = np.broadcast_to(last_close[:, None, None], closes.shape[:2] + (1,))
+    return np.concatenate([start, closes[..., :-1]], axis=2)
+
+
 def _ratios(gap: np.ndarray, move: np.ndarray, upper: np.ndarray, lower: np.ndarray,
             ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's (B, N) median |gap| and median wick (both sides pooled) over its median
@@ -680,9 +687,7 @@ def shape_candles(paths: np.ndarray, contexts: Sequence[np.ndarray], last_close:
                 wanted[:, i] = np.concatenate(_ratios(*(
                     part[None] for part in _candle_parts(prices[1:], prices[:-1, _CLOSE]))))
         prices = _to_space(paths[rows, ..., :_VOLUME].astype(np.float64), space)
-        start = np.broadcast_to(_to_space(last[rows], space)[:, None, None],
-                                prices.shape[:2] + (1,))
-        previous = np.concatenate([start, prices[..., :-1, _CLOSE]], axis=2)
+        previous = _previous_closes(prices[..., _CLOSE], _to_space(last[rows], space))
         gap, move, upper, lower = _candle_parts(prices, previous)
         flat = [part.reshape(len(indices), -1) for part in (gap, move, upper, lower)]
         gap_ratio, wick_ratio = _ratios(*flat)
@@ -725,19 +730,16 @@ def fit_gap_move(paths: np.ndarray, truth: np.ndarray, contexts: Sequence[np.nda
     """
     from scipy.stats import spearmanr
 
-    def correlation(candles: np.ndarray, previous_close: np.ndarray) -> float:
+    def correlation(candles: np.ndarray) -> float:  # (W, S, H, 6)
         prices = np.log(candles[..., :_VOLUME])
-        gap = prices[..., _OPEN] - np.log(previous_close)
+        gap = prices[..., _OPEN] - _previous_closes(np.log(candles[..., _CLOSE]), np.log(last))
         return spearmanr(gap.ravel(), (prices[..., _CLOSE] - prices[..., _OPEN]).ravel())[0]
 
-    truth = np.asarray(truth, np.float64)
     last = np.asarray(last_close, np.float64)
-    wanted = correlation(truth, np.concatenate([last[:, None], truth[:, :-1, _CLOSE]], 1))
+    wanted = correlation(np.asarray(truth, np.float64)[:, None])
     positive = np.ones(len(paths), bool)
-    before = np.concatenate([np.broadcast_to(last[:, None, None], paths.shape[:2] + (1,)),
-                             paths[..., :-1, _CLOSE]], axis=2)
     errors = [abs(correlation(shape_candles(np.array(paths, np.float64), contexts, last,
-                                            positive, share), before) - wanted)
+                                            positive, share)) - wanted)
               for share in GAP_MOVE_GRID]
     return float(GAP_MOVE_GRID[int(np.argmin(errors))])
 

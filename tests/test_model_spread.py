@@ -311,8 +311,8 @@ def test_the_gap_move_undoes_what_a_candles_error_shares_with_gap_and_move():
     assert share > 0 and abs(fitted - wanted) < 0.03
 
 
-def test_shaped_candles_are_applied_by_every_face_with_the_spread(compat_dir, compat_candles,
-                                                                   tmp_path):
+def test_shaped_candles_are_applied_by_every_face_with_the_spread(
+        compat_dir, compat_candles, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(compat_dir / "model", model)
     (model / "inference.json").write_text(
