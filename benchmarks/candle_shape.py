@@ -6,11 +6,15 @@ inference.json (`candles` on: `kronos_sk.calibration.shape_candles`) and as they
 before (the same with `candles` off), with the same seed, against what followed. Per
 market and variant, pooled over windows, paths and steps:
 
-- median |open gap| from the close before, median wick beyond the body (both sides
-  pooled) and median |close move|, in log prices (%), and the gap and wick over the move;
+- median |open gap| from the close before, median upper and lower wick beyond the body
+  and median |close move|, in log prices (%); the gap and wicks over the move; the share
+  of bars without an upper wick; the wicks' 90th percentile over their median;
 - correlation of the gap with the intraday move (close over open), Pearson and Spearman;
 - the fair CRPS of the log open, high and low, in units of the context's log-close std
-  (the close is never moved, so its rows are left out);
+  (the close is never moved, so its rows are left out), and of the candle about its own
+  close: log high over close, close over low, open over the close before; and of the
+  log open, high and low with each window's paths moved (all prices alike, per step) so
+  that their mean log close is the true one ("oracle": the close's error taken out);
 - the mean path's MAE on open, high and low in context close stds, over the random
   walk's (every price at the last close; 1 = as good), and its price IC per column (the
   correlation over the horizon with the true path, averaged over windows).
@@ -47,31 +51,51 @@ def sizes(candles: np.ndarray, previous_close: np.ndarray) -> dict[str, float]:
     gap = candles[..., OPEN] - previous_close
     move = candles[..., CLOSE] - previous_close
     intraday = candles[..., CLOSE] - candles[..., OPEN]
-    top = np.maximum(candles[..., OPEN], candles[..., CLOSE])
-    bottom = np.minimum(candles[..., OPEN], candles[..., CLOSE])
-    wick = np.median(np.concatenate([(candles[..., HIGH] - top).ravel(),
-                                     (bottom - candles[..., LOW]).ravel()]))
+    upper = candles[..., HIGH] - np.maximum(candles[..., OPEN], candles[..., CLOSE])
+    lower = np.minimum(candles[..., OPEN], candles[..., CLOSE]) - candles[..., LOW]
+    wicks = np.concatenate([upper.ravel(), lower.ravel()])
     gap_size, move_size = np.median(np.abs(gap)), np.median(np.abs(move))
-    return {"gap %": 100 * gap_size, "wick %": 100 * wick, "move %": 100 * move_size,
-            "gap/move": gap_size / move_size, "wick/move": wick / move_size,
+    return {"gap %": 100 * gap_size, "wick %": 100 * np.median(wicks),
+            "move %": 100 * move_size, "gap/move": gap_size / move_size,
+            "upper/move": np.median(upper) / move_size,
+            "lower/move": np.median(lower) / move_size,
+            "no upper wick": np.mean(upper < 1e-9),
+            "wick q90/median": np.quantile(wicks, 0.9) / np.median(wicks),
             "corr(gap, intraday)": np.corrcoef(gap.ravel(), intraday.ravel())[0, 1],
             "rank corr": spearmanr(gap.ravel(), intraday.ravel())[0]}
 
 
 def scores(paths: np.ndarray, truth: np.ndarray, last: np.ndarray, scale: np.ndarray,
            log_scale: np.ndarray) -> dict[str, float]:
-    """Fair CRPS of the log open/high/low (in log-close stds), the mean path's MAE (in close
-    stds) over the random walk's and its price IC, for paths (W, S, H, 4), truth (W, H, 4)."""
+    """Fair CRPS of the log open/high/low, of the candle about its close and of the log
+    open/high/low of paths moved to the true mean close ("oracle"; all in log-close stds),
+    the mean path's MAE (in close stds) over the random walk's and its price IC, for paths
+    (W, S, H, 4), truth (W, H, 4)."""
+    def crps(sampled: np.ndarray, realised: np.ndarray) -> float:  # (W, S, H), (W, H)
+        return (crps_from_samples(np.moveaxis(sampled, 1, 0), realised, fair=True)
+                / log_scale).mean()
+
     out = {}
     for name, column in (("open", OPEN), ("high", HIGH), ("low", LOW)):
-        crps = crps_from_samples(np.moveaxis(np.log(paths[..., column]), 1, 0),
-                                 np.log(truth[..., column]), fair=True)
-        out[f"CRPS {name}"] = (crps / log_scale).mean()
+        out[f"CRPS {name}"] = crps(np.log(paths[..., column]), np.log(truth[..., column]))
         error = np.abs(paths[..., column].mean(axis=1) - truth[..., column]) / scale
         walk = np.abs(last - truth[..., column]) / scale
         out[f"MAE {name} / RW"] = error.mean() / walk.mean()
         out[f"IC {name}"] = np.nanmean(price_ic_by_window(paths[..., column].mean(axis=1),
                                                           truth[..., column]))
+    log_paths, log_truth = np.log(paths), np.log(truth)
+    before = np.concatenate([np.broadcast_to(np.log(last)[:, None], log_paths.shape[:2] + (1,)),
+                             log_paths[..., :-1, CLOSE]], axis=2)
+    truth_before = np.concatenate([np.log(last), log_truth[:, :-1, CLOSE]], axis=1)
+    for name, (a, b) in (("high/close", (HIGH, CLOSE)), ("close/low", (CLOSE, LOW))):
+        out[f"CRPS {name}"] = crps(log_paths[..., a] - log_paths[..., b],
+                                   log_truth[..., a] - log_truth[..., b])
+    out["CRPS open/prev"] = crps(log_paths[..., OPEN] - before,
+                                 log_truth[..., OPEN] - truth_before)
+    centred = log_truth[:, None, :, CLOSE] - log_paths[..., CLOSE].mean(axis=1, keepdims=True)
+    for name, column in (("open", OPEN), ("high", HIGH), ("low", LOW)):
+        out[f"oracle CRPS {name}"] = crps(log_paths[..., column] + centred,
+                                          log_truth[..., column])
     return out
 
 
