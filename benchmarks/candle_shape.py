@@ -65,28 +65,25 @@ def sizes(candles: np.ndarray, previous_close: np.ndarray) -> dict[str, float]:
             "rank corr": spearmanr(gap.ravel(), intraday.ravel())[0]}
 
 
-def scores(paths: np.ndarray, truth: np.ndarray, last: np.ndarray, scale: np.ndarray,
-           log_scale: np.ndarray) -> dict[str, float]:
+def scores(paths: np.ndarray, truth: np.ndarray, before: np.ndarray, truth_before: np.ndarray,
+           last: np.ndarray, scale: np.ndarray, log_scale: np.ndarray) -> dict[str, float]:
     """Fair CRPS of the log open/high/low, of the candle about its close and of the log
     open/high/low of paths moved to the true mean close ("oracle"; all in log-close stds),
     the mean path's MAE (in close stds) over the random walk's and its price IC, for paths
-    (W, S, H, 4), truth (W, H, 4)."""
+    (W, S, H, 4), truth (W, H, 4) and their log closes before each step (W, S, H), (W, H)."""
     def crps(sampled: np.ndarray, realised: np.ndarray) -> float:  # (W, S, H), (W, H)
         return (crps_from_samples(np.moveaxis(sampled, 1, 0), realised, fair=True)
                 / log_scale).mean()
 
+    log_paths, log_truth = np.log(paths), np.log(truth)
     out = {}
     for name, column in (("open", OPEN), ("high", HIGH), ("low", LOW)):
-        out[f"CRPS {name}"] = crps(np.log(paths[..., column]), np.log(truth[..., column]))
+        out[f"CRPS {name}"] = crps(log_paths[..., column], log_truth[..., column])
         error = np.abs(paths[..., column].mean(axis=1) - truth[..., column]) / scale
         walk = np.abs(last - truth[..., column]) / scale
         out[f"MAE {name} / RW"] = error.mean() / walk.mean()
         out[f"IC {name}"] = np.nanmean(price_ic_by_window(paths[..., column].mean(axis=1),
                                                           truth[..., column]))
-    log_paths, log_truth = np.log(paths), np.log(truth)
-    before = np.concatenate([np.broadcast_to(np.log(last)[:, None], log_paths.shape[:2] + (1,)),
-                             log_paths[..., :-1, CLOSE]], axis=2)
-    truth_before = np.concatenate([np.log(last), log_truth[:, :-1, CLOSE]], axis=1)
     for name, (a, b) in (("high/close", (HIGH, CLOSE)), ("close/low", (CLOSE, LOW))):
         out[f"CRPS {name}"] = crps(log_paths[..., a] - log_paths[..., b],
                                    log_truth[..., a] - log_truth[..., b])
@@ -138,14 +135,16 @@ def main() -> None:
         rows = {"context (last 20 rows)": sizes(context[:, 1:], context[:, :-1, CLOSE])}
         log_truth = np.log(truth)
         start = np.log(last)[:, None]
-        rows["truth"] = sizes(log_truth, np.concatenate([start, log_truth[:, :-1, CLOSE]], 1))
+        truth_before = np.concatenate([start, log_truth[:, :-1, CLOSE]], 1)
+        rows["truth"] = sizes(log_truth, truth_before)
         for name, paths in (("candles off", np.concatenate(drawn).astype(np.float64)),
                             ("candles on", np.concatenate(shaped).astype(np.float64))):
             log_paths = np.log(paths)
             before = np.concatenate([np.broadcast_to(start[:, None], log_paths.shape[:2] + (1,)),
                                      log_paths[..., :-1, CLOSE]], axis=2)
             rows[name] = {**sizes(log_paths, before),
-                          **scores(paths, truth, last[:, None], scale, log_scale)}
+                          **scores(paths, truth, before, truth_before, last[:, None], scale,
+                                   log_scale)}
         print(f"\n{path.stem}: {len(truth)} windows x {config.n_samples} paths x "
               f"{truth.shape[1]} steps, seed {args.seed}")
         columns = list(rows["candles on"])
