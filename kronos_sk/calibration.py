@@ -67,12 +67,15 @@ the observed and the nominal miss rate, without a refit.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtri
+from scipy.stats import rankdata
 
 from kronos_sk._params import check_positive_int
 from kronos_sk.checkpoints import Spread
@@ -96,7 +99,7 @@ TAIL_CAP = 3.0  # |D| / s beyond which the tail term grows no faster than D
 # The share of the paths' mean move kept: down to a tenth, since at 0 every point forecast
 # is the last close and the forecasts' ranking is lost.
 DRIFT_GRID = np.round(np.arange(0.1, 1.01, 0.1), 1)
-GAP_MOVE_GRID = np.round(np.arange(0.0, 0.51, 0.05), 2)  # `shape_candles`' gap_move
+MIN_SHAPE_ROWS = 20  # context candles `shape_candles` needs to shape a series' paths
 
 
 def _to_space(values: np.ndarray, space: str) -> np.ndarray:
@@ -589,20 +592,31 @@ def _keep_candle_moves(paths: np.ndarray, share: float, positive: np.ndarray) ->
 
     Drawing in the close alone (`keep_drift`) leaves the mean's candles their whole move,
     which is mostly the sampling noise of S paths: the point forecast's open, high and low
-    would follow it rather than the kept trend. One factor per step and price (a shift
-    where the series' prices are not `positive`) is shared by every path, so each path
-    keeps its own candles about the mean's; each high and low then moves out to the open
-    and close it bounds where it no longer does. One path (S = 1) is left as sampled.
+    would follow it rather than the kept trend. The opens of every path move by one factor
+    per step (a shift where the series' prices are not `positive`); the wicks beyond the
+    bodies are then scaled, one factor (>= 0) per step and side for every path, until the
+    mean's high and low are where they are drawn to, so that each path keeps its candles'
+    shape and its wickless bars (shifted, short wicks would end inside the body). One path
+    (S = 1) is left as sampled.
     """
     if share == 1 or paths.shape[1] == 1:
         return
     for space, rows in _by_space(positive):
-        prices = paths[rows, ..., :_VOLUME].astype(np.float64).mean(axis=1, keepdims=True)
-        mean = _to_space(prices, space)  # the mean path's open, high, low and close
+        prices = paths[rows, ..., :_VOLUME].astype(np.float64)
+        mean = _to_space(prices.mean(axis=1, keepdims=True), space)  # the mean path's
         offset = mean[..., (_OPEN, _HIGH, _LOW)] - mean[..., _CLOSE, None]
-        moved = (1 - share) * (offset.mean(axis=2, keepdims=True) - offset)
-        for index, column in enumerate((_OPEN, _HIGH, _LOW)):
-            _move(paths, rows, (column,), moved[..., index], space)
+        drawn = offset + (1 - share) * (offset.mean(axis=2, keepdims=True) - offset)
+        _move(paths, rows, (_OPEN,), drawn[..., 0] - offset[..., 0], space)
+        wanted = _from_space(mean[..., _CLOSE, None] + drawn[..., 1:], space)  # high, low
+        sampled, opens = prices[..., _OPEN], paths[rows, ..., _OPEN].astype(np.float64)
+        close = prices[..., _CLOSE]
+        for index, column, side in ((0, _HIGH, np.maximum), (1, _LOW, np.minimum)):
+            wick = prices[..., column] - side(sampled, close)  # a high's >= 0, a low's <= 0
+            body = side(opens, close)
+            mean_wick = wick.mean(axis=1, keepdims=True)
+            factor = np.divide(wanted[..., index] - body.mean(axis=1, keepdims=True),
+                               mean_wick, out=np.ones_like(mean_wick), where=mean_wick != 0)
+            paths[rows, ..., column] = body + np.maximum(factor, 0) * wick
     make_candles_valid(paths)
 
 
@@ -616,44 +630,112 @@ def _candle_parts(prices: np.ndarray, previous_close: np.ndarray,
             prices[..., _HIGH] - top, bottom - prices[..., _LOW])
 
 
-def _previous_closes(closes: np.ndarray, last_close: np.ndarray) -> np.ndarray:
-    """The close before each step of paths' closes (B, S, H): the last close (B,), then each
-    path's own."""
-    start = np.broadcast_to(last_close[:, None, None], closes.shape[:2] + (1,))
-    return np.concatenate([start, closes[..., :-1]], axis=2)
+def _probabilities(values: np.ndarray) -> np.ndarray:
+    """Each value's mid-rank in its row of `values` (rows, n) over n, in (0, 1); ties alike."""
+    return (rankdata(values, axis=1) - 0.5) / values.shape[1]
 
 
-def _ratios(gap: np.ndarray, move: np.ndarray, upper: np.ndarray, lower: np.ndarray,
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's (B, N) median |gap| and median wick (both sides pooled) over its median
-    |close move|; NaN where the median move is 0 (nothing to measure against)."""
-    move = np.median(np.abs(move), axis=1)
-    sizes = np.median(np.abs(gap), axis=1), np.median(np.concatenate([upper, lower], 1), axis=1)
-    return tuple(np.divide(size, move, out=np.full_like(size, np.nan), where=move > 0)
-                 for size in sizes)
+def _sample_in_rank_order(values: np.ndarray) -> np.ndarray:
+    """For each row of `values` (rows, n): n independent uniforms, handed out smallest
+    first in the order of the row's values (ties in turn), from a generator seeded by that
+    order, so that the same values (in float32 or float64) always get the same uniforms."""
+    out = np.empty(values.shape)
+    for row, value in enumerate(values):
+        order = np.argsort(value, kind="stable")
+        uniforms = np.random.default_rng(zlib.crc32(order.astype(np.int64).tobytes()))
+        out[row, order] = np.sort(uniforms.random(value.size))
+    return out
+
+
+def _quantile_mapped(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each row of `values` (rows, n) replaced by an independent sample of the empirical
+    distribution (linear, as `np.quantile`'s) of the same row of `reference` (rows, m),
+    sorted and handed out in the order of the row's values."""
+    ordered = np.sort(reference, axis=1)
+    position = _sample_in_rank_order(values) * (ordered.shape[1] - 1)
+    below = np.minimum(np.floor(position).astype(np.int64), ordered.shape[1] - 1)
+    low = np.take_along_axis(ordered, below, axis=1)
+    high = np.take_along_axis(ordered, np.minimum(below + 1, ordered.shape[1] - 1), axis=1)
+    return low + (position - below) * (high - low)
+
+
+def _rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman's correlation of each row of `a` and `b` (rows, n); 0 where either is
+    constant."""
+    ranks = [rank - rank.mean(axis=1, keepdims=True) for rank in (rankdata(a, axis=1),
+                                                                  rankdata(b, axis=1))]
+    norm = np.sqrt((ranks[0] ** 2).sum(axis=1) * (ranks[1] ** 2).sum(axis=1))
+    return np.divide((ranks[0] * ranks[1]).sum(axis=1), norm, out=np.zeros(len(norm)),
+                     where=norm > 0)
+
+
+def _spread_of(values: np.ndarray) -> np.ndarray:
+    """Interquartile range of each row of `values` (rows, n)."""
+    upper, lower = np.quantile(values, [0.75, 0.25], axis=1)
+    return upper - lower
+
+
+def _gap_scores(gap: np.ndarray, move: np.ndarray, context_gaps: np.ndarray,
+                context_moves: np.ndarray) -> np.ndarray:
+    """Scores to rank each series' sampled gaps (rows, n) by, such that gaps of its
+    context's sizes ranked by them have the context's rank correlation with the intraday
+    move (close over open) about their close moves (`move`, (rows, n)).
+
+    The normal scores of the moves and of the sampled gaps less their least-squares
+    dependence on the moves, mixed at the correlation ``r`` of gap and move that gives a
+    gap of spread ``a`` times the move's the wanted correlation ``c`` with move less gap
+    (normal, Pearson's): ``r = a (1 - c**2) + c sqrt(1 - a**2 (1 - c**2))``. Series whose
+    sampled moves do not spread keep the gaps' own order.
+    """
+    centred = move - move.mean(axis=1, keepdims=True)
+    variance = (centred ** 2).sum(axis=1)
+    slope = np.divide(((gap - gap.mean(axis=1, keepdims=True)) * centred).sum(axis=1),
+                      variance, out=np.zeros(len(gap)), where=variance > 0)[:, None]
+    own = ndtri(_probabilities(gap - slope * move))
+    intraday = _rank_correlation(context_gaps, context_moves - context_gaps)
+    wanted = 2 * np.sin(np.pi / 6 * intraday)  # Pearson's for Spearman's, if normal
+    kept = 1 - wanted ** 2
+    spread = _spread_of(move)
+    a = np.divide(_spread_of(context_gaps), spread, out=np.zeros(len(spread)),
+                  where=spread > 0)
+    mixed = np.clip(a * kept + wanted * np.sqrt(np.maximum(1 - a ** 2 * kept, 0.0)), -1, 1)
+    mixed = np.where(spread > 0, mixed, 0.0)[:, None]
+    return mixed * ndtri(_probabilities(move)) + np.sqrt(1 - mixed ** 2) * own
+
+
+def _wick_ratio(move: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Each row's (rows, n) median wick (both sides pooled) over its median |close move|;
+    NaN where the median move is 0 (nothing to measure against)."""
+    size = np.median(np.abs(move), axis=1)
+    wick = np.median(np.concatenate([upper, lower], axis=1), axis=1)
+    return np.divide(wick, size, out=np.full_like(wick, np.nan), where=size > 0)
 
 
 def shape_candles(paths: np.ndarray, contexts: Sequence[np.ndarray], last_close: np.ndarray,
-                  positive: np.ndarray, gap_move: float = 0.0) -> np.ndarray:
-    """Paths (B, S, H, 6) whose open gaps and wicks are no larger, relative to their close
-    moves, than their context's, in place.
+                  positive: np.ndarray) -> np.ndarray:
+    """Paths (B, S, H, 6) whose open gaps are distributed as their context's, and whose
+    wicks are no longer, relative to their close moves, than the context's, in place.
 
     A sampled candle carries the tokenizer's decoding error in each of its prices: the
     open strays from the close before it and the high and low from the body more than
     prices do (US daily: a median open gap of 0.55 % against 0.35 %, wicks of 0.65 %
     against 0.39 %, at the same close moves), and a market whose opens are the previous
-    close (crypto hourly) gets gaps all the same. Per series, the median |open gap| from
-    the previous close and the median wick beyond the body, each over the median |close
-    move|, are measured over the context's candles and over all the paths' candles:
+    close (crypto hourly) gets gaps all the same. Per series whose context (`contexts`)
+    has more than `MIN_SHAPE_ROWS` rows (shorter ones are left as sampled), over all its
+    paths' candles:
 
-    - where the paths' gap ratio is the larger, each gap is rebuilt as ``g * (gap -
-      gap_move * move)``, one factor ``g`` for every path such that the ratio becomes the
-      context's. The prices of a decoded candle share much of one error (the tokenizer
-      decodes a candle as a whole), and its change from the candle before enters the gap
-      and the close move alike: a gap scaled alone would move with the intraday move (a
-      rank correlation of +.16 to +.3 where prices have about 0); taking a share of the
-      move out first undoes that;
-    - where the paths' wick ratio is the larger, every wick is scaled down by one factor
+    - the open gaps from the close before are replaced by an independent sample of the
+      context's gaps (its empirical distribution, interpolated), sorted and handed out in
+      the order of scores that give them the context's rank correlation with the intraday
+      move (close over open). The prices of a decoded candle share much of one error,
+      which enters the gap and the close move alike: ranked as sampled, gaps would follow
+      the intraday move (rank correlations of +.2 to +.4 where prices have -.09 to 0);
+      the scores mix the move's rank with the gap's own, less its dependence on the move
+      (`_gap_scores`). The sample is drawn with a generator seeded by that order, so the
+      same paths always give the same candles, and a single path's gaps vary as a
+      market's do instead of taking one of each decile;
+    - where the paths' median wick beyond the body (both sides pooled) over their median
+      |close move| is larger than the context's, every wick is scaled down by one factor
       so that it becomes the context's.
 
     Opens, highs and lows move; closes, volume and amount do not, so every output of the
@@ -668,9 +750,6 @@ def shape_candles(paths: np.ndarray, contexts: Sequence[np.ndarray], last_close:
         Each series' context candles (open, high, low, close first).
     last_close : ndarray of shape (B,)
     positive : ndarray of shape (B,), bool
-    gap_move : float, default=0.0
-        In [0, 1): the share of each close move taken out of its gap before the gap is
-        scaled (`fit_gap_move`).
 
     Returns
     -------
@@ -678,70 +757,30 @@ def shape_candles(paths: np.ndarray, contexts: Sequence[np.ndarray], last_close:
         `paths`.
     """
     last = np.asarray(last_close, np.float64)
+    lengths = np.array([len(context) for context in contexts])
     for space, rows in _by_space(positive):
-        indices = np.flatnonzero(rows)
-        wanted = np.full((2, len(indices)), np.nan)  # NaN: left as sampled
-        for i, index in enumerate(indices):
-            prices = _to_space(np.asarray(contexts[index], np.float64)[:, :_VOLUME], space)
-            if len(prices) > 1:
-                wanted[:, i] = np.concatenate(_ratios(*(
-                    part[None] for part in _candle_parts(prices[1:], prices[:-1, _CLOSE]))))
-        prices = _to_space(paths[rows, ..., :_VOLUME].astype(np.float64), space)
-        previous = _previous_closes(prices[..., _CLOSE], _to_space(last[rows], space))
-        gap, move, upper, lower = _candle_parts(prices, previous)
-        flat = [part.reshape(len(indices), -1) for part in (gap, move, upper, lower)]
-        gap_ratio, wick_ratio = _ratios(*flat)
-        rebuilt = gap - gap_move * move
-        rebuilt_ratio = _ratios(rebuilt.reshape(len(indices), -1), *flat[1:])[0]
-        shape_gaps = (gap_ratio > wanted[0]) & (rebuilt_ratio > 0)
-        gap_factor = np.divide(wanted[0], rebuilt_ratio, out=np.ones_like(rebuilt_ratio),
-                               where=shape_gaps)
-        wick_factor = np.divide(wanted[1], wick_ratio, out=np.ones_like(wick_ratio),
-                                where=wick_ratio > wanted[1])
-        shaped = shape_gaps | (wick_factor < 1)  # the rest are left as sampled
-        opens = np.where(shape_gaps[:, None, None],
-                         previous + gap_factor[:, None, None] * rebuilt, prices[..., _OPEN])
-        close = prices[..., _CLOSE]
-        highs = np.maximum(opens, close) + wick_factor[:, None, None] * upper
-        lows = np.minimum(opens, close) - wick_factor[:, None, None] * lower
-        for column, values in ((_OPEN, opens), (_HIGH, highs), (_LOW, lows)):
-            paths[indices[shaped], ..., column] = _from_space(values[shaped], space)
+        for length in np.unique(lengths[rows & (lengths > MIN_SHAPE_ROWS)]):
+            group = np.flatnonzero(rows & (lengths == length))  # contexts as long at once
+            context = _to_space(np.stack([np.asarray(contexts[i], np.float64)[:, :_VOLUME]
+                                          for i in group]), space)  # (g, n, 4)
+            gaps, moves, uppers, lowers = _candle_parts(context[:, 1:], context[:, :-1, _CLOSE])
+            prices = _to_space(paths[group, ..., :_VOLUME].astype(np.float64), space)
+            close = prices[..., _CLOSE]  # (g, S, H)
+            start = np.broadcast_to(_to_space(last[group], space)[:, None, None],
+                                    close.shape[:2] + (1,))
+            previous = np.concatenate([start, close[..., :-1]], axis=2)
+            gap, move, upper, lower = (part.reshape(len(group), -1)
+                                       for part in _candle_parts(prices, previous))
+            opens = previous + _quantile_mapped(_gap_scores(gap, move, gaps, moves),
+                                                gaps).reshape(close.shape)
+            wanted, sampled = _wick_ratio(moves, uppers, lowers), _wick_ratio(move, upper, lower)
+            factor = np.divide(wanted, sampled, out=np.ones_like(sampled),
+                               where=sampled > wanted)[:, None]
+            highs = np.maximum(opens, close) + (factor * upper).reshape(close.shape)
+            lows = np.minimum(opens, close) - (factor * lower).reshape(close.shape)
+            for column, values in ((_OPEN, opens), (_HIGH, highs), (_LOW, lows)):
+                paths[group, ..., column] = _from_space(values, space)
     return make_candles_valid(paths)  # a wick of 0 comes back from log space a bit inside
-
-
-def fit_gap_move(paths: np.ndarray, truth: np.ndarray, contexts: Sequence[np.ndarray],
-                 last_close: np.ndarray) -> float:
-    """The share of `GAP_MOVE_GRID` whose `shape_candles` paths have the rank correlation
-    of the open gap with the intraday move (close over open) closest to the truth's, pooled
-    over windows, paths and steps, in log prices.
-
-    Parameters
-    ----------
-    paths : ndarray of shape (n_windows, n_samples, horizon, 6)
-        Valid paths with positive prices.
-    truth : ndarray of shape (n_windows, horizon, 6)
-        What followed each window.
-    contexts : sequence of n_windows arrays of shape (n_rows, 6)
-    last_close : ndarray of shape (n_windows,)
-
-    Returns
-    -------
-    float
-    """
-    from scipy.stats import spearmanr
-
-    def correlation(candles: np.ndarray) -> float:  # (W, S, H, 6)
-        prices = np.log(candles[..., :_VOLUME])
-        gap = prices[..., _OPEN] - _previous_closes(np.log(candles[..., _CLOSE]), np.log(last))
-        return spearmanr(gap.ravel(), (prices[..., _CLOSE] - prices[..., _OPEN]).ravel())[0]
-
-    last = np.asarray(last_close, np.float64)
-    wanted = correlation(np.asarray(truth, np.float64)[:, None])
-    positive = np.ones(len(paths), bool)
-    errors = [abs(correlation(shape_candles(np.array(paths, np.float64), contexts, last,
-                                            positive, share)) - wanted)
-              for share in GAP_MOVE_GRID]
-    return float(GAP_MOVE_GRID[int(np.argmin(errors))])
 
 
 def fit_drift(paths: np.ndarray, truth: np.ndarray, last_close: np.ndarray) -> float:
@@ -780,11 +819,11 @@ def apply_spread(paths: np.ndarray, spread: Spread, positive: np.ndarray,
                  last_close: np.ndarray, contexts: Sequence[np.ndarray] = ()) -> np.ndarray:
     """Paths (B, S, H, 6) adjusted by a model's own `spread`, in place: their mean drawn
     towards the last close (`keep_drift`), then widened about it (`widen_paths`, which
-    keeps the mean), with ``spread.candles`` each path's opens and wicks given their
-    context's sizes (`shape_candles`, with ``spread.gap_move``), and last the mean's open,
-    high and low about its close drawn in by the drift share (their moves from step to
-    step: shaped after that, the mean's candles would take up the sampling noise of the
-    paths' gaps and wicks again).
+    keeps the mean), with ``spread.candles`` each path's open gaps and wicks distributed as
+    their context's (`shape_candles`), and last the mean's open, high and low about its
+    close drawn in by the drift share (their moves from step to step: shaped after that,
+    the mean's candles would take up the sampling noise of the paths' gaps and wicks
+    again).
 
     Parameters
     ----------
@@ -807,7 +846,7 @@ def apply_spread(paths: np.ndarray, spread: Spread, positive: np.ndarray,
     if spread.widens:
         widen_paths(paths, spread, positive)
     if spread.candles:
-        shape_candles(paths, contexts, last_close, positive, spread.gap_move)
+        shape_candles(paths, contexts, last_close, positive)
     _keep_candle_moves(paths, spread.drift, positive)
     return paths
 

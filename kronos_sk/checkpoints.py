@@ -35,7 +35,7 @@ _DERIVED_BUFFERS = ("rotary.inv_freq", "bsq.basis", "bsq.group_basis")
 DEFAULT_MODEL_DIR = Path(__file__).parent / "pretrained"
 # Beside config.json: settings for using a predictor that config.json does not hold.
 INFERENCE_FILE = "inference.json"
-INFERENCE_KEYS = ("max_context", "spread", "tail", "ramp", "drift", "candles", "gap_move")
+INFERENCE_KEYS = ("max_context", "spread", "tail", "ramp", "drift", "candles")
 # The released Kronos-small and Kronos-base windows; config.json does not record it.
 RELEASED_CONTEXT = 512
 # Kronos-mini was trained on 2048-token windows; it is the released predictor of this shape.
@@ -51,10 +51,9 @@ class Spread:
     from the last close that they keep (`kronos_sk.calibration.keep_drift`), fitted once on
     validation windows after training and stored in the checkpoint's inference.json
     (`model_spread`); `kronos_sk.calibration.apply_spread` applies both (the share to the
-    mean path's candles as well). With ``candles``, it also gives each path's opens and
-    wicks the sizes of its context's candles, a gap rebuilt from the sampled one less the
-    share ``gap_move`` of its close move (`kronos_sk.calibration.shape_candles`), before
-    the mean path's candles are drawn in.
+    mean path's candles as well). With ``candles``, it also gives each path's open gaps
+    and wicks the distribution of its context's (`kronos_sk.calibration.shape_candles`),
+    before the mean path's candles are drawn in.
     """
 
     factor: float = 1.0
@@ -62,7 +61,6 @@ class Spread:
     ramp: float = 1.0
     drift: float = 1.0
     candles: bool = False
-    gap_move: float = 0.0
 
     @property
     def widens(self) -> bool:
@@ -140,8 +138,7 @@ def _inference_settings(directory: Path) -> dict:
             ("spread", 1.0, "a positive number", lambda v: v > 0),
             ("tail", 0.0, "a number >= 0", lambda v: v >= 0),
             ("ramp", 1.0, "a positive number", lambda v: v > 0),
-            ("drift", 1.0, "a number in [0, 1]", lambda v: 0 <= v <= 1),
-            ("gap_move", 0.0, "a number in [0, 1)", lambda v: 0 <= v < 1)):
+            ("drift", 1.0, "a number in [0, 1]", lambda v: 0 <= v <= 1)):
         value = settings.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
                 math.isfinite(value) and allowed(value)):
@@ -173,7 +170,7 @@ def model_context(model: str | os.PathLike) -> int:
 def model_spread(model: str | os.PathLike) -> Spread:
     """How the model's own paths are adjusted: ``spread``, ``tail``, ``ramp`` and
     ``drift`` of its `INFERENCE_FILE`, fitted on validation windows after training, and
-    ``candles`` with its ``gap_move`` (see `kronos_sk.calibration.apply_spread`);
+    ``candles`` (see `kronos_sk.calibration.apply_spread`);
     ``Spread()`` (the paths as sampled) for a checkpoint without them, as every released
     checkpoint; a linear ramp where ``ramp`` is not given, the whole drift where ``drift``
     is not, the candles as sampled where ``candles`` is not.
@@ -181,7 +178,7 @@ def model_spread(model: str | os.PathLike) -> Spread:
     settings = _inference_settings(resolve_checkpoint(model))
     return Spread(float(settings.get("spread", 1.0)), float(settings.get("tail", 0.0)),
                   float(settings.get("ramp", 1.0)), float(settings.get("drift", 1.0)),
-                  settings.get("candles", False), float(settings.get("gap_move", 0.0)))
+                  settings.get("candles", False))
 
 
 def read_config(directory: Path) -> dict:

@@ -330,7 +330,7 @@ def _info(args: argparse.Namespace) -> None:
             spread = model_spread(directory)
             print(f"  (inference) max_context = {model_context(directory)}, spread = "
                   f"{spread.factor}, tail = {spread.tail}, ramp = {spread.ramp}, drift = "
-                  f"{spread.drift}, candles = {spread.candles}, gap_move = {spread.gap_move}")
+                  f"{spread.drift}, candles = {spread.candles}")
 
 
 def _train(args: argparse.Namespace) -> None:

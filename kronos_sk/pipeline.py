@@ -133,7 +133,7 @@ class KronosPipeline:
         The predictor's window in tokens (512 for Kronos-small/base, 2048 for Kronos-mini).
     spread : Spread, default=Spread() (as sampled)
         How valid paths are adjusted: drawn towards the last close, then widened, the
-        candles' gaps and wicks sized like the context's, and the mean's candles drawn in
+        candles' gaps and wicks shaped like the context's, and the mean's candles drawn in
         alike (the model's own spread,
         [`model_spread`][kronos_sk.checkpoints.model_spread]).
 

@@ -12,18 +12,17 @@ that share as the calibration fits it (the lowest CRPS among the settings whose 
 50/80/90 % bands of the close, pooled over steps, cover within 2 points of nominal). Both
 are fitted on validation windows of the markets that the benchmarks do not score (US ETFs,
 mixed futures/FX/indices, China indices, BTC hourly), so the benchmark rows stay out of
-sample. Then, with ``candles: true`` (each path's open gaps and wicks made no larger,
-relative to its close moves, than its context's: `kronos_sk.calibration.shape_candles`, the
-closes untouched), the share ``gap_move`` of each close move taken out of its gap before
-the gap is scaled: the one whose rank correlation of the gap with the intraday move is
-closest to the truth's (`kronos_sk.calibration.fit_gap_move`). Every face then applies
-all of it by default (`kronos_sk.checkpoints.model_spread`)::
+sample. ``candles: true`` has nothing to fit: every path's open gaps are drawn from its own
+context's and its wicks made no longer, relative to its close moves, than the context's
+(`kronos_sk.calibration.shape_candles`, the closes untouched), and the script prints the
+candles with and without it beside the truth's. Every face then applies all of it by
+default (`kronos_sk.checkpoints.model_spread`)::
 
     python scripts/fit_spread.py runs/default-model-0.3
 
 writes ``RUN/predictor/best/inference.json`` (``max_context`` from the recipe's window,
-``spread``, ``tail``, ``ramp``, ``drift``, ``candles``, ``gap_move``) and prints the CRPS
-and coverage before and after, and the candles' sizes and gap-move correlation.
+``spread``, ``tail``, ``ramp``, ``drift``, ``candles``) and prints the CRPS and coverage
+before and after, and the candles' sizes and gap-intraday correlation.
 """
 
 from __future__ import annotations
@@ -38,8 +37,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from kronos_sk._files import write_atomically
-from kronos_sk.calibration import (PathCalibration, apply_spread, fit_drift, fit_gap_move,
-                                   keep_drift, widen_paths)
+from kronos_sk.calibration import PathCalibration, apply_spread, fit_drift, keep_drift
 from kronos_sk.checkpoints import INFERENCE_FILE, Spread
 from kronos_sk.data.validation import assemble_features, validate_candles
 from kronos_sk.metrics import crps_from_samples, log_returns
@@ -88,18 +86,19 @@ def windows(name: str, context: int, cutoff: str | None, count: int, seed: int,
 
 
 def print_candles(name: str, paths: np.ndarray, last: np.ndarray) -> None:
-    """Median |open gap| and wick over the median |close move|, and the rank correlation of
-    the gap with the intraday move, of paths (W, S, H, 6) pooled, in log prices."""
+    """Median |open gap|, upper and lower wick over the median |close move|, the share of
+    bars without an upper wick, and the rank correlation of the gap with the intraday move,
+    of paths (W, S, H, 6) pooled, in log prices."""
     prices = np.log(paths[..., :4])
     before = np.concatenate([np.broadcast_to(np.log(last)[:, None, None],
                                              prices.shape[:2] + (1,)), prices[..., :-1, 3]], 2)
     gap, move = prices[..., 0] - before, prices[..., 3] - before
     top, bottom = prices[..., [0, 3]].max(axis=-1), prices[..., [0, 3]].min(axis=-1)
-    wick = np.median(np.concatenate([(prices[..., 1] - top).ravel(),
-                                     (bottom - prices[..., 2]).ravel()]))
+    upper, lower = prices[..., 1] - top, bottom - prices[..., 2]
     size = np.median(np.abs(move))
-    print(f"{name}: gap / move {np.median(np.abs(gap)) / size:.3f}, wick / move "
-          f"{wick / size:.3f}, rank correlation of gap and intraday move "
+    print(f"{name}: gap / move {np.median(np.abs(gap)) / size:.3f}, upper and lower wick / "
+          f"move {np.median(upper) / size:.3f} and {np.median(lower) / size:.3f}, no upper "
+          f"wick {np.mean(upper < 1e-9):.3f}, rank correlation of gap and intraday move "
           f"{spearmanr(gap.ravel(), (prices[..., 3] - prices[..., 0]).ravel())[0]:.3f}")
 
 
@@ -141,18 +140,14 @@ def main() -> None:
               f"| step-return std, first step {steps[..., 0].std():.5f} (realised "
               f"{realised[:, 0].std():.5f}), later {steps[..., 1:].std():.5f} (realised "
               f"{realised[:, 1:].std():.5f})")
-    # Candles are shaped after the widening, before the mean's candle moves are drawn in.
-    widened = widen_paths(keep_drift(paths.copy(), drift, last, positive), spread, positive)
-    gap_move = fit_gap_move(widened, truth, candles, last)
-    for share in (0.0, gap_move):
-        shaped = replace(spread, candles=True, gap_move=share)
-        print_candles(f"candles shaped, gap_move {share}",
-                      apply_spread(paths.copy(), shaped, positive, last, candles), last)
     print_candles("as adjusted above", adjusted_paths, last)
+    shaped = replace(spread, candles=True)
+    print_candles("candles shaped", apply_spread(paths.copy(), shaped, positive, last, candles),
+                  last)
     print_candles("truth", truth[:, None], last)
-    text = json.dumps({"max_context": max_context, "spread": spread.factor,
-                       "tail": spread.tail, "ramp": spread.ramp, "drift": spread.drift,
-                       "candles": True, "gap_move": gap_move}) + "\n"
+    text = json.dumps({"max_context": max_context, "spread": shaped.factor,
+                       "tail": shaped.tail, "ramp": shaped.ramp, "drift": shaped.drift,
+                       "candles": shaped.candles}) + "\n"
     write_atomically(predictor / INFERENCE_FILE, lambda tmp: tmp.write_text(text))
     print(f"wrote {predictor / INFERENCE_FILE}")
 
