@@ -99,7 +99,7 @@ TAIL_CAP = 3.0  # |D| / s beyond which the tail term grows no faster than D
 # The share of the paths' mean move kept: down to a tenth, since at 0 every point forecast
 # is the last close and the forecasts' ranking is lost.
 DRIFT_GRID = np.round(np.arange(0.1, 1.01, 0.1), 1)
-MIN_SHAPE_ROWS = 20  # context candles `shape_candles` needs to shape a series' paths
+MIN_SHAPE_ROWS = 20  # `shape_candles` shapes a series' paths from more context rows than this
 
 
 def _to_space(values: np.ndarray, space: str) -> np.ndarray:
@@ -638,7 +638,8 @@ def _probabilities(values: np.ndarray) -> np.ndarray:
 def _sample_in_rank_order(values: np.ndarray) -> np.ndarray:
     """For each row of `values` (rows, n): n independent uniforms, handed out smallest
     first in the order of the row's values (ties in turn), from a generator seeded by that
-    order, so that the same values (in float32 or float64) always get the same uniforms."""
+    order, so that the same values always get the same uniforms (values that swap places
+    get another sample)."""
     out = np.empty(values.shape)
     for row, value in enumerate(values):
         order = np.argsort(value, kind="stable")
@@ -819,11 +820,11 @@ def apply_spread(paths: np.ndarray, spread: Spread, positive: np.ndarray,
                  last_close: np.ndarray, contexts: Sequence[np.ndarray] = ()) -> np.ndarray:
     """Paths (B, S, H, 6) adjusted by a model's own `spread`, in place: their mean drawn
     towards the last close (`keep_drift`), then widened about it (`widen_paths`, which
-    keeps the mean), with ``spread.candles`` each path's open gaps and wicks distributed as
-    their context's (`shape_candles`), and last the mean's open, high and low about its
-    close drawn in by the drift share (their moves from step to step: shaped after that,
-    the mean's candles would take up the sampling noise of the paths' gaps and wicks
-    again).
+    keeps the mean), with ``spread.candles`` each path's open gaps drawn from its context's
+    and its wicks no longer than the context's (`shape_candles`), and last the mean's open,
+    high and low about its close drawn in by the drift share (their moves from step to
+    step: shaped after that, the mean's candles would take up the sampling noise of the
+    paths' gaps and wicks again).
 
     Parameters
     ----------
@@ -846,6 +847,9 @@ def apply_spread(paths: np.ndarray, spread: Spread, positive: np.ndarray,
     if spread.widens:
         widen_paths(paths, spread, positive)
     if spread.candles:
+        if len(contexts) != len(paths):
+            raise ValueError(f"shaping candles needs one context per series: got "
+                             f"{len(contexts)} contexts for {len(paths)} series")
         shape_candles(paths, contexts, last_close, positive)
     _keep_candle_moves(paths, spread.drift, positive)
     return paths

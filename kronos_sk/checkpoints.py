@@ -51,9 +51,10 @@ class Spread:
     from the last close that they keep (`kronos_sk.calibration.keep_drift`), fitted once on
     validation windows after training and stored in the checkpoint's inference.json
     (`model_spread`); `kronos_sk.calibration.apply_spread` applies both (the share to the
-    mean path's candles as well). With ``candles``, it also gives each path's open gaps
-    and wicks the distribution of its context's (`kronos_sk.calibration.shape_candles`),
-    before the mean path's candles are drawn in.
+    mean path's candles as well). With ``candles``, it also draws each path's open gaps
+    from its context's and makes its wicks no longer, relative to its close moves, than
+    the context's (`kronos_sk.calibration.shape_candles`), before the mean path's candles
+    are drawn in.
     """
 
     factor: float = 1.0

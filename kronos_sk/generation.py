@@ -579,9 +579,9 @@ def forecast_paths(tokenizer: KronosTokenizer, predictor: KronosPredictor,
         own seed). False: the reference's raw decoding.
     spread : Spread, default=Spread() (as sampled)
         With `valid_candles`, the valid paths are adjusted by it: their mean drawn towards
-        the last close, then widened, the candles' opens and wicks given their context's
-        sizes, and the mean's candles drawn in alike (`kronos_sk.calibration.apply_spread`;
-        a checkpoint's own, from its inference.json).
+        the last close, then widened, the candles' open gaps drawn from their context's
+        and wicks no longer than its, and the mean's candles drawn in alike
+        (`kronos_sk.calibration.apply_spread`; a checkpoint's own, from its inference.json).
     stratified : bool, default=True
         Draw the paths of each series stratified (`path_uniforms`, in the order of
         `ids_by_close`): each path is an exact draw of the model, and together they cover
