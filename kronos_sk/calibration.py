@@ -75,13 +75,12 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 from scipy.special import ndtri
-from scipy.stats import rankdata
 
 from kronos_sk._params import check_positive_int
 from kronos_sk.checkpoints import Spread
 from kronos_sk.data.schema import FEATURE_COLUMNS
 from kronos_sk.data.validation import assemble_features, make_candles_valid
-from kronos_sk.metrics import central_bands, crps_from_samples
+from kronos_sk.metrics import _average_ranks, _correlate, central_bands, crps_from_samples
 
 LEVELS = (0.5, 0.8, 0.9)
 SCALE_GRID = np.exp(np.linspace(np.log(0.2), np.log(20.0), 241))
@@ -630,9 +629,16 @@ def _candle_parts(prices: np.ndarray, previous_close: np.ndarray,
             prices[..., _HIGH] - top, bottom - prices[..., _LOW])
 
 
+def _previous_closes(closes: np.ndarray, last_close: np.ndarray) -> np.ndarray:
+    """The close before each step of paths' closes (B, S, H): the last close (B,), then each
+    path's own."""
+    start = np.broadcast_to(last_close[:, None, None], closes.shape[:2] + (1,))
+    return np.concatenate([start, closes[..., :-1]], axis=2)
+
+
 def _probabilities(values: np.ndarray) -> np.ndarray:
     """Each value's mid-rank in its row of `values` (rows, n) over n, in (0, 1); ties alike."""
-    return (rankdata(values, axis=1) - 0.5) / values.shape[1]
+    return (_average_ranks(values, axis=1) - 0.5) / values.shape[1]
 
 
 def _sample_in_rank_order(values: np.ndarray) -> np.ndarray:
@@ -660,16 +666,6 @@ def _quantile_mapped(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return low + (position - below) * (high - low)
 
 
-def _rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman's correlation of each row of `a` and `b` (rows, n); 0 where either is
-    constant."""
-    ranks = [rank - rank.mean(axis=1, keepdims=True) for rank in (rankdata(a, axis=1),
-                                                                  rankdata(b, axis=1))]
-    norm = np.sqrt((ranks[0] ** 2).sum(axis=1) * (ranks[1] ** 2).sum(axis=1))
-    return np.divide((ranks[0] * ranks[1]).sum(axis=1), norm, out=np.zeros(len(norm)),
-                     where=norm > 0)
-
-
 def _spread_of(values: np.ndarray) -> np.ndarray:
     """Interquartile range of each row of `values` (rows, n)."""
     upper, lower = np.quantile(values, [0.75, 0.25], axis=1)
@@ -693,7 +689,8 @@ def _gap_scores(gap: np.ndarray, move: np.ndarray, context_gaps: np.ndarray,
     slope = np.divide(((gap - gap.mean(axis=1, keepdims=True)) * centred).sum(axis=1),
                       variance, out=np.zeros(len(gap)), where=variance > 0)[:, None]
     own = ndtri(_probabilities(gap - slope * move))
-    intraday = _rank_correlation(context_gaps, context_moves - context_gaps)
+    intraday = np.nan_to_num(_correlate(context_gaps, context_moves - context_gaps, 1,
+                                        "spearman"))  # 0 where either is constant
     wanted = 2 * np.sin(np.pi / 6 * intraday)  # Pearson's for Spearman's, if normal
     kept = 1 - wanted ** 2
     spread = _spread_of(move)
@@ -767,9 +764,7 @@ def shape_candles(paths: np.ndarray, contexts: Sequence[np.ndarray], last_close:
             gaps, moves, uppers, lowers = _candle_parts(context[:, 1:], context[:, :-1, _CLOSE])
             prices = _to_space(paths[group, ..., :_VOLUME].astype(np.float64), space)
             close = prices[..., _CLOSE]  # (g, S, H)
-            start = np.broadcast_to(_to_space(last[group], space)[:, None, None],
-                                    close.shape[:2] + (1,))
-            previous = np.concatenate([start, close[..., :-1]], axis=2)
+            previous = _previous_closes(close, _to_space(last[group], space))
             gap, move, upper, lower = (part.reshape(len(group), -1)
                                        for part in _candle_parts(prices, previous))
             opens = previous + _quantile_mapped(_gap_scores(gap, move, gaps, moves),
