@@ -72,6 +72,11 @@ def parser() -> argparse.ArgumentParser:
                        help="N evenly spaced origins over the config's period instead of its "
                             "own origins or stride: more dates tighten per-date means such "
                             "as the cross-sectional RankIC")
+    parse.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED",
+                       help="run every model once per one of these seeds instead of the "
+                            "config's (tables average over seeds)")
+    parse.add_argument("--samples", type=positive_int, default=None, metavar="N",
+                       help="N Kronos paths per window instead of the config's n_samples")
     return parse
 
 
@@ -90,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             config, models=tuple(m for m in config.models if m.name in args.models))
     if args.origins:
         config = dataclasses.replace(config, origins=args.origins, stride=None)
+    if args.seeds:
+        config = dataclasses.replace(config, seeds=tuple(args.seeds))
+    if args.samples:
+        config = dataclasses.replace(config, n_samples=args.samples)
     out = args.out or REPO_ROOT / "results" / config.name
     panel = load_panel(config)
     tasks = list(TASKS) if "all" in args.tasks else list(dict.fromkeys(args.tasks))

@@ -128,6 +128,21 @@ def test_origins_option_replaces_the_configs_origins(tmp_path: Path, cn_index_fi
     assert "--origins: expected a positive integer, got 0" in capsys.readouterr().err
 
 
+def test_seeds_and_samples_options_replace_the_configs(tmp_path: Path, cn_index_file: Path,
+                                                       write_config):
+    config = write_config(tmp_path / "cn.toml", cn_index_file,
+                          assets=["sh000001", "sh000300", "sz399001"])
+    out = tmp_path / "out"
+    assert main(["price", "--config", str(config), "--out", str(out), "--models", "kronos",
+                 "--seeds", "3", "--samples", "2"]) == 0
+    assert "samples 2, seeds [3]" in (out / "price.md").read_text()
+    again = tmp_path / "again"
+    assert main(["price", "--config", str(config), "--out", str(again), "--models", "kronos",
+                 "--seeds", "4", "--samples", "2"]) == 0
+    first, other = (pd.read_csv(d / "price.csv", index_col=0).loc["kronos"] for d in (out, again))
+    assert first["crps"] != other["crps"]  # another seed draws other paths
+
+
 def test_budget_stops_adding_origins(tmp_path: Path, synthetic_candles, write_config):
     config = load_config(write_config(tmp_path / "tiny.toml",
                                       synthetic_candles(tmp_path / "candles.parquet")))
